@@ -1,0 +1,1 @@
+"""The ``deltaport`` command: one module per command group, thin over the library."""

@@ -1,0 +1,24 @@
+"""Shared fixtures: real services started per test (or per module) and stopped by PID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.services import Registry, run_registry
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A fresh Docker Distribution registry for one test."""
+    with run_registry(tmp_path / "registry") as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def module_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A Docker Distribution registry shared by the tests of one module."""
+    with run_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
