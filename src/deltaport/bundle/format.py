@@ -1,0 +1,117 @@
+"""Constants and limits of the bundle file format, shared by the writer and the reader.
+
+The format is specified in ``docs/bundle-format.md``; every number that document names
+lives here, so the builder and the device can never disagree about it (the habit of
+containers/tar-diff's ``protocol`` package). Nothing in this module does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+"""The bundle format version this code writes, and the newest one it can read."""
+
+INDEX_NAME = "index.json"
+SIGNATURE_NAME = "index.sig"
+RESERVED_NAMES = frozenset({INDEX_NAME, SIGNATURE_NAME})
+
+SIGNING_CONTEXT = b"deltaport-bundle-index\x00"
+"""Prefixed to the exact index.json bytes to form the Ed25519 signing input.
+
+It separates bundle signatures from anything else the same key might sign. It carries
+no version: the head (index.json, index.sig, this signing input) is frozen across
+format versions so that any reader can check a signature, then refuse a newer format.
+"""
+
+BLOCK_SIZE = 512
+"""Tar block size: headers are one block, data is padded with zeros to a block."""
+
+END_OF_ARCHIVE_SIZE = 2 * BLOCK_SIZE
+"""Two zero blocks end a tar archive (and a bundle's payload region)."""
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+MIN_CHUNK_SIZE = 4 << 10
+MAX_CHUNK_SIZE = 64 << 20
+
+MAX_NAME_LENGTH = 100
+"""A member name must fit the ustar name field, so the tar needs no long-name headers."""
+
+MAX_MEDIA_TYPE_LENGTH = 255
+
+MEMBER_NAME_RE = re.compile(r"[A-Za-z0-9_+=@:,-][A-Za-z0-9._+=@:,-]*")
+"""Portable member names: no '/', no leading '.', no NUL, no spaces or non-ASCII."""
+
+MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+"""An RFC 6838 ``type/subtype`` without parameters."""
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{32}")
+
+INDEX_FIELDS = frozenset(
+    {"format_version", "chunk_size", "payload_size", "chunk_digests", "members", "content"}
+)
+MEMBER_FIELDS = frozenset({"name", "offset", "size", "digest", "media_type"})
+SIGNATURE_FIELDS = frozenset({"key_id", "signature"})
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    """Bounds a reader enforces on untrusted bundles (the writer never exceeds them).
+
+    Every read of bundle bytes is bounded by one of these before it happens, so a
+    hostile or corrupt file cannot make the reader allocate or loop without end.
+    """
+
+    max_index_size: int = 16 << 20  # bytes of index.json
+    max_signature_size: int = 64 << 10  # bytes of index.sig
+    max_signatures: int = 16  # entries in index.sig
+    max_members: int = 10_000
+    max_member_name_length: int = MAX_NAME_LENGTH  # never more than MAX_NAME_LENGTH
+    max_chunk_size: int = MAX_CHUNK_SIZE  # one chunk is held in memory while verified
+    max_bundle_size: int = 1 << 40  # bytes of the whole file
+
+
+def sha256_digest(data: bytes | bytearray | memoryview) -> str:
+    """``sha256:<hex>`` of ``data``, the digest notation used throughout the index."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def pad_length(size: int) -> int:
+    """Zero bytes that follow ``size`` bytes of tar data to reach a block boundary."""
+    return -size % BLOCK_SIZE
+
+
+def chunk_count(payload_size: int, chunk_size: int) -> int:
+    """Number of fixed-size chunks (the last one may be short) covering the payload."""
+    return -(-payload_size // chunk_size)
+
+
+def member_name_problem(name: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
+    """Why ``name`` cannot be a member name, or None if it can.
+
+    Names become file names when someone runs ``tar xf`` on a bundle, so they are
+    restricted to one path component of portable characters.
+    """
+    if not name:
+        return "empty name"
+    if len(name) > min(max_length, MAX_NAME_LENGTH):
+        return f"longer than {min(max_length, MAX_NAME_LENGTH)} characters"
+    if name in RESERVED_NAMES:
+        return "reserved for the bundle index"
+    if ".." in name:
+        return "contains '..'"
+    if not MEMBER_NAME_RE.fullmatch(name):
+        return "only A-Z a-z 0-9 and ._+=@:,- are allowed, and no leading '.'"
+    return None
+
+
+def media_type_problem(media_type: str) -> str | None:
+    """Why ``media_type`` is not an acceptable member media type, or None."""
+    if len(media_type) > MAX_MEDIA_TYPE_LENGTH:
+        return f"longer than {MAX_MEDIA_TYPE_LENGTH} characters"
+    if not MEDIA_TYPE_RE.fullmatch(media_type):
+        return "not of the form type/subtype"
+    return None

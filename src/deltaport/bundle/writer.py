@@ -1,0 +1,284 @@
+"""Writing a bundle file: members streamed into a spool, then head + payload, atomically.
+
+The index must come first in the file but depends on every member (digests, chunk
+digests), so members are first streamed into an anonymous spool file in the target's
+folder - already laid out as the payload region, its chunk digests computed on the
+way - and :meth:`BundleWriter.finish` then writes head + spool to a temp file next to
+the target and renames it into place. A failure at any point leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from deltaport.bundle.format import (
+    DEFAULT_CHUNK_SIZE,
+    END_OF_ARCHIVE_SIZE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    BundleLimits,
+    media_type_problem,
+    member_name_problem,
+    pad_length,
+)
+from deltaport.bundle.head import encode_head, read_head
+from deltaport.bundle.index import MemberInfo, encode_index
+from deltaport.bundle.payload import ChunkHasher
+from deltaport.bundle.signing import encode_signatures, sign_index
+from deltaport.bundle.tarblocks import member_header
+from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
+
+COPY_BUFFER_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What :meth:`BundleWriter.finish` wrote."""
+
+    path: Path
+    size: int
+    digest: str  # "sha256:<hex>" of the whole file
+    index_digest: str  # "sha256:<hex>" of the exact index.json bytes
+    signer_key_id: str | None
+    members: tuple[MemberInfo, ...]
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the whole file (``digest`` without its prefix)."""
+        return self.digest.removeprefix("sha256:")
+
+
+def _stream_size(source: IO[bytes]) -> int | None:
+    """Bytes left in a seekable stream, or None if it cannot tell."""
+    try:
+        if not source.seekable():
+            return None
+        here = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(here)
+    except (OSError, ValueError):
+        return None
+    return end - here
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BundleWriter:
+    """Builds one bundle file at ``path``; use as a context manager.
+
+    ``add_member`` streams each member (never holding it whole), ``finish`` signs and
+    publishes the file. Leaving the ``with`` block without ``finish`` - by an exception
+    or not - discards everything and leaves any existing file at ``path`` untouched.
+    """
+
+    def __init__(self, path: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+            raise UsageError(
+                f"bundle chunk size must be in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}] bytes"
+            )
+        self._path = Path(path)
+        self._chunk_size = chunk_size
+        self._limits = BundleLimits()
+        self._chunks = ChunkHasher(chunk_size)
+        self._members: list[MemberInfo] = []
+        self._names: set[str] = set()
+        self._position = 0
+        self._state = "open"
+        try:
+            self._spool: IO[bytes] = tempfile.TemporaryFile(dir=self._path.parent)  # noqa: SIM115
+        except OSError as exc:
+            raise StorageError(f"cannot write a bundle in {self._path.parent}: {exc}") from exc
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """Discard the spooled members (no-op after ``finish``)."""
+        if self._state != "finished":
+            self._state = "aborted"
+        self._spool.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise UsageError(f"bundle writer for {self._path} is {self._state}")
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self._spool.write(data)
+        except OSError as exc:
+            self._state = "failed"
+            raise StorageError(f"cannot spool bundle {self._path}: {exc}") from exc
+        self._chunks.update(data)
+        self._position += len(data)
+
+    def _check_new_member(self, name: str, media_type: str) -> None:
+        problem = member_name_problem(name)
+        if problem:
+            raise UsageError(f"bundle member name {name!r} is invalid: {problem}")
+        if media_type_problem(media_type):
+            raise UsageError(f"bundle member {name!r}: invalid media type {media_type!r}")
+        if name in self._names:
+            raise UsageError(f"bundle already has a member named {name!r}")
+        if len(self._members) >= self._limits.max_members:
+            raise UsageError(f"a bundle holds at most {self._limits.max_members} members")
+
+    def add_member(
+        self,
+        name: str,
+        source: BinaryIO | bytes,
+        *,
+        size: int | None = None,
+        media_type: str = "application/octet-stream",
+    ) -> MemberInfo:
+        """Append member ``name`` with the bytes of ``source`` (bytes or a binary stream).
+
+        For a stream, exactly ``size`` bytes are read if given; otherwise it is read to
+        its end (a non-seekable stream of unknown size is first copied to a temp file,
+        since the tar header that precedes the data states the size).
+
+        Raises:
+            UsageError: invalid or duplicate name, writer not open.
+            TruncatedError: the stream ended before ``size`` bytes.
+            StorageError: the spool could not be written.
+        """
+        self._check_open()
+        self._check_new_member(name, media_type)
+        if isinstance(source, bytes | bytearray | memoryview):
+            return self._add(name, io.BytesIO(source), len(source), media_type)
+        known = size if size is not None else _stream_size(source)
+        if known is not None:
+            return self._add(name, source, known, media_type)
+        with tempfile.TemporaryFile(dir=self._path.parent) as staged:
+            shutil.copyfileobj(source, staged, COPY_BUFFER_SIZE)
+            length = staged.tell()
+            staged.seek(0)
+            return self._add(name, staged, length, media_type)
+
+    def _add(self, name: str, source: IO[bytes], size: int, media_type: str) -> MemberInfo:
+        if size < 0:
+            raise UsageError(f"bundle member {name!r}: negative size")
+        self._state = "failed"  # until the member is complete
+        self._emit(member_header(name, size))
+        offset = self._position
+        digest = self._copy(name, source, size)
+        self._emit(bytes(pad_length(size)))
+        self._state = "open"
+        info = MemberInfo(name, offset, size, digest, media_type)
+        self._members.append(info)
+        self._names.add(name)
+        return info
+
+    def _copy(self, name: str, source: IO[bytes], size: int) -> str:
+        """Stream exactly ``size`` bytes of ``source`` into the spool; their digest."""
+        member_hash = hashlib.sha256()
+        left = size
+        while left:
+            block = source.read(min(left, COPY_BUFFER_SIZE))
+            if not block:
+                raise TruncatedError(
+                    f"bundle member {name!r}: source ended after {size - left} of {size} bytes"
+                )
+            member_hash.update(block)
+            self._emit(block)
+            left -= len(block)
+        return "sha256:" + member_hash.hexdigest()
+
+    def finish(
+        self, content: Mapping[str, Any], signing_key: Ed25519PrivateKey | None
+    ) -> BundleInfo:
+        """Build and sign the index, write the bundle file atomically, describe it.
+
+        Raises:
+            UsageError: writer not open.
+            FormatError: ``content`` is not JSON data, or the index is over its limit.
+            StorageError: the file could not be written.
+        """
+        self._check_open()
+        self._state = "failed"  # until the file is in place
+        self._emit(bytes(END_OF_ARCHIVE_SIZE))
+        index_bytes = encode_index(
+            chunk_size=self._chunk_size,
+            payload_size=self._position,
+            chunk_digests=self._chunks.finish(),
+            members=self._members,
+            content=content,
+        )
+        if len(index_bytes) > self._limits.max_index_size:
+            raise FormatError(
+                f"bundle index would be {len(index_bytes)} bytes, over the limit of "
+                f"{self._limits.max_index_size}"
+            )
+        entries = [sign_index(index_bytes, signing_key)] if signing_key else []
+        head = encode_head(index_bytes, encode_signatures(entries))
+        index, _, _ = read_head(head)  # the writer's output must satisfy the reader
+        digest, size = self._publish(head)
+        self._state = "finished"
+        self._spool.close()
+        return BundleInfo(
+            path=self._path,
+            size=size,
+            digest=digest,
+            index_digest=index.index_digest,
+            signer_key_id=entries[0].key_id if entries else None,
+            members=tuple(self._members),
+        )
+
+    def _publish(self, head: bytes) -> tuple[str, int]:
+        """Write head + spool to a temp file beside the target, fsync, rename into place."""
+        try:
+            fd, tmp = tempfile.mkstemp(
+                dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".partial"
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot write bundle {self._path}: {exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o644)
+                whole = hashlib.sha256(head)
+                out.write(head)
+                self._spool.seek(0)
+                while block := self._spool.read(COPY_BUFFER_SIZE):
+                    whole.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+                size = out.tell()
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StorageError(f"cannot write bundle {self._path}: {exc}") from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # durability of the rename is best effort
+            _fsync_dir(self._path.parent)
+        return "sha256:" + whole.hexdigest(), size

@@ -1,0 +1,62 @@
+"""`deltaport keys generate | show` — Ed25519 key pairs that sign bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deltaport.bundle.keys import (
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
+)
+
+app = typer.Typer(help="Ed25519 keys that sign and verify bundles.", no_args_is_help=True)
+
+
+@app.command("generate")
+def generate(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for deltaport.key and deltaport.pub (created).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Write a new key pair; never overwrites an existing key."""
+    pair = generate_keypair(directory)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "key_id": pair.key_id,
+                    "private_key": str(pair.private_key_path),
+                    "public_key": str(pair.public_key_path),
+                }
+            )
+        )
+        return
+    typer.echo(f"key id:      {pair.key_id}")
+    typer.echo(f"private key: {pair.private_key_path}  (keep secret; signs bundles)")
+    typer.echo(f"public key:  {pair.public_key_path}  (give to devices: --trust-key)")
+
+
+@app.command("show")
+def show(
+    key_file: Annotated[Path, typer.Argument(help="A public (or private) key PEM file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Print the key id of a key file, as bundles name their signer."""
+    try:
+        with open(key_file, "rb") as f:
+            head = f.read(64)  # the PEM label; the loaders report unreadable files
+    except OSError:
+        head = b""
+    if b"PRIVATE KEY" in head:
+        public = load_private_key(key_file).public_key()
+    else:
+        public = load_public_key(key_file)
+    kid = key_id(public)
+    typer.echo(json.dumps({"key_id": kid, "path": str(key_file)}) if as_json else kid)
