@@ -1,0 +1,90 @@
+"""`deltaport image ...`: inspect and copy container images between transports."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+
+from deltaport.oci import CopyProgress, TransportOptions, copy_image, inspect_image
+from deltaport.oci.model import Platform
+
+app = typer.Typer(help="Inspect and copy container images (docker-archive:, oci:, "
+                  "oci-archive:, docker://).", no_args_is_help=True)
+
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", help="Allow plain http / unverified https for the registry.")]
+PlatformOpt = Annotated[str | None, typer.Option(
+    "--platform", help="os/arch[/variant] to pick from a multi-platform image.")]
+CredsOpt = Annotated[str | None, typer.Option(
+    "--creds", help="USER:PASSWORD for the registry (default: $DELTAPORT_REGISTRY_CREDS).")]
+
+
+def _options(insecure: bool, platform: str | None, creds: str | None) -> TransportOptions:
+    """Build TransportOptions from flags and the environment (read only here)."""
+    creds = creds or os.environ.get("DELTAPORT_REGISTRY_CREDS")
+    username = password = None
+    if creds:
+        username, _, password = creds.partition(":")
+    chosen = Platform.parse(platform) if platform else Platform.host()
+    return TransportOptions(insecure=insecure, username=username, password=password,
+                            platform=chosen)
+
+
+@app.command()
+def inspect(
+    ref: Annotated[str, typer.Argument(help="Image reference, e.g. docker://host/app:v1")],
+    insecure: InsecureOpt = False,
+    platform: PlatformOpt = None,
+    creds: CredsOpt = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Do not read layers (no verification, no uncompressed sizes).")] = False,
+) -> None:
+    """Print an image's IDs, platform and layers as JSON (layers verified unless --quick)."""
+    info = inspect_image(ref, _options(insecure, platform, creds), verify=not quick)
+    typer.echo(json.dumps(info, indent=2))
+
+
+@app.command()
+def copy(
+    src: Annotated[str, typer.Argument(help="Source image reference")],
+    dst: Annotated[str, typer.Argument(help="Destination image reference")],
+    insecure: InsecureOpt = False,
+    platform: PlatformOpt = None,
+    creds: CredsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Copy an image between any two transports, verifying every byte."""
+    options = _options(insecure, platform, creds)
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=console, disable=quiet) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(event: CopyProgress) -> None:
+            task = tasks.get(event.digest)
+            if task is None:
+                label = f"layer {event.index + 1}/{event.count} {event.digest[7:19]}"
+                task = tasks[event.digest] = bar.add_task(label, total=event.total)
+            if event.stage == "skip":
+                bar.update(task, completed=event.total, description=f"{event.digest[7:19]} exists")
+            else:
+                bar.update(task, completed=min(event.done, event.total))
+
+        result = copy_image(src, dst, options, progress=on_progress)
+    console.print(
+        f"copied {result.source} -> {result.destination}: {result.copied} layers copied, "
+        f"{result.skipped} already there; manifest {result.manifest_digest}, "
+        f"image ID {result.image_id}", highlight=False, soft_wrap=True,
+    )
