@@ -1,0 +1,20 @@
+"""Small helpers shared by the command modules."""
+
+from __future__ import annotations
+
+from deltaport.oci import TransportOptions
+
+
+def transport_options(insecure: bool) -> TransportOptions:
+    """Transport options from the common command-line flags."""
+    return TransportOptions(insecure=insecure)
+
+
+def human_bytes(n: int | float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as link rates are quoted)."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"

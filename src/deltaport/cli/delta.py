@@ -1,0 +1,166 @@
+"""`deltaport delta create | apply | rank` — build and apply image patch bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from deltaport.cli.common import human_bytes, transport_options
+
+app = typer.Typer(help="Build, apply and rank patch bundles.", no_args_is_help=True)
+console = Console(stderr=True)
+out = Console()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command("create")
+def create(
+    to: Annotated[str, typer.Option("--to", help="The target image reference.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle file to write.")],
+    sources: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="A source image the device has (repeatable)."),
+    ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="Ed25519 private key (PEM).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+) -> None:
+    """Build one bundle that turns the content of all --from images into --to."""
+    from deltaport.bundle import load_private_key
+    from deltaport.delta.image import create_image_delta
+
+    key = load_private_key(sign_key) if sign_key else None
+    with _progress() as bar:
+        task = bar.add_task("building bundle", total=None)
+
+        def report(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"building: {step}", completed=done, total=total)
+
+        summary = create_image_delta(
+            to,
+            sources or [],
+            output,
+            signing_key=key,
+            options=transport_options(insecure),
+            progress=report,
+        )
+    if as_json:
+        out.print_json(json.dumps(summary.to_json()))
+        return
+    _print_summary(summary.to_json())
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"bundle for {summary['target']} ({summary['image_id'][:19]})")
+    for col in ("layer", "diff_id", "encoding", "layer size", "bytes sent"):
+        table.add_column(col, justify="right" if "size" in col or "bytes" in col else "left")
+    for layer in summary["layers"]:
+        table.add_row(
+            str(layer["index"]),
+            layer["diff_id"][:19],
+            layer["encoding"],
+            human_bytes(layer["size"]),
+            human_bytes(layer["patch_bytes"]),
+        )
+    out.print(table)
+    total = summary["target_size"] or 1
+    out.print(
+        f"bundle {summary['bundle']}: {human_bytes(summary['bundle_bytes'])} "
+        f"({100 * summary['bundle_bytes'] / total:.3f}% of {human_bytes(total)} uncompressed)"
+    )
+
+
+@app.command("apply")
+def apply(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    to: Annotated[str, typer.Option("--to", help="Where to write the rebuilt image.")],
+    sources: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="A source image on this device (repeatable)."),
+    ] = None,
+    trust_keys: Annotated[
+        list[Path] | None,
+        typer.Option("--trust-key", help="Trusted Ed25519 public key (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+) -> None:
+    """Rebuild the bundle's target image from the --from images and write it to --to."""
+    from deltaport.bundle import load_public_key
+    from deltaport.delta.image import apply_image_delta
+
+    keys = [load_public_key(p) for p in trust_keys] if trust_keys else None
+    with _progress() as bar:
+        task = bar.add_task("applying bundle", total=None)
+
+        def report(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"applying: {step}", completed=done, total=total)
+
+        result = apply_image_delta(
+            bundle,
+            sources or [],
+            to,
+            trusted_keys=keys,
+            options=transport_options(insecure),
+            progress=report,
+        )
+    doc = {
+        "destination": result.destination,
+        "image_id": result.image_id,
+        "manifest_digest": result.manifest_digest,
+        "layers_patched": result.layers_patched,
+        "layers_from_source": result.layers_from_source,
+    }
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        out.print(
+            f"rebuilt {result.image_id[:19]} at {result.destination}: "
+            f"{result.layers_patched} layers patched, {result.layers_from_source} from sources, "
+            "verified"
+        )
+
+
+@app.command("rank")
+def rank(
+    to: Annotated[str, typer.Option("--to", help="The target image reference.")],
+    signatures: Annotated[list[Path], typer.Argument(help="Signature files of candidate sources.")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+) -> None:
+    """Rank candidate source images by the estimated bundle size; prints JSON."""
+    from deltaport.delta import load_image_signature
+    from deltaport.delta.ranking import create_image_signature, rank_sources
+    from deltaport.errors import StorageError
+
+    candidates = []
+    for path in signatures:
+        try:
+            with open(path, "rb") as f:
+                candidates.append(load_image_signature(f))
+        except OSError as exc:
+            raise StorageError(f"cannot read signature file {path}: {exc.strerror}") from exc
+    with console.status(f"reading {to}"):
+        target = create_image_signature(to, transport_options(insecure))
+    ranked = rank_sources(target, candidates)
+    out.print_json(
+        json.dumps({"target": to, "image_id": target.image_id,
+                    "candidates": [r.to_json() for r in ranked]})
+    )

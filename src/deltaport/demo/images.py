@@ -1,0 +1,166 @@
+"""Realistic demo images, built from this machine's own files, with no network.
+
+Three layers, as a Dockerfile would make them: a "base" of real shared libraries and
+executables, a "runtime" of the Python standard library, and an "app" of source files.
+Version 2 is what a CI rebuild of an application update looks like: the base is
+unchanged (same diff_id), the runtime gets a patch bump (a few files edited) and every
+rebuilt layer carries new mtimes, the app has a few files edited and one added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import sysconfig
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from deltaport.oci import TransportOptions, open_destination
+
+BASE_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/bin")
+BASE_BUDGET = 48 << 20  # bytes of real binaries in the base layer
+RUNTIME_BUDGET = 24 << 20
+V1_EPOCH = 1_788_000_000
+V2_EPOCH = V1_EPOCH + 30 * 86_400
+
+
+@dataclass(frozen=True)
+class LayerFile:
+    """One regular file of a layer: its path in the image and where its bytes come from."""
+
+    path: str
+    data: bytes
+
+
+def _host_files(dirs: tuple[str, ...], budget: int, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Regular files under DIRS, in sorted order, until BUDGET bytes."""
+    picked: list[Path] = []
+    used = 0
+    for d in dirs:
+        root = Path(d)
+        if not root.is_dir():
+            continue
+        for p in sorted(root.rglob("*")):
+            if not p.is_file() or p.is_symlink() or (suffixes and p.suffix not in suffixes):
+                continue
+            size = p.stat().st_size
+            if size == 0 or size > 8 << 20 or used + size > budget:
+                continue
+            picked.append(p)
+            used += size
+    return picked
+
+
+def _stdlib_dir() -> str:
+    debian = Path("/usr/lib/python3.11")
+    return str(debian) if debian.is_dir() else sysconfig.get_paths()["stdlib"]
+
+
+def _app_source(n: int, version: int) -> list[LayerFile]:
+    """N deterministic, code-like source files; version 2 edits four and adds one."""
+    rng = random.Random(1234)
+    words = ["request", "response", "device", "image", "layer", "bundle", "status", "retry",
+             "timeout", "config", "return", "const", "await", "async", "function", "if"]
+    files = []
+    for i in range(n):
+        lines = [
+            f"const {rng.choice(words)}{j} = {rng.choice(words)}({rng.randint(0, 9999)});"
+            for j in range(rng.randint(40, 400))
+        ]
+        text = "\n".join(lines)
+        if version == 2 and i in (3, 17, 42, 77):
+            text = text.replace("retry", "retryWithBackoff") + "\n// v2: handle link drops\n"
+        files.append(LayerFile(f"app/src/module{i:03d}.js", text.encode()))
+    if version == 2:
+        files.append(LayerFile("app/src/health.js", b"export const health = () => 'ok';\n"))
+    return files
+
+
+def _runtime_files(version: int) -> list[LayerFile]:
+    root = Path(_stdlib_dir())
+    out = []
+    for i, p in enumerate(_host_files((str(root),), RUNTIME_BUDGET, (".py",))):
+        data = p.read_bytes()
+        if version == 2 and i % 97 == 5:  # a patch release touches a handful of modules
+            data = data + b"\n# patched in runtime 3.11.8\n"
+        out.append(LayerFile("usr/local/lib/python3.11/" + str(p.relative_to(root)), data))
+    return out
+
+
+def _base_files() -> list[LayerFile]:
+    return [
+        LayerFile(str(p).lstrip("/"), p.read_bytes())
+        for p in _host_files(BASE_DIRS, BASE_BUDGET)
+    ]
+
+
+def _layer_tar(files: list[LayerFile], mtime: int) -> bytes:
+    """A deterministic tar of FILES with their parent directories."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        seen: set[str] = set()
+        for f in files:
+            parts = f.path.split("/")[:-1]
+            for k in range(1, len(parts) + 1):
+                d = "/".join(parts[:k])
+                if d not in seen:
+                    seen.add(d)
+                    info = tarfile.TarInfo(d + "/")
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+                    tar.addfile(info)
+            info = tarfile.TarInfo(f.path)
+            info.size, info.mode, info.mtime = len(f.data), 0o755, mtime
+            tar.addfile(info, io.BytesIO(f.data))
+    return buf.getvalue()
+
+
+def demo_layers(version: int) -> list[bytes]:
+    """The uncompressed layer tars of demo image VERSION (1 or 2)."""
+    base = _layer_tar(_base_files(), V1_EPOCH)
+    epoch = V1_EPOCH if version == 1 else V2_EPOCH
+    runtime = _layer_tar(_runtime_files(version), epoch + 60)
+    app = _layer_tar(_app_source(120, version), epoch + 120)
+    return [base, runtime, app]
+
+
+def _config(diff_ids: list[str], version: int) -> bytes:
+    created = "2026-09-10T00:00:00Z" if version == 1 else "2026-10-10T00:00:00Z"
+    doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Cmd": ["/usr/bin/true"], "Env": [f"APP_VERSION={version}"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [
+            {"created": created, "created_by": "COPY base /"},
+            {"created": created, "created_by": "COPY python3.11 /usr/local"},
+            {"created": created, "created_by": "COPY app /app"},
+        ],
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_demo_image(version: int, dest_ref: str, options: TransportOptions) -> str:
+    """Build demo image VERSION and write it to DEST_REF; returns its image ID."""
+    layers = demo_layers(version)
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]
+    config = _config(diff_ids, version)
+    with open_destination(dest_ref, options) as dest:
+        written = []
+        for tar_bytes, diff_id in zip(layers, diff_ids, strict=True):
+            writer = dest.layer_writer()
+            for chunk in _chunks(tar_bytes):
+                writer.write(chunk)
+            written.append(writer.finish(diff_id))
+        dest.commit(config, written)
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def _chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i : i + size])
