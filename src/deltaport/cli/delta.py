@@ -41,7 +41,9 @@ def create(
         Path | None, typer.Option("--sign-key", help="Ed25519 private key (PEM).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
+        False
+    ),
 ) -> None:
     """Build one bundle that turns the content of all --from images into --to."""
     from deltaport.bundle import load_private_key
@@ -101,7 +103,9 @@ def apply(
         typer.Option("--trust-key", help="Trusted Ed25519 public key (repeatable)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
+        False
+    ),
 ) -> None:
     """Rebuild the bundle's target image from the --from images and write it to --to."""
     from deltaport.bundle import load_public_key
@@ -142,8 +146,10 @@ def apply(
 @app.command("rank")
 def rank(
     to: Annotated[str, typer.Option("--to", help="The target image reference.")],
-    signatures: Annotated[list[Path], typer.Argument(help="Signature files of candidate sources.")],
-    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+    signatures: Annotated[list[Path], typer.Argument(help="Signature files of candidates.")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
+        False
+    ),
 ) -> None:
     """Rank candidate source images by the estimated bundle size; prints JSON."""
     from deltaport.delta import load_image_signature

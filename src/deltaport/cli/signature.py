@@ -20,7 +20,9 @@ console = Console(stderr=True)
 def create(
     ref: Annotated[str, typer.Argument(help="The image to describe.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Signature file to write.")],
-    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
+        False
+    ),
 ) -> None:
     """Write the signature file of REF (per layer and per file: sizes and content hashes)."""
     from deltaport.delta import dump_image_signature

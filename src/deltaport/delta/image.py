@@ -95,7 +95,6 @@ class DeltaSummary:
             "target": self.target_name,
             "image_id": self.image_id,
             "target_size": self.target_size,
-            "devices": ["dev-1", ...], "deployment": "…",   # optional, added by the hub
       "layers": [
                 {
                     "index": r.index,

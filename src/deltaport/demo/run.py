@@ -28,7 +28,7 @@ from deltaport.delta.image import apply_image_delta, create_image_delta
 from deltaport.demo.images import write_demo_image
 from deltaport.demo.services import Registry, run_registry
 from deltaport.errors import IntegrityError
-from deltaport.oci import TransportOptions, copy_image, open_source
+from deltaport.oci import TransportOptions, open_source
 
 LINK_BITS_PER_SECOND = 1_000_000
 
