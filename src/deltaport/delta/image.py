@@ -44,7 +44,14 @@ from deltaport.delta import (
     read_patch_requirements,
 )
 from deltaport.errors import FormatError, IntegrityError, MissingSourceError
-from deltaport.oci import ImageSource, TransportOptions, open_destination, open_source
+from deltaport.oci import (
+    ImageSource,
+    Transport,
+    TransportOptions,
+    open_destination,
+    open_source,
+    parse_reference,
+)
 
 CONTENT_KIND = "deltaport.image-delta"
 CONTENT_VERSION = 1
@@ -133,9 +140,19 @@ def _sha256_digest(data: bytes) -> str:
 
 
 def _target_name(ref: str) -> str:
-    """A short name:tag for summaries ("docker://h:5000/app:v2" -> "app:v2")."""
-    tail = ref.split("//", 1)[-1]
-    return tail.rsplit("/", 1)[-1]
+    """The repository:tag a device stores the target as, without the registry host.
+
+    "docker://hub:5000/demo/app:v2" -> "demo/app:v2"; "docker-archive:x.tar:app:v2" ->
+    "app:v2"; "oci:dir:v2" -> "dir:v2" (a layout has no repository name).
+    """
+    parsed = parse_reference(ref)
+    name = parsed.name
+    if name is not None and parsed.transport is Transport.DOCKER:
+        return f"{name.repository}:{name.tag}" if name.tag else name.repository
+    if name is not None:
+        return name.familiar
+    stem = parsed.path.stem if parsed.path is not None else "image"
+    return f"{stem}:{parsed.tag or 'latest'}"
 
 
 class LayerSpool:

@@ -1,0 +1,540 @@
+"""The device agent: one orchestrator over the inbox, the hub, the registry and the outbox.
+
+``Agent.run_once()`` is one pass, in this order:
+
+1. list the local registry; queue an inventory check-in if it changed (or is due);
+2. inbox: take every complete, verified bundle; leave partial ones; move the rest;
+3. finish downloads already complete on disk (even with the hub unreachable);
+4. hub (when configured and reachable): deliver the outbox, list bundles, download
+   them one at a time in priority order and reconstruct each, fetch the desired
+   manifest, deliver the outbox again.
+
+Crash safety comes from ordering, not bookkeeping: a bundle's outcome and its status
+message are committed in one SQLite transaction *after* the registry has the image
+(manifest last) and *before* the bundle file is moved or deleted. A SIGKILL anywhere
+leaves either the bundle in place (re-processed; the registry check makes that cheap)
+or the outcome recorded (the file is just moved on the next pass).
+
+What counts as final: a bundle that is bad, not for this device, or needs sources the
+device lacks is *failed* (moved to ``failed/`` or dropped, and reported); one that
+could not be applied for a local, passing reason (disk full, registry down) is
+*deferred*: kept and retried each pass, a disk shortage reported once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from deltaport.agent.config import AgentConfig
+from deltaport.agent.engine import load_into_engine
+from deltaport.agent.fetch import (
+    assemble,
+    discard,
+    fetch_head,
+    fetch_payload,
+    load_offer,
+    save_offer,
+    work_dir,
+)
+from deltaport.agent.hub import MAX_STATUS_BATCH, BundleOffer, HubClient
+from deltaport.agent.inbox import (
+    Verdict,
+    candidates,
+    check_file,
+    file_key,
+    judge,
+    move_done,
+    move_failed,
+)
+from deltaport.agent.messages import (
+    LocalImage,
+    failure_message,
+    inventory_document,
+    success_message,
+)
+from deltaport.agent.reconstruct import (
+    Target,
+    check_disk,
+    disk_needed,
+    reconstruct,
+    refusal,
+    target_of,
+)
+from deltaport.agent.registry import LocalRegistry
+from deltaport.agent.state import AgentState
+from deltaport.bundle import BundleIndex, BundleReader, load_public_key
+from deltaport.errors import (
+    AuthError,
+    DeltaportError,
+    FormatError,
+    IntegrityError,
+    MissingSourceError,
+    NotFoundError,
+    RegistryError,
+    StorageError,
+    TransferError,
+)
+from deltaport.oci import TransportOptions
+from deltaport.transfer import DownloadConfig
+
+log = logging.getLogger("deltaport.agent")
+
+DONE, FAILED, DEFERRED = "done", "failed", "deferred"
+
+
+@dataclass
+class PassReport:
+    """What one pass did (for logs, the CLI and tests)."""
+
+    inbox_done: int = 0
+    inbox_failed: int = 0
+    inbox_waiting: int = 0
+    downloaded: int = 0
+    reconstructed: int = 0
+    failed: int = 0
+    deferred: int = 0
+    delivered: int = 0
+    bytes_fetched: int = 0
+    hub_error: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A complete, verified bundle about to be applied, and where it came from."""
+
+    path: Path
+    index: BundleIndex
+    key: str
+    offer: BundleOffer | None  # set for hub bundles: the hub vouches for image and device
+    extra: dict[str, Any]  # timings and bytes of the transfer, for the status message
+
+
+def offer_key(offer: BundleOffer) -> str:
+    """Ledger key of a hub bundle: a redeployment (new deployment id) is a new attempt."""
+    return f"{offer.key}:{offer.deployment or ''}"
+
+
+class Agent:
+    """The device daemon. One per state dir (a lock file enforces it)."""
+
+    def __init__(self, config: AgentConfig, *, stop: threading.Event | None = None,
+                 http: httpx.Client | None = None) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.keys = [load_public_key(p) for p in config.trusted_keys]
+        self.downloads = config.state_dir / "downloads"
+        self.scratch = config.state_dir / "scratch"
+        for folder in (config.state_dir, config.inbox, self.downloads, self.scratch):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock(config.state_dir / "agent.lock")
+        self.state = AgentState(config.database)
+        self.registry = LocalRegistry(config.registry_host,
+                                      TransportOptions(insecure=True, temp_dir=self.scratch))
+        self.hub = HubClient(config.hub, http) if config.hub is not None else None
+        self._next_forced_checkin = 0.0  # monotonic time; 0: at the first pass
+
+    def close(self) -> None:
+        """Release the database, the hub connection and the state-dir lock."""
+        if self.hub is not None:
+            self.hub.close()
+        self.state.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self, *, install_signals: bool = True) -> None:
+        """Pass after pass, ``poll_interval`` apart, until SIGTERM/SIGINT or ``stop``."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                log.info("signal %d: stopping after the current step", signum)
+                self.stop.set()
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        while not self.stop.is_set():
+            try:
+                self.run_once()
+            except DeltaportError as exc:  # a local failure: log it, try again next pass
+                log.error("pass failed: %s", exc)
+            self.stop.wait(self.config.poll_interval)
+        log.info("agent stopped")
+
+    def run_once(self) -> PassReport:
+        """One pass: inventory, inbox, finished downloads, then the hub (if any)."""
+        report = PassReport()
+        self._queue_inventory()
+        self._scan_inbox(report)
+        self._resume_downloads(report)
+        if self.hub is not None and not self.stop.is_set():
+            self._sync_hub(self.hub, report)
+        return report
+
+    # -- inventory -------------------------------------------------------------------
+    def _images(self) -> list[LocalImage]:
+        return self.registry.images()
+
+    def _queue_inventory(self, *, force: bool = False) -> None:
+        """Queue the current inventory for check-in if it changed, after a change, or
+        when the periodic check-in is due."""
+        try:
+            images = self._images()
+        except TransferError as exc:
+            log.warning("local registry %s unreachable: %s", self.config.registry, exc)
+            return
+        due = time.monotonic() >= self._next_forced_checkin
+        if due:
+            self._next_forced_checkin = time.monotonic() + self.config.inventory_interval
+        if self.state.set_inventory(inventory_document(images), force=force or due):
+            log.debug("inventory queued: %d image(s)", len(images))
+
+    # -- inbox -----------------------------------------------------------------------
+    def _scan_inbox(self, report: PassReport) -> None:
+        for path in candidates(self.config.inbox):
+            if self.stop.is_set():
+                return
+            try:
+                self._inbox_file(path, report)
+            except FileNotFoundError:
+                continue  # taken away by its writer meanwhile
+            except DeltaportError as exc:  # one stuck file must not stop the pass
+                log.error("inbox %s: %s", path.name, exc)
+
+    def _inbox_file(self, path: Path, report: PassReport) -> None:
+        quiet_for = time.time() - path.stat().st_mtime
+        error: DeltaportError | None = None
+        index = None
+        try:
+            index = check_file(path, self.keys)
+        except DeltaportError as exc:
+            error = exc
+        judgement = judge(error, quiet_for, settle=self.config.inbox_settle_seconds,
+                          stale=self.config.inbox_stale_seconds)
+        if judgement.verdict is Verdict.WAIT:
+            report.inbox_waiting += 1
+            log.debug("inbox %s: waiting (%s)", path.name, judgement.reason)
+            return
+        if judgement.verdict is Verdict.REJECT or index is None:
+            log.warning("inbox %s: rejected: %s", path.name, judgement.reason)
+            move_failed(self.config.inbox, path, judgement.reason)
+            report.inbox_failed += 1
+            report.failures.append(judgement.reason)
+            return
+        key = file_key(path, index)
+        prior = self.state.outcome(key)
+        if prior is not None:
+            outcome, reason = prior.outcome, prior.reason
+        else:
+            outcome, reason = self._apply(_Job(path, index, key, None, {"via": "inbox"}), report)
+        if outcome == DONE:
+            move_done(self.config.inbox, path)
+            report.inbox_done += 1
+        elif outcome == FAILED:
+            move_failed(self.config.inbox, path, reason or "failed")
+            report.inbox_failed += 1
+
+    # -- applying a verified bundle ------------------------------------------------------
+    def _apply(self, job: _Job, report: PassReport) -> tuple[str, str | None]:
+        """Check, reconstruct and record one bundle; returns (outcome, reason)."""
+        try:
+            target = target_of(job.index)
+        except FormatError as exc:
+            return self._failed(job.key, job.offer, None, f"bundle content: {exc}", report)
+        reason = refusal(target, self.config.device)
+        if reason is None and job.offer is not None and job.offer.image_id != target.image_id:
+            reason = f"the hub offered {job.offer.image_id}, the bundle rebuilds {target.image_id}"
+        if reason is not None:
+            return self._failed(job.key, job.offer, target, reason, report)
+        try:
+            images = self._images()
+            log.info("reconstructing %s (%s) from %d local image(s)", target.name,
+                     target.image_id[:19], len(images))
+            rebuilt = reconstruct(job.path, target, registry=self.registry, images=images,
+                                  trusted_keys=self.keys, scratch=self.scratch,
+                                  min_free=self.config.min_free_bytes)
+        except MissingSourceError as exc:
+            missing = ", ".join(exc.missing) or str(exc)
+            return self._failed(job.key, job.offer, target, f"missing source layers: {missing}",
+                                report)
+        except StorageError as exc:
+            return self._deferred(job.key, job.offer, target, str(exc), report, tell_hub=True)
+        except TransferError as exc:
+            return self._deferred(job.key, job.offer, target, f"local registry: {exc}", report)
+        except DeltaportError as exc:
+            return self._failed(job.key, job.offer, target, f"{type(exc).__name__}: {exc}",
+                                report)
+        extra = {**job.extra, "reconstruct_seconds": round(rebuilt.seconds, 3),
+                 "layers_patched": rebuilt.layers_patched,
+                 "layers_from_source": rebuilt.layers_from_source,
+                 "already_present": rebuilt.manifest_digest is None,
+                 **self._load_into_engine(target)}
+        message = success_message(self.config.device, target.image_id, target=target.name,
+                                  deployment=_deployment(job.offer, target),
+                                  bundle=job.key, extra=extra)
+        self.state.record(job.key, DONE, image_id=target.image_id, message=message)
+        self.state.put(f"deferred:{job.key}", "")
+        log.info("%s is present (%s)", target.name, target.image_id)
+        report.reconstructed += 1
+        self._queue_inventory(force=True)
+        return DONE, None
+
+    def _load_into_engine(self, target: Target) -> dict[str, Any]:
+        """With ``docker_host``, load the image into the engine; the result for the message.
+
+        The image is in the registry whatever happens here, so an engine failure is
+        reported alongside ``present`` rather than failing the bundle.
+        """
+        if self.config.docker_host is None:
+            return {}
+        try:
+            name = load_into_engine(self.config.docker_host, self.registry, target.name,
+                                    target.image_id, self.scratch)
+        except DeltaportError as exc:
+            log.error("loading %s into %s failed: %s", target.name, self.config.docker_host, exc)
+            return {"engine": {"loaded": False, "error": str(exc)[:1000]}}
+        log.info("%s loaded into %s", name, self.config.docker_host)
+        return {"engine": {"loaded": True, "name": name}}
+
+    def _failed(self, key: str, offer: BundleOffer | None, target: Target | None, reason: str,
+                report: PassReport) -> tuple[str, str | None]:
+        """Record a final failure; report it when the bundle is trustworthily ours.
+
+        A hub bundle always is (the hub listed it for this device). An inbox bundle is
+        when its signed content names this device or no device at all; a misrouted
+        one is not this device's business to report.
+        """
+        image_id = target.image_id if target is not None else (
+            offer.image_id if offer is not None else None)
+        ours = offer is not None or (
+            target is not None and refusal(target, self.config.device) is None)
+        message = None
+        if image_id is not None and ours:
+            message = failure_message(
+                self.config.device, image_id, reason,
+                target=target.name if target else (offer.target if offer else None),
+                deployment=_deployment(offer, target), bundle=key)
+        self.state.record(key, FAILED, reason=reason, image_id=image_id, message=message)
+        log.warning("bundle %s failed: %s", key, reason)
+        report.failed += 1
+        report.failures.append(reason)
+        return FAILED, reason
+
+    def _deferred(self, key: str, offer: BundleOffer | None, target: Target, reason: str,
+                  report: PassReport, *, tell_hub: bool = False) -> tuple[str, str | None]:
+        """Keep the bundle for the next pass; tell the hub once per distinct reason."""
+        log.warning("bundle %s deferred: %s", key, reason)
+        report.deferred += 1
+        if tell_hub and self.state.get(f"deferred:{key}") != reason:
+            self.state.enqueue(failure_message(
+                self.config.device, target.image_id, f"deferred: {reason}",
+                target=target.name, deployment=_deployment(offer, target), bundle=key))
+            self.state.put(f"deferred:{key}", reason)
+        return DEFERRED, reason
+
+    # -- hub downloads -----------------------------------------------------------------
+    def _download_config(self, hub: HubClient, offer: BundleOffer) -> DownloadConfig:
+        return DownloadConfig(max_rate=self.config.max_rate,
+                              max_attempts=self.config.download_max_attempts,
+                              headers=hub.download_headers(offer.url))
+
+    def _resume_downloads(self, report: PassReport) -> None:
+        """Apply bundles whose download finished before (a restart, or the hub is down)."""
+        for folder in sorted(p for p in self.downloads.iterdir() if p.is_dir()):
+            offer = load_offer(folder)
+            if offer is None or self.stop.is_set():
+                continue
+            if self.state.outcome(offer_key(offer)) is not None:
+                discard(folder)
+            elif (folder / "bundle").exists():
+                self._apply_downloaded(folder, offer, {"via": "hub"}, report)
+
+    def _apply_downloaded(self, folder: Path, offer: BundleOffer, extra: dict[str, Any],
+                          report: PassReport) -> None:
+        key = offer_key(offer)
+        try:
+            with BundleReader(folder / "bundle", trusted_keys=self.keys) as reader:
+                index = reader.index
+        except DeltaportError as exc:
+            self._failed(key, offer, None, f"{type(exc).__name__}: {exc}", report)
+            discard(folder)
+            return
+        outcome, _ = self._apply(_Job(folder / "bundle", index, key, offer, extra), report)
+        if outcome != DEFERRED:
+            discard(folder)
+
+    def _sync_hub(self, hub: HubClient, report: PassReport) -> None:
+        try:
+            self._deliver(hub, report)
+            offers = hub.list_bundles()
+            self._drop_abandoned(offers)
+            for offer in offers:
+                if self.stop.is_set():
+                    return
+                self._take_offer(hub, offer, report)
+                self._deliver(hub, report)
+            self._fetch_desired_manifest(hub)
+            self._deliver(hub, report)
+        except AuthError as exc:
+            report.hub_error = str(exc)
+            log.error("hub refused this device: %s", exc)
+        except TransferError as exc:
+            report.hub_error = str(exc)
+            log.warning("hub unreachable, will retry: %s", exc)
+
+    def _drop_abandoned(self, offers: Sequence[BundleOffer]) -> None:
+        """Remove unfinished downloads of bundles the hub no longer offers."""
+        listed = {work_dir(self.downloads, o.digest).name for o in offers}
+        for folder in self.downloads.iterdir():
+            if folder.is_dir() and folder.name not in listed and not (folder / "bundle").exists():
+                log.info("dropping the download of %s: no longer offered", folder.name)
+                discard(folder)
+
+    def _take_offer(self, hub: HubClient, offer: BundleOffer, report: PassReport) -> None:
+        """Download (resuming) and apply one offered bundle, unless already handled."""
+        key = offer_key(offer)
+        if self.state.outcome(key) is not None:
+            return
+        folder = work_dir(self.downloads, offer.digest)
+        if not (folder / "offer.json").exists():
+            save_offer(folder, offer)
+        started = time.monotonic()
+        fetched = 0
+        if not (folder / "bundle").exists():
+            config = self._download_config(hub, offer)
+            try:
+                index, fetched = fetch_head(offer, folder, config=config, trusted_keys=self.keys,
+                                            probe=self.config.head_probe_bytes, stop=self.stop)
+                stopped = self._check_before_payload(offer, index, key, report)
+                if stopped:
+                    discard(folder)
+                    return
+                log.info("downloading %s (%d bytes) for %s", offer.digest[:19], offer.size,
+                         offer.target or offer.image_id[:19])
+                fetched += fetch_payload(offer, folder, index, config=config, stop=self.stop)
+                assemble(offer, folder)
+            except (FormatError, IntegrityError) as exc:  # includes Signature, Truncated
+                self._failed(key, offer, None, f"{type(exc).__name__}: {exc}", report)
+                discard(folder)
+                return
+            except StorageError as exc:
+                report.deferred += 1
+                log.warning("bundle %s deferred: %s", offer.digest[:19], exc)
+                return
+            except RegistryError as exc:
+                if exc.status is None or not 400 <= exc.status < 500:
+                    raise  # the hub or the link is down: stop this pass
+                report.hub_error = str(exc)  # refused or gone: the next listing decides
+                log.warning("bundle %s skipped: %s", offer.digest[:19], exc)
+                return
+            finally:
+                report.bytes_fetched += fetched
+            report.downloaded += 1
+        extra = {"via": "hub", "bytes": {"bundle": offer.size, "downloaded": fetched},
+                 "download_seconds": round(time.monotonic() - started, 3)}
+        self._apply_downloaded(folder, offer, extra, report)
+
+    def _check_before_payload(self, offer: BundleOffer, index: BundleIndex, key: str,
+                              report: PassReport) -> bool:
+        """Refuse before downloading the payload what would be refused after it.
+
+        Returns True when the bundle was failed (or deferred) and must not be fetched.
+        Raises FormatError for a malformed content (failed by the caller).
+        """
+        target = target_of(index)
+        reason = refusal(target, self.config.device)
+        if reason is None and offer.image_id != target.image_id:
+            reason = f"the hub offered {offer.image_id}, the bundle rebuilds {target.image_id}"
+        if reason is not None:
+            self._failed(key, offer, target, reason, report)
+            return True
+        needed = disk_needed(target, 2 * offer.size, self.config.min_free_bytes)
+        try:
+            check_disk(self.downloads, needed)
+        except StorageError as exc:
+            self._deferred(key, offer, target, str(exc), report, tell_hub=True)
+            return True
+        return False
+
+    # -- outbox delivery and desired manifest ----------------------------------------------
+    def _deliver(self, hub: HubClient, report: PassReport) -> None:
+        """Send pending status messages (batched), then the pending inventory."""
+        while not self.stop.is_set():
+            batch = self.state.pending_messages(MAX_STATUS_BATCH)
+            if not batch:
+                break
+            ids = [str(m["message_id"]) for m in batch]
+            self.state.note_attempt(ids)
+            accepted = set(hub.post_status(batch)) & set(ids)
+            self.state.mark_delivered(sorted(accepted))
+            report.delivered += len(accepted)
+            if len(accepted) < len(batch):
+                log.warning("hub accepted %d of %d status messages", len(accepted), len(batch))
+                break
+        pending = self.state.pending_inventory()
+        if pending is not None:
+            hub.checkin(pending[0])
+            self.state.mark_inventory_delivered(pending[1])
+
+    def _fetch_desired_manifest(self, hub: HubClient) -> None:
+        path = self.config.desired_manifest
+        if path is None:
+            return
+        etag = self.state.get("desired_manifest_etag") if path.exists() else None
+        try:
+            manifest = hub.desired_manifest(etag)
+        except NotFoundError:
+            return  # none published for this device yet
+        if manifest is None:
+            return
+        write_atomic(path, manifest.body)
+        self.state.put("desired_manifest_etag", manifest.etag or "")
+        log.info("desired manifest written to %s", path)
+
+
+def _deployment(offer: BundleOffer | None, target: Target | None) -> str | None:
+    """The deployment a bundle belongs to: the hub's word first, else the signed content."""
+    if offer is not None and offer.deployment:
+        return offer.deployment
+    return target.deployment if target is not None else None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on ``path`` for the agent's lifetime (one agent per state)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StorageError(f"another agent is running on {path.parent}") from exc
+    return fd

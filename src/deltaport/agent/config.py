@@ -1,0 +1,189 @@
+"""The agent's configuration: one frozen value, read from a TOML file at the edge.
+
+Example ``agent.toml`` (relative paths are relative to the file's directory)::
+
+    device = "dev-1"
+    trusted_keys = ["keys/deltaport.pub"]
+    inbox = "/var/lib/deltaport/inbox"
+    state_dir = "/var/lib/deltaport/state"
+    registry = "docker://127.0.0.1:5000"
+    desired_manifest = "/etc/deltaport/desired.json"
+    max_rate = 100000            # bytes/s for hub downloads; omit for no cap
+    poll_interval = 30           # seconds between passes
+
+    [hub]                        # omit the whole table for inbox-only mode
+    url = "https://hub.example:8443"
+    token = "dp_dev_..."         # or token_file = "hub.token"
+
+Only :func:`load_config` touches the file system; :func:`config_from_mapping` is pure.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deltaport.errors import UsageError
+
+CONFIG_MAX_BYTES = 256 * 1024  # an agent.toml larger than this is not one
+TOKEN_MAX_BYTES = 4096
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where the hub is and how the device proves who it is."""
+
+    url: str  # base URL, e.g. "http://127.0.0.1:8080"; the API lives under /api/v1
+    token: str  # the device token, sent as "Authorization: Bearer <token>"
+    timeout: float = 30.0  # seconds for one API call (not for bundle downloads)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs; built once by the CLI, never read from globals.
+
+    ``hub`` None means inbox-only mode: bundles arrive only through the inbox folder and
+    status messages stay in the outbox (``deltaport agent status`` shows them).
+    """
+
+    device: str
+    trusted_keys: tuple[Path, ...]
+    inbox: Path
+    state_dir: Path
+    registry: str  # the local registry, "docker://127.0.0.1:5000"
+    desired_manifest: Path | None = None
+    hub: HubSettings | None = None
+    max_rate: int | None = None  # bytes/s cap for hub downloads
+    poll_interval: float = 30.0  # seconds between passes of ``run``
+    inventory_interval: float = 3600.0  # seconds between unconditional check-ins
+    inbox_settle_seconds: float = 60.0  # a bad, complete-sized file untouched this long fails
+    inbox_stale_seconds: float = 7 * DAY  # a truncated file untouched this long fails; 0: never
+    download_max_attempts: int = 8  # consecutive attempts without progress before a pass gives up
+    head_probe_bytes: int = 4096  # bytes of a bundle fetched first to read its head
+    min_free_bytes: int = 64 * 1024 * 1024  # disk kept free beyond a reconstruction's estimate
+    docker_host: str | None = None  # "unix:///run/podman.sock": also pull into this engine
+
+    @property
+    def registry_host(self) -> str:
+        """``127.0.0.1:5000`` of ``docker://127.0.0.1:5000``."""
+        return self.registry.removeprefix("docker://").rstrip("/")
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file holding the outbox and the bundle ledger."""
+        return self.state_dir / "agent.db"
+
+
+_KNOWN = {
+    "device", "trusted_keys", "inbox", "state_dir", "registry", "desired_manifest", "hub",
+    "max_rate", "poll_interval", "inventory_interval", "inbox_settle_seconds",
+    "inbox_stale_seconds", "download_max_attempts", "min_free_bytes", "docker_host",
+}
+
+
+def config_from_mapping(doc: Mapping[str, Any], base: Path,
+                        read_token: Any = None) -> AgentConfig:
+    """Check a decoded config document; relative paths are resolved against ``base``.
+
+    ``read_token(path) -> str`` reads a ``hub.token_file`` (the only I/O, injected).
+
+    Raises:
+        UsageError: a missing or mistyped setting, or an unknown one (typos fail loudly).
+    """
+    unknown = sorted(set(doc) - _KNOWN)
+    if unknown:
+        raise UsageError(f"agent config: unknown setting(s) {', '.join(unknown)}")
+    keys = doc.get("trusted_keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise UsageError("agent config: trusted_keys must be a non-empty list of key paths")
+    registry = _string(doc, "registry")
+    if not registry.startswith("docker://") or "/" in registry.removeprefix("docker://").strip("/"):
+        raise UsageError("agent config: registry must look like docker://127.0.0.1:5000")
+    manifest = doc.get("desired_manifest")
+    return AgentConfig(
+        device=_string(doc, "device"),
+        trusted_keys=tuple(_path(base, k) for k in keys),
+        inbox=_path(base, _string(doc, "inbox")),
+        state_dir=_path(base, _string(doc, "state_dir")),
+        registry=registry,
+        desired_manifest=_path(base, manifest) if isinstance(manifest, str) else None,
+        hub=_hub(doc.get("hub"), base, read_token),
+        max_rate=_number(doc, "max_rate", None, int),
+        poll_interval=_number(doc, "poll_interval", 30.0, float),
+        inventory_interval=_number(doc, "inventory_interval", 3600.0, float),
+        inbox_settle_seconds=_number(doc, "inbox_settle_seconds", 60.0, float, zero_ok=True),
+        inbox_stale_seconds=_number(doc, "inbox_stale_seconds", 7 * DAY, float, zero_ok=True),
+        download_max_attempts=_number(doc, "download_max_attempts", 8, int),
+        min_free_bytes=_number(doc, "min_free_bytes", 64 << 20, int, zero_ok=True),
+        docker_host=doc.get("docker_host") if isinstance(doc.get("docker_host"), str) else None,
+    )
+
+
+def _hub(raw: Any, base: Path, read_token: Any) -> HubSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise UsageError("agent config: [hub] must be a table")
+    url = _string(raw, "url", "hub.url").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError("agent config: hub.url must start with http:// or https://")
+    token = raw.get("token")
+    if token is None and isinstance(raw.get("token_file"), str) and read_token is not None:
+        token = str(read_token(_path(base, raw["token_file"]))).strip()
+    if not isinstance(token, str) or not token:
+        raise UsageError("agent config: hub.token (or hub.token_file) is required")
+    return HubSettings(url=url, token=token,
+                       timeout=_number(raw, "timeout", 30.0, float, where="hub.timeout"))
+
+
+def _string(doc: Mapping[str, Any], key: str, where: str | None = None) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"agent config: {where or key} must be a non-empty string")
+    return value
+
+
+def _number(doc: Mapping[str, Any], key: str, default: Any, kind: type, *,
+            zero_ok: bool = False, where: str | None = None) -> Any:
+    value = doc.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        kind is int and not isinstance(value, int)
+    ):
+        raise UsageError(f"agent config: {where or key} must be a {kind.__name__}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise UsageError(f"agent config: {where or key} must be > 0, got {value}")
+    return kind(value)
+
+
+def _path(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and check ``agent.toml``.
+
+    Raises:
+        UsageError: the file is missing, too large, not TOML, or a setting is wrong.
+    """
+    try:
+        data = path.read_bytes()[: CONFIG_MAX_BYTES + 1]
+        if len(data) > CONFIG_MAX_BYTES:
+            raise UsageError(f"{path}: larger than {CONFIG_MAX_BYTES} bytes")
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read agent config {path}: {exc}") from exc
+    return config_from_mapping(doc, path.resolve().parent, _read_token_file)
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        return path.read_bytes()[:TOKEN_MAX_BYTES].decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read hub token file {path}: {exc}") from exc

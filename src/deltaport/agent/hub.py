@@ -1,0 +1,230 @@
+"""The device side of the hub API (docs/hub-api.md): a thin client and pure parsers.
+
+Every call carries ``Authorization: Bearer <device token>``; the hub knows the device
+from the token. Transport failures become ``TransferError`` and error statuses the
+errors of ``hub_status_error`` (401/403 ``AuthError``, 404 ``NotFoundError``, others
+``RegistryError``; all are ``TransferError``), so the agent can log "hub unreachable"
+apart from "token refused" and try again on its next pass either way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from deltaport.agent.config import HubSettings
+from deltaport.errors import (
+    AuthError,
+    FormatError,
+    NotFoundError,
+    RegistryError,
+    TransferError,
+)
+
+API = "/api/v1/device"
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a bundle list, an answer to a status post
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a desired manifest
+MAX_BUNDLES = 1000  # offers in one bundle list
+MAX_STATUS_BATCH = 100  # messages per POST /status
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BundleOffer:
+    """One bundle the hub holds for this device (an entry of ``GET /bundles``)."""
+
+    digest: str  # sha256 of the whole bundle file
+    url: str  # absolute download URL (resolved against the hub URL)
+    size: int  # bytes of the bundle file
+    image_id: str  # the target image the bundle rebuilds
+    target: str | None = None  # "demo/app:v2"
+    deployment: str | None = None
+    priority: int = 0  # lower downloads first
+    position: int = 0  # place in the hub's list (tie-breaker)
+
+    @property
+    def key(self) -> str:
+        """The ledger key of this bundle in the agent state."""
+        return f"hub:{self.digest}"
+
+
+@dataclass(frozen=True)
+class DesiredManifest:
+    """A desired manifest as the hub served it."""
+
+    body: bytes
+    etag: str | None
+
+
+def hub_status_error(method: str, url: str, status: int, reason: str) -> RegistryError:
+    """The error for an unexpected hub status, with a message a person can act on."""
+    where = f"{method} {url}: {status} {reason}".rstrip()
+    if status in (401, 403):
+        return AuthError(f"{where} - the hub refused this device's token", status)
+    if status == 404:
+        return NotFoundError(f"{where} - the hub does not have this", status)
+    return RegistryError(f"{where} - the hub answered with an error", status)
+
+
+def _require(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise FormatError(f"{where}.{key} must be a {kind.__name__}")
+    return value
+
+
+def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > 1000):
+        raise FormatError(f"{where}.{key} must be a string")
+    return value
+
+
+def parse_bundle_list(doc: Any, base_url: str) -> list[BundleOffer]:
+    """Check a ``GET /bundles`` answer; relative URLs are resolved against ``base_url``.
+
+    Raises:
+        FormatError: not ``{"bundles": [...]}``, too many entries, or a malformed entry.
+    """
+    items = doc.get("bundles") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise FormatError("hub bundle list must be an object with a 'bundles' list")
+    if len(items) > MAX_BUNDLES:
+        raise FormatError(f"hub lists more than {MAX_BUNDLES} bundles")
+    offers = []
+    for i, entry in enumerate(items):
+        where = f"bundles[{i}]"
+        if not isinstance(entry, dict):
+            raise FormatError(f"{where} must be an object")
+        digest = _require(entry, "digest", str, where)
+        image_id = _require(entry, "image_id", str, where)
+        if not _DIGEST_RE.match(digest) or not _DIGEST_RE.match(image_id):
+            raise FormatError(f"{where}: digest and image_id must be sha256 digests")
+        size = _require(entry, "size", int, where)
+        priority = entry.get("priority", 0)
+        if size <= 0 or not isinstance(priority, int) or isinstance(priority, bool):
+            raise FormatError(f"{where}: size must be > 0 and priority an integer")
+        url = entry.get("url") or f"{API}/bundles/{digest}"
+        if not isinstance(url, str) or len(url) > 4000:
+            raise FormatError(f"{where}.url must be a string")
+        offers.append(BundleOffer(
+            digest=digest, url=urljoin(base_url + "/", url), size=size, image_id=image_id,
+            target=_optional_text(entry, "target", where),
+            deployment=_optional_text(entry, "deployment", where),
+            priority=priority, position=i,
+        ))
+    return offers
+
+
+def download_order(offers: Sequence[BundleOffer]) -> list[BundleOffer]:
+    """Lowest ``priority`` first, then the hub's list order (pure)."""
+    return sorted(offers, key=lambda o: (o.priority, o.position))
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether ``url`` is on the hub itself (so the device token may be sent to it)."""
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+def parse_accepted(doc: Any) -> list[str]:
+    """The ``accepted`` message ids of a ``POST /status`` answer.
+
+    Raises:
+        FormatError: not ``{"accepted": [str, ...]}``.
+    """
+    accepted = doc.get("accepted") if isinstance(doc, dict) else None
+    if not isinstance(accepted, list) or not all(isinstance(a, str) for a in accepted):
+        raise FormatError("hub status answer must be {'accepted': [message ids]}")
+    return list(accepted)
+
+
+class HubClient:
+    """Calls the device endpoints of one hub. Use as a context manager."""
+
+    def __init__(self, settings: HubSettings, client: httpx.Client | None = None) -> None:
+        self.settings = settings
+        self.base_url = settings.url.rstrip("/")
+        self._http = client or httpx.Client(timeout=settings.timeout)
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.token}"}
+
+    def _call(self, method: str, path: str, *, body: Any = None, limit: int = MAX_RESPONSE_BYTES,
+              headers: Mapping[str, str] | None = None,
+              ok: tuple[int, ...] = (200,)) -> tuple[int, bytes, httpx.Headers]:
+        """One request; returns (status, body bytes, headers) for a status in ``ok``."""
+        url = self.base_url + path
+        request_headers = {**self.auth_headers, **(headers or {})}
+        content = None if body is None else json.dumps(body).encode()
+        if content is not None:
+            request_headers["Content-Type"] = "application/json"
+        try:
+            with self._http.stream(method, url, headers=request_headers,
+                                   content=content) as resp:
+                if resp.status_code not in ok:
+                    raise hub_status_error(method, url, resp.status_code, resp.reason_phrase)
+                data = bytearray()
+                for piece in resp.iter_bytes():
+                    data += piece
+                    if len(data) > limit:
+                        raise FormatError(f"{method} {url}: answer larger than {limit} bytes")
+                return resp.status_code, bytes(data), resp.headers
+        except httpx.HTTPError as exc:
+            raise TransferError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _json(data: bytes, what: str) -> Any:
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"hub {what}: answer is not JSON") from exc
+
+    def checkin(self, inventory: Mapping[str, Any]) -> None:
+        """``POST /checkin`` with the device's inventory."""
+        self._call("POST", f"{API}/checkin", body={"inventory": inventory})
+
+    def post_status(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
+        """``POST /status``; returns the message ids the hub accepted (stored or known)."""
+        _, data, _ = self._call("POST", f"{API}/status", body={"messages": list(messages)})
+        return parse_accepted(self._json(data, "status"))
+
+    def list_bundles(self) -> list[BundleOffer]:
+        """``GET /bundles``: what the hub holds for this device, in download order."""
+        _, data, _ = self._call("GET", f"{API}/bundles")
+        return download_order(parse_bundle_list(self._json(data, "bundles"), self.base_url))
+
+    def desired_manifest(self, etag: str | None) -> DesiredManifest | None:
+        """``GET /desired-manifest``; None when unchanged since ``etag`` (304).
+
+        Raises:
+            NotFoundError: the hub has no desired manifest for this device yet (404).
+        """
+        headers = {"If-None-Match": etag} if etag else {}
+        status, data, resp_headers = self._call(
+            "GET", f"{API}/desired-manifest", headers=headers, limit=MAX_MANIFEST_BYTES,
+            ok=(200, 304))
+        if status == 304:
+            return None
+        self._json(data, "desired manifest")  # must be JSON; written as served
+        return DesiredManifest(data, resp_headers.get("etag"))
+
+    def download_headers(self, url: str) -> dict[str, str]:
+        """Headers for downloading ``url``: the token only when the hub itself serves it."""
+        return self.auth_headers if same_origin(url, self.base_url) else {}

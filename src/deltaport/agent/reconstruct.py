@@ -1,0 +1,129 @@
+"""Rebuilding a verified bundle's target image into the local registry.
+
+Pure checks first (is the bundle for this device, how much disk it needs), then
+``deltaport.delta.image.apply_image_delta`` with every image in the local registry as
+a source. The registry never shows a half image: the manifest is pushed last, after
+every layer hashed to its diff_id and the config to the image ID; a reconstruction
+killed half-way is simply run again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from deltaport.agent.messages import LocalImage
+from deltaport.agent.registry import LocalRegistry
+from deltaport.bundle import BundleIndex
+from deltaport.delta.image import apply_image_delta, parse_content
+from deltaport.errors import FormatError, StorageError, UsageError
+from deltaport.oci import parse_reference
+
+SCRATCH_FACTOR = 2  # uncompressed target bytes held at once: spooled sources + new layer
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a bundle rebuilds, from its signed content."""
+
+    name: str  # "demo/app:v2"
+    image_id: str
+    size: int  # uncompressed bytes of the target's layers (0 if unknown)
+    deployment: str | None
+    devices: tuple[str, ...] | None  # None: the bundle does not restrict devices
+
+
+def target_of(index: BundleIndex) -> Target:
+    """Pure: the target of a verified bundle.
+
+    Raises:
+        FormatError: not an image-delta bundle, or a malformed target/devices field.
+    """
+    content: Mapping[str, Any] = index.content
+    parsed = parse_content(content)
+    devices = content.get("devices")
+    if devices is not None and (not isinstance(devices, list)
+                                or not all(isinstance(d, str) for d in devices)):
+        raise FormatError("bundle content: devices must be a list of device names")
+    deployment = content.get("deployment")
+    size = content["target"].get("size", 0)
+    try:
+        reference = parse_reference(f"docker://localhost/{parsed.target_name}")
+    except UsageError as exc:
+        raise FormatError(f"bundle target name {parsed.target_name!r}: {exc}") from exc
+    if reference.name is None or reference.name.tag is None:
+        raise FormatError(f"bundle target name {parsed.target_name!r} has no tag")
+    return Target(
+        name=parsed.target_name,
+        image_id=parsed.image_id,
+        size=size if isinstance(size, int) and size > 0 else 0,
+        deployment=deployment if isinstance(deployment, str) else None,
+        devices=tuple(devices) if devices is not None else None,
+    )
+
+
+def refusal(target: Target, device: str) -> str | None:
+    """Pure: why this device must not apply the bundle, or None if it may."""
+    if target.devices is not None and device not in target.devices:
+        listed = ", ".join(target.devices[:10]) or "no device"
+        return f"bundle is for {listed}, not for device {device!r}"
+    return None
+
+
+def disk_needed(target: Target, bundle_bytes_to_come: int, min_free: int) -> int:
+    """Pure: bytes of free disk a reconstruction needs (an estimate on the safe side)."""
+    return bundle_bytes_to_come + SCRATCH_FACTOR * target.size + min_free
+
+
+def check_disk(where: Path, needed: int) -> None:
+    """Raises StorageError when the file system of ``where`` has less than ``needed`` free."""
+    free = shutil.disk_usage(where).free
+    if free < needed:
+        raise StorageError(f"not enough free disk in {where}: {free} bytes free, "
+                           f"{needed} needed")
+
+
+def already_present(target: Target, images: Sequence[LocalImage]) -> bool:
+    """Pure: the registry already has the target under its name with the right image ID."""
+    return any(i.name == target.name and i.image_id == target.image_id for i in images)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """The result of a reconstruction."""
+
+    image_id: str
+    manifest_digest: str | None  # None when the image was already there
+    layers_patched: int
+    layers_from_source: int
+    seconds: float
+
+
+def reconstruct(bundle: Path, target: Target, *, registry: LocalRegistry,
+                images: Sequence[LocalImage], trusted_keys: Sequence[Ed25519PublicKey],
+                scratch: Path, min_free: int) -> Rebuilt:
+    """Rebuild ``target`` from ``bundle`` into the local registry (or see it is there).
+
+    Raises:
+        StorageError: not enough disk (checked first), or the disk failed.
+        MissingSourceError: the device lacks source layers (``.missing`` lists them).
+        SignatureError, FormatError, IntegrityError: a bad bundle or a bad rebuild.
+        TransferError/RegistryError: the local registry failed.
+    """
+    started = time.monotonic()
+    if already_present(target, images):
+        return Rebuilt(target.image_id, None, 0, 0, 0.0)
+    scratch.mkdir(parents=True, exist_ok=True)
+    check_disk(scratch, disk_needed(target, 0, min_free))
+    summary = apply_image_delta(
+        bundle, registry.source_refs(list(images)), registry.ref(target.name),
+        trusted_keys=trusted_keys, options=registry.options, scratch=scratch,
+    )
+    return Rebuilt(summary.image_id, summary.manifest_digest, summary.layers_patched,
+                   summary.layers_from_source, time.monotonic() - started)

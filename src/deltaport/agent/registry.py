@@ -1,0 +1,113 @@
+"""The device's local registry, as the agent sees it: which images it holds.
+
+Lists repositories (``/v2/_catalog``) and tags (``/v2/<name>/tags/list``), following
+``Link`` pagination with a bound on the total, and names each tag's image by its
+config digest (the image ID) through ``deltaport.oci``. Everything it lists can be a
+source for the next delta: every layer of every image on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from deltaport.agent.messages import LocalImage
+from deltaport.errors import DeltaportError, FormatError, NotFoundError
+from deltaport.fleet.documents import INVENTORY_MAX_IMAGES
+from deltaport.oci import TransportOptions, open_source
+from deltaport.oci.registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # names per _catalog / tags/list request
+MAX_NAMES = INVENTORY_MAX_IMAGES  # repositories and tags listed at most (each)
+_NEXT_RE = re.compile(r'<([^>]{1,2000})>\s*;\s*rel="?next"?')
+
+
+def next_page(link_header: str | None) -> str | None:
+    """The ``rel="next"`` URL of a ``Link`` header, if any (pure)."""
+    if not link_header:
+        return None
+    match = _NEXT_RE.search(link_header)
+    return match.group(1) if match else None
+
+
+class LocalRegistry:
+    """Read access to the local registry at ``host`` ("127.0.0.1:5000")."""
+
+    def __init__(self, host: str, options: TransportOptions | None = None) -> None:
+        self.host = host
+        self.options = options or TransportOptions(insecure=True)
+
+    def ref(self, name: str) -> str:
+        """``docker://host/name`` for ``name`` = "repo:tag"."""
+        return f"docker://{self.host}/{name}"
+
+    def _paged(self, client: RegistryClient, path: str, key: str) -> Iterator[str]:
+        url: str | None = f"{path}?n={PAGE_SIZE}"
+        seen = 0
+        while url is not None:
+            response = client.request("GET", url, scope=(), what=path)
+            try:
+                doc: Any = response.json()
+            except ValueError as exc:
+                raise FormatError(f"registry {self.host} {path}: not JSON") from exc
+            finally:
+                response.close()
+            names = doc.get(key) if isinstance(doc, dict) else None
+            for name in names or []:
+                seen += 1
+                if seen > MAX_NAMES:
+                    raise FormatError(f"registry {self.host} lists more than {MAX_NAMES} {key}")
+                if isinstance(name, str):
+                    yield name
+            url = next_page(response.headers.get("link"))
+
+    def tags(self) -> list[str]:
+        """Every ``repo:tag`` in the registry, sorted.
+
+        Raises:
+            TransferError/RegistryError: the registry cannot be listed.
+        """
+        client = RegistryClient(self.host, self.options)
+        try:
+            found = []
+            for repo in list(self._paged(client, "/v2/_catalog", "repositories")):
+                try:
+                    found += [f"{repo}:{t}" for t in self._paged(
+                        client, f"/v2/{repo}/tags/list", "tags")]
+                except NotFoundError:
+                    continue  # a repository whose tags were all deleted
+            return sorted(found)
+        finally:
+            client.close()
+
+    def image_id(self, name: str) -> str | None:
+        """The image ID that ``repo:tag`` names now, or None if it is not there."""
+        try:
+            with open_source(self.ref(name), self.options) as source:
+                return source.image_id()
+        except NotFoundError:
+            return None
+
+    def images(self) -> list[LocalImage]:
+        """Every tag and its image ID; a tag that cannot be read is skipped with a warning."""
+        images = []
+        for name in self.tags():
+            try:
+                image_id = self.image_id(name)
+            except DeltaportError as exc:
+                log.warning("local registry: skipping %s: %s", name, exc)
+                continue
+            if image_id is not None:
+                images.append(LocalImage(name, image_id))
+        return images
+
+    def source_refs(self, images: list[LocalImage]) -> list[str]:
+        """One ``docker://`` reference per distinct image: the sources of a delta."""
+        by_id: dict[str, str] = {}
+        for image in images:
+            by_id.setdefault(image.image_id, self.ref(image.name))
+        return sorted(by_id.values())

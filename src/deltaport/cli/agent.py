@@ -1,0 +1,88 @@
+"""`deltaport agent run | status` — the device agent (docs/hub-api.md is its hub contract)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from deltaport.agent import Agent, AgentState, load_config
+from deltaport.agent.fetch import load_offer
+from deltaport.agent.inbox import candidates
+
+app = typer.Typer(help="The device agent: inbox, hub downloads, reconstruction, outbox.",
+                  no_args_is_help=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The agent.toml file.")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False,
+                              rich_tracebacks=False)],
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command("run")
+def run(
+    config: ConfigOption,
+    once: Annotated[bool, typer.Option("--once", help="Do one pass, then exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the agent until SIGTERM (or one pass with --once)."""
+    _setup_logging(verbose)
+    settings = load_config(config)
+    with Agent(settings) as agent:
+        if not once:
+            agent.run()
+            return
+        report = agent.run_once()
+        logging.getLogger("deltaport.agent").info(
+            "pass: %d reconstructed, %d failed, %d deferred, %d inbox waiting, "
+            "%d messages delivered%s", report.reconstructed, report.failed + report.inbox_failed,
+            report.deferred, report.inbox_waiting, report.delivered,
+            f", hub: {report.hub_error}" if report.hub_error else "")
+
+
+@app.command("status")
+def status(
+    config: ConfigOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Outbox depth and bundles waiting (safe while the agent runs)."""
+    settings = load_config(config)
+    state = AgentState(settings.database)
+    try:
+        counts = state.counts()
+    finally:
+        state.close()
+    downloads = settings.state_dir / "downloads"
+    pending = sorted(
+        (offer.target or offer.image_id, "complete" if (d / "bundle").exists() else "partial")
+        for d in (downloads.iterdir() if downloads.is_dir() else [])
+        if (offer := load_offer(d)) is not None
+    )
+    doc = {
+        "device": settings.device,
+        "outbox": {"pending": counts.messages_pending, "delivered": counts.messages_delivered,
+                   "inventory_pending": counts.inventory_pending},
+        "downloads": [{"target": t, "state": s} for t, s in pending],
+        "inbox": [p.name for p in candidates(settings.inbox)],
+    }
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"device:    {settings.device}")
+    typer.echo(f"outbox:    {counts.messages_pending} message(s) pending, "
+               f"{counts.messages_delivered} delivered"
+               + (", inventory check-in pending" if counts.inventory_pending else ""))
+    typer.echo(f"downloads: {len(pending)}" + "".join(f"\n  {t} ({s})" for t, s in pending))
+    typer.echo(f"inbox:     {len(doc['inbox'])} file(s)")
