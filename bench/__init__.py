@@ -1,0 +1,1 @@
+"""deltaport benchmark harness (run with: python bench/run.py --help)."""
