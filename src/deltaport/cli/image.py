@@ -88,3 +88,13 @@ def copy(
         f"{result.skipped} already there; manifest {result.manifest_digest}, "
         f"image ID {result.image_id}", highlight=False, soft_wrap=True,
     )
+
+
+def _mount_register() -> None:
+    """`deltaport image register` lives with the fleet commands (it writes the database)."""
+    from deltaport.cli.fleet import image_register_command
+
+    app.command("register")(image_register_command)
+
+
+_mount_register()

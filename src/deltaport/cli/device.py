@@ -1,0 +1,101 @@
+"""`deltaport device …`: add devices, record what they report, list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deltaport.cli.fleet import db_session, print_json, print_table, read_input
+from deltaport.fleet import queries
+from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
+
+app = typer.Typer(help="Edge devices: add them, record what they have.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Device name (letters, digits, . _ -).")],
+    link_rate: Annotated[
+        str, typer.Option("--link-rate", help="Link rate, e.g. 1Mbit, 512kbit.")
+    ] = "1Mbit",
+    label: Annotated[list[str] | None, typer.Option("--label", help="k=v; repeatable.")] = None,
+    local_registry: Annotated[
+        str, typer.Option("--local-registry", help="The device's local registry host:port.")
+    ] = "localhost:5000",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Add a device and print its token (shown once; only its hash is stored)."""
+    rate = queries.parse_link_rate(link_rate)
+    labels = queries.parse_labels(label or [])
+    with db_session(ctx) as (_, _, session):
+        device, token = queries.add_device(
+            session, name=name, link_rate_bps=rate, labels=labels, local_registry=local_registry
+        )
+    if as_json:
+        print_json({"device": device.name, "token": token, "link_rate_bps": rate, "labels": labels})
+        return
+    typer.echo(f"device {name} added; its token (store it now, it is not shown again):")
+    typer.echo(token)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    inventory: Annotated[Path, typer.Argument(help="Inventory JSON file ('-' for stdin).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Record what a device says it has (the same document the agent sends)."""
+    inv = parse_inventory(read_input(inventory, INVENTORY_MAX_BYTES))
+    with db_session(ctx) as (_, _, session):
+        device = queries.get_device(session, name)
+        change = queries.record_inventory(session, device=device, inventory=inv)
+    if as_json:
+        print_json({"device": name, "present": change.now_present, "removed": change.now_removed})
+        return
+    typer.echo(
+        f"{name}: {len(inv.images)} image(s) reported, {len(change.now_present)} newly present, "
+        f"{len(change.now_removed)} removed"
+    )
+
+
+@app.command("list")
+def list_devices(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List devices with their link rate, labels and last contact."""
+    from sqlalchemy import select
+
+    from deltaport.fleet.models import Device
+
+    with db_session(ctx) as (_, _, session):
+        devices = list(session.scalars(select(Device).order_by(Device.name)))
+        rows: list[dict[str, Any]] = [
+            {
+                "device": d.name,
+                "link_rate_bps": d.link_rate_bps,
+                "labels": d.labels,
+                "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+            }
+            for d in devices
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "devices",
+        ["device", "link rate (bit/s)", "labels", "last seen"],
+        [
+            [
+                r["device"],
+                r["link_rate_bps"],
+                ",".join(f"{k}={v}" for k, v in r["labels"].items()),
+                r["last_seen"] or "never",
+            ]
+            for r in rows
+        ],
+    )

@@ -1,0 +1,237 @@
+"""Fleet commands at the root: global ``--data-dir`` / ``--db`` and ``activate``.
+
+Also the helpers the other fleet command modules (device, status, event) share:
+reading settings from the global options, opening the database, printing a table or
+JSON. ``deltaport.cli.main`` registers ``activate_command`` and calls
+``add_global_options``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from deltaport.config import Settings, load_settings
+from deltaport.errors import FormatError, StorageError, UsageError
+from deltaport.fleet.db import init_db, session_scope
+from deltaport.notify.email import Notifier, SmtpNotifier
+from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, Manifest, parse_manifest
+from deltaport.storage.folder import FolderStore
+
+console = Console()
+INPUT_MAX_BYTES = 64 * 1024 * 1024  # any document a fleet command reads from a file
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The root command's options, kept on the click context for subcommands."""
+
+    data_dir: Path | None
+    db: str | None
+
+
+def _root_callback(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="State folder (default: $DELTAPORT_HOME or per-user)."),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar="DELTAPORT_DB", help="Database URL (sqlite:///… or postgresql://…)."
+        ),
+    ] = None,
+) -> None:
+    """Deploy container images to edge devices over slow, intermittent links."""
+    ctx.obj = GlobalOptions(data_dir=data_dir, db=db)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """Settings from the global options, the environment and the data dir's config.toml."""
+    root = ctx.find_root().obj
+    opts = root if isinstance(root, GlobalOptions) else GlobalOptions(None, None)
+    return load_settings(opts.data_dir, opts.db, os.environ)
+
+
+def open_db(s: Settings) -> Engine:
+    """The database, migrated to the newest schema."""
+    return init_db(s.db_url, busy_timeout=s.db_busy_timeout)
+
+
+@contextmanager
+def db_session(ctx: typer.Context) -> Iterator[tuple[Settings, Engine, Session]]:
+    """Settings, engine and one transaction, for commands that only touch the database."""
+    s = settings(ctx)
+    engine = open_db(s)
+    try:
+        with session_scope(engine) as session:
+            yield s, engine, session
+    finally:
+        engine.dispose()
+
+
+def store_for(s: Settings) -> FolderStore:
+    """The bundle store (the data dir's outbox folder)."""
+    return FolderStore(s.store_dir)
+
+
+def notifier_for(s: Settings) -> Notifier | None:
+    """An SMTP notifier if config.toml has an [smtp] table."""
+    return SmtpNotifier(s.smtp) if s.smtp is not None else None
+
+
+def read_input(path: Path, limit: int = INPUT_MAX_BYTES) -> bytes:
+    """Read a user-given file (``-`` for stdin) up to LIMIT bytes.
+
+    Raises:
+        StorageError: unreadable. FormatError: larger than LIMIT.
+    """
+    try:
+        if str(path) == "-":
+            data: bytes = sys.stdin.buffer.read(limit + 1)
+        else:
+            with path.open("rb") as fh:
+                data = fh.read(limit + 1)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    if len(data) > limit:
+        raise FormatError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def parse_vars(items: Sequence[str]) -> dict[str, str]:
+    """--var NAME=VALUE options over the environment."""
+    values = dict(os.environ)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--var {item!r} must look like NAME=VALUE")
+        values[key] = value
+    return values
+
+
+def load_manifest(path: Path, variables: Sequence[str]) -> Manifest:
+    """Read and parse a deployment manifest file."""
+    return parse_manifest(read_input(path, MANIFEST_MAX_BYTES), parse_vars(variables), str(path))
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout (no rich markup)."""
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A rich table on stdout."""
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    console.print(table)
+
+
+def human_rate(bps: int) -> str:
+    """1000000 → '1.0 Mbit/s'."""
+    for unit, size in (("Gbit/s", 10**9), ("Mbit/s", 10**6), ("kbit/s", 10**3)):
+        if bps >= size:
+            return f"{bps / size:.1f} {unit}"
+    return f"{bps} bit/s"
+
+
+def human_duration(seconds: float) -> str:
+    """3725 → '1h 02m'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+# --- root commands -----------------------------------------------------------
+
+
+def activate_command(
+    ctx: typer.Context,
+    deployment: Annotated[str, typer.Argument(help="Deployment set id (d-…).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Publish a deployment's desired manifest to its devices, once every image is there."""
+    from deltaport.pipelines.manifest_to_device import activate
+
+    s = settings(ctx)
+    engine = open_db(s)
+    try:
+        with session_scope(engine) as session:
+            result = activate(session, set_id=deployment, store=store_for(s))
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json({"deployment": result.deployment_id, "desired": result.desired})
+        return
+    print_table(
+        f"deployment {deployment} activated",
+        ["device", "desired manifest"],
+        sorted(result.desired.items()),
+    )
+
+
+def image_register_command(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(help="Image to register, e.g. docker://host/app:v1.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="NAME:TAG to record (default: from REF).")
+    ] = None,
+    build_id: Annotated[str | None, typer.Option("--build-id", help="CI build id.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who registers it.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP registry.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Record an image (after CI pushed it) and store its signature file.
+
+    Meant to be registered as `deltaport image register` (in ``deltaport.cli.image``).
+    """
+    from deltaport.oci import TransportOptions
+    from deltaport.pipelines.adapters import DeltaSignatureMaker, OciIdentityReader
+    from deltaport.pipelines.image_to_device import register as register_image
+
+    with db_session(ctx) as (s, _, session):
+        image = register_image(
+            session,
+            reference=reference,
+            name=name,
+            reader=OciIdentityReader(TransportOptions(insecure=insecure)),
+            signer=DeltaSignatureMaker(TransportOptions(insecure=insecure)),
+            signatures_dir=s.signatures_dir,
+            build_id=build_id,
+            registered_by=by,
+        )
+        doc = {
+            "image": image.name,
+            "image_id": image.image_id,
+            "manifest_digest": image.manifest_digest,
+            "layers": len(image.diff_ids),
+            "signature": image.signature_path,
+        }
+    if as_json:
+        print_json(doc)
+    else:
+        typer.echo(f"registered {doc['image']} ({doc['image_id']}, {doc['layers']} layers)")
+
+
+def add_global_options(app: typer.Typer) -> None:
+    """Give the root app the global --data-dir / --db options (a root callback)."""
+    app.callback()(_root_callback)

@@ -1,0 +1,1 @@
+"""Fleet state: devices, images, device images, bundles, deployment sets, events."""

@@ -1,0 +1,223 @@
+"""The fleet database: devices, images, what each device has, bundles, deployments, events.
+
+SQLAlchemy 2 typed models. The schema is created only by the Alembic migrations in
+``deltaport.fleet.migrations`` (a test checks they match these models). Columns use
+portable types so the same code runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column holds)."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware.
+
+    SQLite drops the timezone; without this, rows read back from SQLite and from
+    PostgreSQL would compare differently.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Base of all fleet models."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Device(Base):
+    """An edge device: who it is, how to reach it, how fast its link is."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(200))
+    link_rate_bps: Mapped[int] = mapped_column(BigInteger)
+    local_registry: Mapped[str] = mapped_column(String(255), default="localhost:5000")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_seen: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """A registered image: name:tag plus the identity of its content."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("name", "image_id", name="uq_images_name_image_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500), index=True)  # registry/repo:tag
+    image_id: Mapped[str] = mapped_column(String(100), index=True)  # sha256 of the config
+    manifest_digest: Mapped[str] = mapped_column(String(100))
+    diff_ids: Mapped[list[Any]] = mapped_column()  # uncompressed layer digests, in order
+    layer_sizes: Mapped[list[Any]] = mapped_column()  # uncompressed sizes, same order
+    build_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    signature_path: Mapped[str | None] = mapped_column(String(1000), default=None)
+    registered_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Bundle(Base):
+    """A built patch bundle: which targets it rebuilds from which source layers."""
+
+    __tablename__ = "bundles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), unique=True)  # see planner.bundle_key
+    targets: Mapped[list[Any]] = mapped_column()  # target image IDs
+    sources: Mapped[list[Any]] = mapped_column()  # source diff_ids the patch reads
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(100))
+    location: Mapped[str] = mapped_column(String(1000))
+    deployment_set_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployment_sets.id"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BundleDevice(Base):
+    """Which device was sent which bundle, for which deployment set."""
+
+    __tablename__ = "bundle_devices"
+
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("bundles.id"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    deployment_set_id: Mapped[str] = mapped_column(
+        ForeignKey("deployment_sets.id"), primary_key=True
+    )
+
+
+class DeploymentSet(Base):
+    """One `deltaport deploy`: who ordered it, the manifest, the devices, its state."""
+
+    __tablename__ = "deployment_sets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    requested_by: Mapped[str] = mapped_column(String(200), index=True)
+    contact_email: Mapped[str] = mapped_column(String(320))
+    manifest_kind: Mapped[str] = mapped_column(String(20))  # "iotedge" | "compose"
+    manifest: Mapped[dict[str, Any]] = mapped_column()  # the resolved manifest document
+    state: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeploymentDevice(Base):
+    """A device that a deployment set targets; arrived_at is set once it has every image."""
+
+    __tablename__ = "deployment_devices"
+    __table_args__ = (Index("ix_deployment_devices_arrived", "deployment_set_id", "arrived_at"),)
+
+    deployment_set_id: Mapped[str] = mapped_column(
+        ForeignKey("deployment_sets.id"), primary_key=True
+    )
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    arrived_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeploymentImage(Base):
+    """An image a deployment set needs, and the reference the manifest used for it."""
+
+    __tablename__ = "deployment_images"
+
+    deployment_set_id: Mapped[str] = mapped_column(
+        ForeignKey("deployment_sets.id"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(500))
+
+
+class DeviceImage(Base):
+    """One image's content on one device, as far as the agent has told us.
+
+    Keyed by the content's image ID, not by a registration: the same content
+    registered under two names is one device image.
+    """
+
+    __tablename__ = "device_images"
+    __table_args__ = (
+        UniqueConstraint("device_id", "image_id", name="uq_device_images_device_image"),
+        Index("ix_device_images_image_status", "image_id", "status"),
+        Index("ix_device_images_set", "deployment_set_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    image_id: Mapped[str] = mapped_column(String(100))  # content identity (config digest)
+    status: Mapped[str] = mapped_column(String(20))
+    bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id"), default=None)
+    deployment_set_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployment_sets.id"), default=None
+    )
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """Append-only log of every status change (the time series behind `status history`)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    message_id: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    kind: Mapped[str] = mapped_column(String(40))  # "device_image" | "deployment_set" | ...
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), default=None)
+    image_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    deployment_set_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployment_sets.id"), default=None
+    )
+    from_status: Mapped[str | None] = mapped_column(String(20), default=None)
+    to_status: Mapped[str | None] = mapped_column(String(20), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)

@@ -1,0 +1,547 @@
+"""Data access for the fleet: keyword-only functions over a Session.
+
+Every status change of a device image or a deployment set goes through
+:func:`transition_image` / :func:`transition_set`, which ask the pure state machine
+(``deltaport.fleet.states``) and append to the event log. Callers own the transaction
+(``deltaport.fleet.db.session_scope``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from deltaport.errors import StateError, UsageError
+from deltaport.fleet.documents import Inventory
+from deltaport.fleet.models import (
+    DeploymentDevice,
+    DeploymentImage,
+    DeploymentSet,
+    Device,
+    DeviceImage,
+    Event,
+    Image,
+    utcnow,
+)
+from deltaport.fleet.states import (
+    FINISHED_SET_STATES,
+    ImageEvent,
+    ImageStatus,
+    Outcome,
+    SetEvent,
+    SetState,
+    apply_message,
+    next_image_status,
+    next_set_state,
+)
+from deltaport.pipelines.interfaces import ImageIdentity, ImageInfo
+from deltaport.pipelines.manifest import normalize_reference
+
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE)
+IN_CHUNK = 5000  # values per IN (...) list: PostgreSQL allows 65535 parameters
+T = TypeVar("T")
+_RATE_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+# --- devices -----------------------------------------------------------------
+
+
+def parse_link_rate(text: str) -> int:
+    """'1Mbit', '512kbit', '2.5Mbit/s', '64000' → bits per second.
+
+    Raises:
+        UsageError: not a positive rate.
+    """
+    m = _RATE.match(text)
+    if not m:
+        raise UsageError(f"cannot read link rate {text!r} (examples: 1Mbit, 512kbit, 64000)")
+    bps = int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+    if bps <= 0:
+        raise UsageError(f"link rate {text!r} must be positive")
+    return bps
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """['site=mine-3', 'tier=a'] → {'site': 'mine-3', 'tier': 'a'}."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not LABEL_KEY.match(key):
+            raise UsageError(f"label {item!r} must look like key=value")
+        labels[key] = value
+    return labels
+
+
+def new_token() -> str:
+    """A fresh device token (shown once, stored only as a hash)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token. Tokens are 256-bit random, so one SHA-256 suffices."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_device(
+    session: Session,
+    *,
+    name: str,
+    link_rate_bps: int,
+    labels: Mapping[str, str] | None = None,
+    local_registry: str = "localhost:5000",
+) -> tuple[Device, str]:
+    """Create a device; returns it and its token (the only time the token exists in clear).
+
+    Raises:
+        UsageError: the name is not a valid device name.
+        StateError: a device with that name exists.
+    """
+    if not DEVICE_NAME.match(name):
+        raise UsageError(f"invalid device name {name!r}")
+    if session.scalar(select(Device.id).where(Device.name == name)) is not None:
+        raise StateError(f"device {name!r} already exists")
+    token = new_token()
+    device = Device(
+        name=name,
+        token_hash=hash_token(token),
+        link_rate_bps=link_rate_bps,
+        labels=dict(labels or {}),
+        local_registry=local_registry,
+    )
+    session.add(device)
+    session.flush()
+    return device, token
+
+
+def get_device(session: Session, name: str) -> Device:
+    """The device called NAME, or StateError."""
+    device = session.scalar(select(Device).where(Device.name == name))
+    if device is None:
+        raise StateError(f"unknown device {name!r}")
+    return device
+
+
+def authenticate_device(session: Session, *, name: str, token: str) -> Device:
+    """The device if TOKEN is its token; StateError otherwise (same message either way)."""
+    device = session.scalar(select(Device).where(Device.name == name))
+    expected = device.token_hash if device is not None else hash_token("")
+    if device is None or not hmac.compare_digest(expected, hash_token(token)):
+        raise StateError(f"unknown device {name!r} or wrong token")
+    return device
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    """The few device fields planning needs (cheap to load for 100,000 devices)."""
+
+    id: int
+    name: str
+    link_rate_bps: int
+
+
+def select_devices(
+    session: Session, *, names: Sequence[str] = (), labels: Mapping[str, str] | None = None
+) -> list[DeviceRef]:
+    """Devices named in NAMES, plus devices carrying every label in LABELS.
+
+    Raises:
+        StateError: a name is unknown (all unknown names are listed), or nothing matched.
+    """
+    cols = (Device.id, Device.name, Device.link_rate_bps)
+    found: dict[int, DeviceRef] = {}
+    if names:
+        wanted = sorted(set(names))
+        for chunk in _chunks(wanted, IN_CHUNK):
+            for i, n, r in session.execute(select(*cols).where(Device.name.in_(chunk))):
+                found[i] = DeviceRef(i, n, r)
+        unknown = sorted(set(wanted) - {d.name for d in found.values()})
+        if unknown:
+            raise StateError(f"unknown devices: {', '.join(unknown)}")
+    if labels:
+        for i, n, r, have in session.execute(select(*cols, Device.labels)):
+            if all(have.get(k) == v for k, v in labels.items()):
+                found[i] = DeviceRef(i, n, r)
+    if not found:
+        raise StateError("no devices selected (give --devices or a --label that matches)")
+    return sorted(found.values(), key=lambda d: d.name)
+
+
+# --- images ------------------------------------------------------------------
+
+
+def register_image(
+    session: Session,
+    *,
+    name: str,
+    identity: ImageIdentity,
+    build_id: str | None = None,
+    signature_path: str | None = None,
+    registered_by: str | None = None,
+) -> Image:
+    """Record NAME as pointing at IDENTITY; registering the same pair again updates it."""
+    name = normalize_reference(name)
+    image = session.scalar(
+        select(Image).where(Image.name == name, Image.image_id == identity.image_id)
+    )
+    if image is None:
+        image = Image(name=name, image_id=identity.image_id)
+        session.add(image)
+    image.manifest_digest = identity.manifest_digest
+    image.diff_ids = list(identity.diff_ids)
+    image.layer_sizes = list(identity.layer_sizes)
+    image.build_id = build_id
+    image.signature_path = signature_path
+    image.registered_by = registered_by
+    image.registered_at = utcnow()
+    session.flush()
+    return image
+
+
+def find_image(session: Session, reference: str) -> Image:
+    """The latest registration for REFERENCE (name:tag, name@digest, or an image ID).
+
+    Raises:
+        StateError: nothing registered under that reference.
+    """
+    ref = normalize_reference(reference)
+    query = select(Image).order_by(Image.registered_at.desc(), Image.id.desc()).limit(1)
+    if reference.startswith("sha256:"):
+        query = query.where(Image.image_id == reference)
+    elif "@" in ref:
+        name, _, digest = ref.partition("@")
+        query = query.where(Image.manifest_digest == digest, Image.name.startswith(name + ":"))
+    else:
+        query = query.where(Image.name == ref)
+    image = session.scalar(query)
+    if image is None:
+        raise StateError(f"image {reference!r} is not registered (run: deltaport image register)")
+    return image
+
+
+def images_by_content(session: Session, image_ids: Iterable[str]) -> dict[str, Image]:
+    """One registration per content image ID (the latest), for the IDs that are known."""
+    wanted = set(image_ids)
+    found: dict[str, Image] = {}
+    if not wanted:
+        return found
+    rows = session.scalars(
+        select(Image).where(Image.image_id.in_(wanted)).order_by(Image.registered_at, Image.id)
+    )
+    for img in rows:
+        found[img.image_id] = img
+    return found
+
+
+def image_info(image: Image) -> ImageInfo:
+    """The planner's view of a registered image."""
+    return ImageInfo(
+        name=image.name,
+        image_id=image.image_id,
+        diff_ids=tuple(image.diff_ids),
+        layer_sizes=tuple(int(s) for s in image.layer_sizes),
+        signature_path=image.signature_path,
+        manifest_digest=image.manifest_digest,
+    )
+
+
+# --- device images and the event log -------------------------------------------
+
+
+def log_event(
+    session: Session,
+    *,
+    kind: str,
+    device_id: int | None = None,
+    image_id: str | None = None,
+    deployment_set_id: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    detail: str | None = None,
+    message_id: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Append one row to the event log."""
+    session.add(
+        Event(
+            at=at or utcnow(),
+            kind=kind,
+            device_id=device_id,
+            image_id=image_id,
+            deployment_set_id=deployment_set_id,
+            from_status=from_status,
+            to_status=to_status,
+            detail=detail,
+            message_id=message_id,
+        )
+    )
+
+
+def message_seen(session: Session, message_id: str) -> bool:
+    """True if a status message with this id was already applied."""
+    return session.scalar(select(Event.id).where(Event.message_id == message_id)) is not None
+
+
+def transition_image(
+    session: Session,
+    *,
+    device_id: int,
+    image_id: str,
+    event: ImageEvent,
+    message_id: str | None = None,
+    deployment_set_id: str | None = None,
+    bundle_id: int | None = None,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> Outcome:
+    """Apply EVENT to one device image through the state machine and log it.
+
+    With MESSAGE_ID, a message already applied changes nothing (and is not logged again).
+
+    Raises:
+        StateError: the transition is illegal from the current status.
+    """
+    seen = [message_id] if message_id is not None and message_seen(session, message_id) else []
+    row = session.scalar(
+        select(DeviceImage).where(
+            DeviceImage.device_id == device_id, DeviceImage.image_id == image_id
+        )
+    )
+    current = ImageStatus(row.status) if row is not None else ImageStatus.ABSENT
+    outcome = apply_message(current, event, message_id or "", seen)
+    if outcome.duplicate:
+        return outcome
+    now = at or utcnow()
+    if row is None:
+        row = DeviceImage(device_id=device_id, image_id=image_id, status=outcome.status.value)
+        row.created_at = now
+        session.add(row)
+    row.status = outcome.status.value
+    row.updated_at = now
+    if event is ImageEvent.SEND:
+        row.bundle_id, row.deployment_set_id, row.failure_reason = (
+            bundle_id,
+            deployment_set_id,
+            None,
+        )
+    elif outcome.status is ImageStatus.FAILED:
+        row.failure_reason = reason
+    elif outcome.status is ImageStatus.PRESENT:
+        row.failure_reason = None
+    log_event(
+        session,
+        kind="device_image",
+        device_id=device_id,
+        image_id=image_id,
+        deployment_set_id=deployment_set_id,
+        from_status=current.value,
+        to_status=outcome.status.value,
+        detail=reason,
+        message_id=message_id,
+        at=now,
+    )
+    return outcome
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """What a device report changed."""
+
+    now_present: tuple[str, ...]  # image IDs that became present
+    now_removed: tuple[str, ...]  # image IDs that were present and are gone
+
+
+def record_inventory(session: Session, *, device: Device, inventory: Inventory) -> InventoryChange:
+    """Make the database match what DEVICE says it has.
+
+    Raises:
+        StateError: the inventory lists images deltaport never registered (nothing is
+            changed; register them first so they can serve as patch sources).
+    """
+    reported = inventory.image_ids
+    known = images_by_content(session, reported)
+    unknown = sorted(reported - known.keys())
+    if unknown:
+        raise StateError(
+            f"device {device.name!r} reports images that were never registered: "
+            + ", ".join(unknown)
+        )
+    rows = {
+        r.image_id: r
+        for r in session.scalars(select(DeviceImage).where(DeviceImage.device_id == device.id))
+    }
+    now_present = []
+    for image_id in sorted(reported):
+        row = rows.get(image_id)
+        if row is None or row.status != ImageStatus.PRESENT:
+            transition_image(
+                session, device_id=device.id, image_id=image_id, event=ImageEvent.REPORTED_PRESENT
+            )
+            now_present.append(image_id)
+    now_removed = []
+    for image_id, row in sorted(rows.items()):
+        if image_id not in reported and row.status == ImageStatus.PRESENT:
+            transition_image(
+                session, device_id=device.id, image_id=image_id, event=ImageEvent.REPORTED_GONE
+            )
+            now_removed.append(image_id)
+    device.last_seen = utcnow()
+    return InventoryChange(tuple(now_present), tuple(now_removed))
+
+
+def device_statuses(session: Session, device_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """device id → {image ID: status} for the given devices (chunked IN lists)."""
+    out: dict[int, dict[str, str]] = {d: {} for d in device_ids}
+    conn = session.connection()  # Core rows: no ORM overhead for 100,000s of rows
+    for chunk in _chunks(list(device_ids), IN_CHUNK):
+        rows = conn.execute(
+            select(DeviceImage.device_id, DeviceImage.image_id, DeviceImage.status).where(
+                DeviceImage.device_id.in_(chunk)
+            )
+        )
+        for device_id, image_id, status in rows:
+            out[device_id][image_id] = status
+    return out
+
+
+def send_images(
+    session: Session,
+    *,
+    sends: Sequence[tuple[int, str, int | None]],
+    current: Mapping[int, Mapping[str, str]],
+    deployment_set_id: str,
+) -> None:
+    """Mark many (device id, image ID, bundle id) as in_transit in bulk, logging each.
+
+    CURRENT is device id → {image ID: status} as loaded for planning; each change is
+    checked by the state machine before anything is written.
+
+    Raises:
+        StateError: one of the images cannot be sent from its current status.
+    """
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for device_id, image_id, bundle_id in sends:
+        before = ImageStatus(current.get(device_id, {}).get(image_id, ImageStatus.ABSENT.value))
+        after = next_image_status(before, ImageEvent.SEND).value
+        values = {"d": device_id, "i": image_id, "b": bundle_id, "s": after}
+        (inserts if before is ImageStatus.ABSENT else updates).append(values)
+        events.append(
+            {
+                "at": now,
+                "kind": "device_image",
+                "device_id": device_id,
+                "image_id": image_id,
+                "deployment_set_id": deployment_set_id,
+                "from_status": before.value,
+                "to_status": after,
+            }
+        )
+    table = cast(Table, DeviceImage.__table__)
+    if inserts:  # plain column dicts: SQLAlchemy batches them into multi-row INSERTs
+        session.execute(
+            insert(table),
+            [
+                {
+                    "device_id": v["d"],
+                    "image_id": v["i"],
+                    "bundle_id": v["b"],
+                    "status": v["s"],
+                    "deployment_set_id": deployment_set_id,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for v in inserts
+            ],
+        )
+    if updates:
+        session.execute(
+            update(table)
+            .where(table.c.device_id == bindparam("d"), table.c.image_id == bindparam("i"))
+            .values(
+                bundle_id=bindparam("b"),
+                status=bindparam("s"),
+                deployment_set_id=deployment_set_id,
+                failure_reason=None,
+                updated_at=now,
+            ),
+            updates,
+        )
+    if events:
+        session.execute(insert(Event), events)
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- deployment sets ---------------------------------------------------------
+
+
+def get_deployment_set(session: Session, set_id: str) -> DeploymentSet:
+    """The deployment set SET_ID, or StateError."""
+    dset = session.get(DeploymentSet, set_id)
+    if dset is None:
+        raise StateError(f"unknown deployment {set_id!r}")
+    return dset
+
+
+def transition_set(
+    session: Session, dset: DeploymentSet, event: SetEvent, detail: str | None = None
+) -> SetState:
+    """Apply EVENT to a deployment set through the state machine and log it."""
+    current = SetState(dset.state)
+    new = next_set_state(current, event)
+    if new is not current:
+        dset.state = new.value
+        if new in FINISHED_SET_STATES and dset.finished_at is None:
+            dset.finished_at = utcnow()
+        log_event(
+            session,
+            kind="deployment_set",
+            deployment_set_id=dset.id,
+            from_status=current.value,
+            to_status=new.value,
+            detail=detail,
+        )
+    return new
+
+
+def set_members(session: Session, set_id: str) -> tuple[list[Device], list[DeploymentImage]]:
+    """The devices and the image rows of deployment set SET_ID."""
+    devices = list(
+        session.scalars(
+            select(Device)
+            .join(DeploymentDevice, DeploymentDevice.device_id == Device.id)
+            .where(DeploymentDevice.deployment_set_id == set_id)
+            .order_by(Device.name)
+        )
+    )
+    images = list(
+        session.scalars(select(DeploymentImage).where(DeploymentImage.deployment_set_id == set_id))
+    )
+    return devices, images
+
+
+def set_image_ids(session: Session, set_id: str) -> list[str]:
+    """Content image IDs a deployment set needs."""
+    return list(
+        session.scalars(
+            select(Image.image_id)
+            .join(DeploymentImage, DeploymentImage.image_id == Image.id)
+            .where(DeploymentImage.deployment_set_id == set_id)
+        )
+    )

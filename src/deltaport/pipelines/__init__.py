@@ -1,0 +1,1 @@
+"""Pipelines: image-to-device (deploy), manifest-to-device (activate), status events."""
