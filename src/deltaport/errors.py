@@ -18,7 +18,8 @@ class to its exit code, so scripts can tell failures apart::
     ├── ImageNotFoundError              exit 7   image/tag/platform absent from an archive or layout
     ├── MissingSourceError              exit 8   a patch needs source layers the device lacks
     ├── StorageError                    exit 9   local disk: full, unwritable, missing file
-    └── StateError                      exit 10  fleet state: illegal transition, unknown object
+    ├── StateError                      exit 10  fleet state: illegal transition, unknown object
+    └── AccessError                     exit 11  hub: token missing/unknown (401), refused (403)
 
 Other libraries' exceptions are translated at the adapter that calls them
 (``raise ... from exc``), never leaked to callers.
@@ -113,3 +114,13 @@ class StateError(DeltaportError):
     """Fleet state: an illegal transition or an unknown object."""
 
     exit_code = 10
+
+
+class AccessError(DeltaportError):
+    """A hub caller's token is missing or unknown (401), or does not cover the object (403)."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status

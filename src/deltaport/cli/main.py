@@ -23,6 +23,28 @@ err_console = Console(stderr=True)
 # (module under deltaport.cli, command group name); each module defines ``app``.
 COMMAND_GROUPS: list[tuple[str, str]] = [
     ("image", "image"),
+    ("keys", "keys"),
+    ("signature", "signature"),
+    ("delta", "delta"),
+    ("device", "device"),
+    ("event", "event"),
+    ("status", "status"),
+    ("agent", "agent"),
+    ("hub", "hub"),
+]
+
+
+# (module under deltaport.cli, function name, command name): top-level commands.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "demo", "demo"),
+    ("deploy", "deploy_command", "deploy"),
+    ("fleet", "activate_command", "activate"),
+]
+
+# (module under deltaport.cli, function): called with the root app, e.g. to add
+# global options (--data-dir, --db) through a root callback.
+ROOT_HOOKS: list[tuple[str, str]] = [
+    ("fleet", "add_global_options"),
 ]
 
 
@@ -32,6 +54,11 @@ def _register_groups() -> None:
     for module_name, group in COMMAND_GROUPS:
         module = importlib.import_module(f"deltaport.cli.{module_name}")
         app.add_typer(module.app, name=group)
+    for module_name, function, command in COMMANDS:
+        module = importlib.import_module(f"deltaport.cli.{module_name}")
+        app.command(command)(getattr(module, function))
+    for module_name, function in ROOT_HOOKS:
+        getattr(importlib.import_module(f"deltaport.cli.{module_name}"), function)(app)
 
 
 def main() -> None:

@@ -1,0 +1,184 @@
+"""The operator side's client of a remote hub (``--hub URL --token …``), over httpx.
+
+Each method matches one operator endpoint and returns its JSON. An error answer
+``{"error": "StateError", "message": …}`` is raised as that very class of
+``deltaport.errors``, so a command run against a remote hub fails with the same
+exit code and message as one run against the local database. Transport failures
+become :class:`~deltaport.errors.TransferError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from deltaport import errors
+from deltaport.errors import DeltaportError, FormatError, TransferError
+
+API = "/api/v1"
+ANSWER_MAX_BYTES = 64 * 1024 * 1024  # any operator answer (a status of 100,000 devices)
+DEFAULT_TIMEOUT = 600.0  # seconds: a deploy builds bundles before it answers
+
+
+def error_from_answer(status: int, body: Any, where: str) -> DeltaportError:
+    """The deltaport error an error answer names (by class), else one chosen by status."""
+    kind = body.get("error") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    text = f"{where}: {message}" if isinstance(message, str) else f"{where}: HTTP {status}"
+    cls = getattr(errors, kind, None) if isinstance(kind, str) else None
+    if isinstance(cls, type) and issubclass(cls, DeltaportError):
+        if cls is errors.AccessError:
+            return errors.AccessError(text, status)
+        return cls(text)
+    if status in (401, 403):
+        return errors.AccessError(text, status)
+    if status == 404:
+        return errors.StateError(text)
+    return TransferError(text) if status >= 500 else FormatError(text)
+
+
+class HubClient:
+    """Calls a hub's operator API with an operator token."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        where = f"{method} {self.url}{API}{path}"
+        try:
+            resp = self._http.request(method, API + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TransferError(f"{where}: {exc}") from exc
+        if len(resp.content) > ANSWER_MAX_BYTES:
+            raise FormatError(f"{where}: answer larger than {ANSWER_MAX_BYTES} bytes")
+        try:
+            body = resp.json() if resp.content else None
+        except ValueError as exc:
+            if resp.is_success:
+                raise FormatError(f"{where}: answer is not JSON") from exc
+            body = None
+        if not resp.is_success:
+            raise error_from_answer(resp.status_code, body, where)
+        return body
+
+    # --- the operator endpoints ---------------------------------------------
+
+    def deploy(
+        self,
+        manifest: str,
+        *,
+        by: str,
+        email: str,
+        devices: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        variables: Mapping[str, str] | None = None,
+        manifest_name: str = "manifest",
+    ) -> dict[str, Any]:
+        """``deltaport deploy``: the deployment set and each device's plan."""
+        body = {
+            "manifest": manifest,
+            "devices": list(devices),
+            "labels": dict(labels or {}),
+            "by": by,
+            "email": email,
+            "vars": dict(variables or {}),
+            "manifest_name": manifest_name,
+        }
+        result: dict[str, Any] = self._call("POST", "/deployments", json=body)
+        return result
+
+    def activate(self, deployment_id: str) -> dict[str, Any]:
+        """``deltaport activate``: {deployment, desired: {device: location}}."""
+        result: dict[str, Any] = self._call("POST", f"/deployments/{deployment_id}/activate")
+        return result
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        """``deltaport status deployment ID``."""
+        result: dict[str, Any] = self._call("GET", f"/deployments/{deployment_id}")
+        return result
+
+    def deployments(self, *, by: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """``deltaport status deployments [--by USER]``."""
+        params: dict[str, Any] = {"limit": limit}
+        if by:
+            params["by"] = by
+        result: list[dict[str, Any]] = self._call("GET", "/deployments", params=params)
+        return result
+
+    def device(self, name: str) -> dict[str, Any]:
+        """``deltaport status device NAME``."""
+        result: dict[str, Any] = self._call("GET", f"/devices/{name}")
+        return result
+
+    def image(self, reference: str) -> dict[str, Any]:
+        """``deltaport status image NAME:TAG``."""
+        result: dict[str, Any] = self._call("GET", f"/images/{reference}")
+        return result
+
+    def history(self, *, since: str = "24h", every: str = "hour") -> list[dict[str, Any]]:
+        """``deltaport status history``."""
+        params = {"since": since, "every": every}
+        result: list[dict[str, Any]] = self._call("GET", "/history", params=params)
+        return result
+
+    def register_image(
+        self,
+        reference: str,
+        *,
+        name: str | None = None,
+        build_id: str | None = None,
+        by: str | None = None,
+    ) -> dict[str, Any]:
+        """``deltaport image register``."""
+        body = {"reference": reference, "name": name, "build_id": build_id, "by": by}
+        result: dict[str, Any] = self._call("POST", "/images", json=body)
+        return result
+
+    def add_device(
+        self,
+        name: str,
+        *,
+        link_rate: str = "1Mbit",
+        labels: Mapping[str, str] | None = None,
+        local_registry: str = "localhost:5000",
+    ) -> dict[str, Any]:
+        """``deltaport device add``: the answer holds the device token (shown once)."""
+        body = {
+            "name": name,
+            "link_rate": link_rate,
+            "labels": dict(labels or {}),
+            "local_registry": local_registry,
+        }
+        result: dict[str, Any] = self._call("POST", "/devices", json=body)
+        return result

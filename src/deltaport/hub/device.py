@@ -1,0 +1,216 @@
+"""The device API (docs/hub-api.md): check-in, status, bundle list and download, desired manifest.
+
+Every endpoint knows the device from its token (``CurrentDevice``); no endpoint
+takes a device name. Handlers are plain ``def`` (FastAPI runs them in a thread
+pool) and call the same fleet and pipeline functions the CLI calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import StreamingResponse
+
+from deltaport.errors import AccessError, FormatError, StateError
+from deltaport.fleet import queries
+from deltaport.fleet.db import session_scope
+from deltaport.fleet.documents import (
+    Inventory,
+    StatusMessage,
+    check_image_id,
+    parse_inventory,
+    status_message_from_dict,
+)
+from deltaport.hub import offers, schemas
+from deltaport.hub.deps import CurrentDevice, DeviceBody, Hub
+from deltaport.hub.ranges import Slice, Unsatisfiable, choose_slice
+from deltaport.pipelines.events import handle_status_messages
+
+router = APIRouter(prefix="/api/v1/device", tags=["device"], responses=schemas.ERRORS)
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise FormatError(f"{what} must be a JSON object")
+    return doc
+
+
+def parse_checkin(body: bytes) -> Inventory:
+    """The inventory of a check-in body ``{"inventory": {...}}``, by the fleet parser."""
+    inventory = _json_object(body, "check-in").get("inventory")
+    if not isinstance(inventory, dict):
+        raise FormatError("check-in must be an object with an 'inventory' object")
+    return parse_inventory(json.dumps(inventory).encode())
+
+
+def parse_status_batch(body: bytes, limit: int) -> tuple[StatusMessage, ...]:
+    """The messages of a status body ``{"messages": [...]}``, at most LIMIT."""
+    items = _json_object(body, "status batch").get("messages")
+    if not isinstance(items, list):
+        raise FormatError("status batch must be an object with a 'messages' list")
+    if len(items) > limit:
+        raise FormatError(f"status batch holds more than {limit} messages")
+    return tuple(status_message_from_dict(m, f"messages[{i}]") for i, m in enumerate(items))
+
+
+@router.post(
+    "/checkin",
+    response_model=schemas.CheckinAnswer,
+    openapi_extra=schemas.body_doc(schemas.CheckinRequest),
+)
+def checkin(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
+    """Record the images in the device's local registry; the database learns the truth here.
+
+    Images the hub never registered cannot be patch sources or targets: they are
+    ignored (and listed back), so one foreign image does not block a device's check-in.
+    """
+    inventory = parse_checkin(body)
+    with session_scope(hub.engine) as session:
+        row = queries.get_device(session, device.name)
+        known = queries.images_by_content(session, inventory.image_ids)
+        kept = Inventory(tuple(e for e in inventory.images if e.image_id in known))
+        queries.record_inventory(session, device=row, inventory=kept)
+    return {"ok": True, "ignored": sorted(inventory.image_ids - known.keys())}
+
+
+@router.post(
+    "/status",
+    response_model=schemas.StatusAnswer,
+    openapi_extra=schemas.body_doc(schemas.StatusRequest),
+)
+def status(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
+    """Apply status messages (idempotent by message_id): device images, emails, activation."""
+    messages = parse_status_batch(body, hub.settings.limits.status_batch_max)
+    others = sorted({m.device for m in messages if m.device != device.name})
+    if others:
+        raise AccessError(f"device {device.name} cannot report for {', '.join(others)}", 403)
+    result = handle_status_messages(
+        hub.engine, messages, notifier=hub.notifier, store=hub.store, strict=False
+    )
+    accepted = [r.message_id for r in result.results if r.outcome != "rejected"]
+    rejected = [
+        {"message_id": r.message_id, "error": r.error or "rejected"}
+        for r in result.results
+        if r.outcome == "rejected"
+    ]
+    return {"accepted": list(dict.fromkeys(accepted)), "rejected": rejected}
+
+
+@router.get("/bundles", response_model=schemas.BundleList)
+def bundles(device: CurrentDevice, hub: Hub) -> dict[str, Any]:
+    """The bundles waiting for this device, in download order."""
+    with session_scope(hub.engine) as session:
+        waiting = offers.waiting_bundles(
+            session, device=device, limit=hub.settings.limits.bundles_listed_max
+        )
+    return {"bundles": waiting}
+
+
+@router.get(
+    "/bundles/{digest}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the bundle file"},
+        206: {"content": {"application/octet-stream": {}}, "description": "one byte range"},
+        416: {"description": "range starts past the end (Content-Range: bytes */size)"},
+    },
+)
+def bundle(
+    digest: str,
+    device: CurrentDevice,
+    hub: Hub,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The bundle file, with single-range support (206, Content-Range, 416)."""
+    try:
+        check_image_id(digest, "bundle digest")
+    except FormatError as exc:
+        raise StateError(f"unknown bundle {digest[:80]!r}") from exc
+    with session_scope(hub.engine) as session:
+        found = offers.bundle_for_device(session, device=device, digest=digest)
+    fh = hub.store.open(found.store_key)
+    try:
+        size = fh.seek(0, 2)
+        chosen = choose_slice(range_header, size)
+    except Unsatisfiable as exc:
+        fh.close()
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{exc.size}"})
+    except BaseException:
+        fh.close()
+        raise
+    return StreamingResponse(
+        _stream(fh, chosen, hub.settings.limits.send_piece),
+        status_code=206 if chosen.partial else 200,
+        media_type="application/octet-stream",
+        headers=_bundle_headers(found.digest, chosen),
+    )
+
+
+def _bundle_headers(digest: str, chosen: Slice) -> dict[str, str]:
+    headers = {
+        "Content-Length": str(chosen.length),
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
+    if chosen.partial:
+        headers["Content-Range"] = chosen.content_range
+    return headers
+
+
+def _stream(fh: BinaryIO, chosen: Slice, piece: int) -> Iterator[bytes]:
+    """Bytes [start, end) of FH in pieces; the file is closed however the stream ends."""
+    try:
+        fh.seek(chosen.start)
+        left = chosen.length
+        while left > 0:
+            data = fh.read(min(piece, left))
+            if not data:
+                return  # the file shrank: the client sees a short body and resumes
+            left -= len(data)
+            yield data
+    finally:
+        fh.close()
+
+
+def manifest_etag(data: bytes) -> str:
+    """The ETag of a desired manifest: its sha256, quoted."""
+    return '"sha256:' + hashlib.sha256(data).hexdigest() + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names ETAG (weak or strong) or is ``*``."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get(
+    "/desired-manifest",
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the desired manifest"},
+        304: {"description": "unchanged (If-None-Match matched the ETag)"},
+    },
+)
+def desired_manifest(
+    device: CurrentDevice,
+    hub: Hub,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The device's desired manifest (published by activation), with an ETag; 404 if none."""
+    data = offers.desired_manifest(
+        hub.store, device=device, limit=hub.settings.limits.desired_manifest_max
+    )
+    etag = manifest_etag(data)
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(data, media_type="application/json", headers={"ETag": etag})

@@ -1,0 +1,185 @@
+"""The operator API: what the CLI does (deploy, activate, status, register, add device), over HTTP.
+
+Each endpoint calls the same pipeline and query function as the matching command
+(``deltaport deploy`` → ``image_to_device.deploy``, ``deltaport status device`` →
+``fleet.status.device_status``, …) and answers with the same JSON the command prints
+with ``--json``, so :mod:`deltaport.hub.client` can stand in for the local database.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ValidationError
+
+from deltaport.errors import FormatError
+from deltaport.fleet import queries
+from deltaport.fleet import status as fleet_status
+from deltaport.fleet.db import session_scope
+from deltaport.hub import schemas
+from deltaport.hub.deps import CurrentOperator, Hub, OperatorBody
+from deltaport.pipelines.image_to_device import DeployRequest, DeployResult, deploy, register
+from deltaport.pipelines.manifest import parse_manifest
+from deltaport.pipelines.manifest_to_device import activate
+
+router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.ERRORS)
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """BODY as MODEL; a malformed body is a FormatError naming the bad fields."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise FormatError(f"bad request body: {fields}") from exc
+
+
+def deploy_result_doc(result: DeployResult) -> dict[str, Any]:
+    """A deploy result as JSON: the deployment set and each device's plan."""
+    return {
+        "deployment": result.deployment_id,
+        "state": result.state,
+        "activated": result.activated,
+        "built": list(result.built),
+        "reused": list(result.reused),
+        "devices": [
+            {
+                "device": d.device,
+                "sending": list(d.sending),
+                "present": list(d.present),
+                "waiting": list(d.waiting),
+                "bundles": list(d.bundles),
+                "bytes": d.bytes,
+                "link_rate_bps": d.link_rate_bps,
+                "eta_seconds": round(d.eta_seconds, 1),
+            }
+            for d in result.devices
+        ],
+    }
+
+
+@router.post("/deployments", openapi_extra=schemas.body_doc(schemas.DeployRequestDoc))
+def create_deployment(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
+    """Deploy a manifest to devices (by name or label): build each bundle once, record the set."""
+    doc = parse_body(schemas.DeployRequestDoc, body)
+    if not doc.by or not doc.email:
+        raise FormatError("'by' and 'email' are required")
+    request = DeployRequest(
+        manifest=parse_manifest(doc.manifest.encode(), doc.vars, doc.manifest_name),
+        requested_by=doc.by,
+        contact_email=doc.email,
+        device_names=tuple(doc.devices),
+        labels=queries.parse_labels(f"{k}={v}" for k, v in doc.labels.items()),
+    )
+    data_dir = hub.settings.fleet.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="deploy-", dir=data_dir) as work:
+        result = deploy(
+            hub.engine,
+            request,
+            ranker=hub.toolkit.ranker,
+            builder=hub.toolkit.builder,
+            store=hub.store,
+            work_dir=Path(work),
+        )
+    return deploy_result_doc(result)
+
+
+@router.post("/deployments/{deployment_id}/activate")
+def activate_deployment(deployment_id: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
+    """Publish the deployment's desired manifests, once every image is on every device."""
+    with session_scope(hub.engine) as session:
+        result = activate(session, set_id=deployment_id, store=hub.store)
+    return {"deployment": result.deployment_id, "desired": result.desired}
+
+
+@router.get("/deployments/{deployment_id}")
+def get_deployment(deployment_id: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
+    """One deployment: its state and every device's images."""
+    with session_scope(hub.engine) as session:
+        return fleet_status.deployment_status(session, deployment_id)
+
+
+@router.get("/deployments")
+def list_deployments(
+    operator: CurrentOperator,
+    hub: Hub,
+    by: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[dict[str, Any]]:
+    """Recent deployments, newest first, optionally only those ordered by BY."""
+    with session_scope(hub.engine) as session:
+        return fleet_status.deployments(session, by=by, limit=limit)
+
+
+@router.get("/devices/{name}")
+def get_device(name: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
+    """One device: its images and their status, its deployments."""
+    with session_scope(hub.engine) as session:
+        return fleet_status.device_status(session, name)
+
+
+@router.post("/devices", status_code=201, openapi_extra=schemas.body_doc(schemas.AddDeviceDoc))
+def add_device(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
+    """Add a device; the answer holds its token, the only time it exists in clear."""
+    doc = parse_body(schemas.AddDeviceDoc, body)
+    rate = queries.parse_link_rate(doc.link_rate)
+    labels = queries.parse_labels(f"{k}={v}" for k, v in doc.labels.items())
+    with session_scope(hub.engine) as session:
+        device, token = queries.add_device(
+            session,
+            name=doc.name,
+            link_rate_bps=rate,
+            labels=labels,
+            local_registry=doc.local_registry,
+        )
+    return {"device": device.name, "token": token, "link_rate_bps": rate, "labels": labels}
+
+
+@router.get("/images/{reference:path}")
+def get_image(reference: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
+    """One registered image (NAME:TAG, NAME@DIGEST or sha256:… image ID): who has it."""
+    with session_scope(hub.engine) as session:
+        return fleet_status.image_status(session, reference)
+
+
+@router.post("/images", status_code=201, openapi_extra=schemas.body_doc(schemas.RegisterImageDoc))
+def register_image(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
+    """Record an image (CI pushed it to the cloud registry) and store its signature file."""
+    doc = parse_body(schemas.RegisterImageDoc, body)
+    with session_scope(hub.engine) as session:
+        image = register(
+            session,
+            reference=doc.reference,
+            name=doc.name,
+            reader=hub.toolkit.reader,
+            signer=hub.toolkit.signer,
+            signatures_dir=hub.settings.fleet.signatures_dir,
+            build_id=doc.build_id,
+            registered_by=doc.by or operator.name,
+        )
+        return {
+            "image": image.name,
+            "image_id": image.image_id,
+            "manifest_digest": image.manifest_digest,
+            "layers": len(image.diff_ids),
+            "signature": image.signature_path,
+        }
+
+
+@router.get("/history")
+def history(
+    operator: CurrentOperator,
+    hub: Hub,
+    since: str = "24h",
+    every: str = "hour",
+) -> list[dict[str, Any]]:
+    """Device-image status changes since SINCE (24h, 7d, ISO time), counted per bucket."""
+    with session_scope(hub.engine) as session:
+        return fleet_status.history(session, since=fleet_status.parse_since(since), every=every)

@@ -1,0 +1,217 @@
+"""The hub's settings: a frozen value built once, at the edge, from options, file and environment.
+
+The hub config file (``--config FILE``, else ``$DELTAPORT_HUB_CONFIG``, else
+``<data dir>/hub.toml``) is TOML::
+
+    host = "0.0.0.0"                 # optional; default 127.0.0.1
+    port = 8080                      # optional
+    registry_insecure = false        # plain-HTTP cloud registry (register, deploy)
+
+    [[operators]]                    # one table per operator token (only its hash)
+    name = "alice"
+    token_hash = "sha256:…"
+    created_at = "2026-11-27T19:00:00+00:00"
+
+Operator tokens live here, hashed, rather than in the fleet database: they are few,
+long-lived and belong to whoever runs the hub (like its TLS certificate), they can
+be revoked by deleting a table, and the fleet schema stays the fleet's. With
+several hub processes, the same file is deployed to each. ``deltaport hub token
+create`` appends a table (atomically); a running hub picks it up when restarted.
+
+Where state lives, the database and SMTP come from ``deltaport.config``
+(``--data-dir``/``DELTAPORT_HOME``, ``--db``/``DELTAPORT_DB``, the data dir's
+``config.toml``). Only :func:`load_hub_settings` and :func:`add_operator_token`
+read or write files; everything else receives a :class:`HubServerSettings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltaport.config import CONFIG_MAX_BYTES, Settings, load_settings
+from deltaport.errors import FormatError, StateError, StorageError, UsageError
+from deltaport.fleet.models import utcnow
+from deltaport.fleet.queries import hash_token, new_token
+
+HUB_CONFIG_NAME = "hub.toml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+OPERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+OPERATORS_MAX = 1000  # operator tokens in one config file
+
+
+@dataclass(frozen=True)
+class OperatorToken:
+    """One operator token, as stored: who it belongs to and its hash."""
+
+    name: str
+    token_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    """Named limits on what a hub reads from callers."""
+
+    device_body_max: int = 8 * 1024 * 1024  # bytes of a check-in or status batch
+    operator_body_max: int = 8 * 1024 * 1024  # bytes of a deploy request (manifest inside)
+    status_batch_max: int = 1000  # messages in one status batch
+    bundles_listed_max: int = 1000  # offers in one bundle list (docs/hub-api.md)
+    desired_manifest_max: int = 4 * 1024 * 1024  # bytes served as a desired manifest
+    send_piece: int = 64 * 1024  # bytes per write when streaming a bundle
+
+
+@dataclass(frozen=True)
+class HubServerSettings:
+    """Everything the hub needs to run, read once at start."""
+
+    fleet: Settings
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    config_path: Path | None = None
+    operators: tuple[OperatorToken, ...] = ()
+    registry_insecure: bool = False
+    limits: HubLimits = field(default_factory=HubLimits)
+    graceful_shutdown: float = 5.0  # seconds uvicorn waits for open requests on stop
+
+
+def hub_config_path(config: Path | str | None, data_dir: Path, env: Mapping[str, str]) -> Path:
+    """--config wins, then $DELTAPORT_HUB_CONFIG, then <data dir>/hub.toml."""
+    chosen = config or env.get("DELTAPORT_HUB_CONFIG")
+    return Path(chosen).expanduser() if chosen else data_dir / HUB_CONFIG_NAME
+
+
+def load_hub_settings(
+    *,
+    config: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    db_url: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> HubServerSettings:
+    """Combine options (win), environment and the hub config file into settings.
+
+    Raises:
+        FormatError: the config file is unreadable, not TOML, or has wrong types.
+    """
+    environ = os.environ if env is None else env
+    fleet = load_settings(data_dir, db_url, environ)
+    path = hub_config_path(config, fleet.data_dir, environ)
+    raw = read_hub_config(path)
+    env_port = environ.get("DELTAPORT_HUB_PORT")
+    return HubServerSettings(
+        fleet=fleet,
+        host=host or environ.get("DELTAPORT_HUB_HOST") or _str(raw, "host") or DEFAULT_HOST,
+        port=_port(port if port is not None else env_port or raw.get("port", DEFAULT_PORT)),
+        config_path=path,
+        operators=parse_operators(raw.get("operators", [])),
+        registry_insecure=_bool(raw, "registry_insecure"),
+    )
+
+
+def read_hub_config(path: Path) -> dict[str, Any]:
+    """The hub config file as a dict; {} when it does not exist."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(CONFIG_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc}") from exc
+    if len(data) > CONFIG_MAX_BYTES:
+        raise FormatError(f"{path} is larger than {CONFIG_MAX_BYTES} bytes")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise FormatError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def parse_operators(raw: Any) -> tuple[OperatorToken, ...]:
+    """The [[operators]] tables, checked."""
+    if not isinstance(raw, list) or len(raw) > OPERATORS_MAX:
+        raise FormatError(f"hub config 'operators' must be a list of at most {OPERATORS_MAX}")
+    out = []
+    for i, item in enumerate(raw):
+        name = item.get("name") if isinstance(item, dict) else None
+        digest = item.get("token_hash") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not OPERATOR_NAME.match(name):
+            raise FormatError(f"hub config operators[{i}].name is missing or invalid")
+        if not isinstance(digest, str) or not _TOKEN_HASH.match(digest):
+            raise FormatError(f"hub config operators[{i}].token_hash must be sha256:<64 hex>")
+        out.append(OperatorToken(name, digest))
+    return tuple(out)
+
+
+def add_operator_token(path: Path, name: str) -> str:
+    """Mint a token for operator NAME, append its hash to the config file; return the token.
+
+    The file is rewritten atomically (temp file in the same folder, then rename).
+
+    Raises:
+        UsageError: invalid name. StateError: the operator has a token already.
+        FormatError: the existing file is not valid. StorageError: cannot write.
+    """
+    if not OPERATOR_NAME.match(name):
+        raise UsageError(f"invalid operator name {name!r} (letters, digits, . _ @ -)")
+    existing = parse_operators(read_hub_config(path).get("operators", []))
+    if any(op.name == name for op in existing):
+        raise StateError(f"operator {name!r} already has a token in {path} (remove it first)")
+    token = new_token()
+    old = path.read_bytes() if path.is_file() else b""
+    entry = (
+        f'\n[[operators]]\nname = "{name}"\ntoken_hash = "{hash_token(token)}"\n'
+        f'created_at = "{utcnow().isoformat()}"\n'
+    )
+    data = old.rstrip(b"\n") + b"\n" + entry.encode() if old else entry.lstrip().encode()
+    _atomic_write(path, data)
+    return token
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def _str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise FormatError(f"hub config {key!r} must be a string")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise FormatError(f"hub config {key!r} must be true or false")
+    return value
+
+
+def _port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"hub port {value!r} is not a number") from exc
+    if not 0 <= port < 65536:
+        raise FormatError(f"hub port {port} must be between 0 and 65535")
+    return port
