@@ -65,7 +65,7 @@ def main() -> None:
     """Run the CLI; a DeltaportError becomes a one-line message and its exit code."""
     _register_groups()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except DeltaportError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
@@ -81,6 +81,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # standalone_mode=False returns Ctrl-C (130) and typer.Exit codes instead of exiting
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

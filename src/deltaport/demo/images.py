@@ -5,6 +5,10 @@ executables, a "runtime" of the Python standard library, and an "app" of source 
 Version 2 is what a CI rebuild of an application update looks like: the base is
 unchanged (same diff_id), the runtime gets a patch bump (a few files edited) and every
 rebuilt layer carries new mtimes, the app has a few files edited and one added.
+A third image, "tools", shares only the base layer: content a device may hold for
+another reason, which a delta can still draw on. :class:`DemoSizes` sets how much of
+this machine goes into the base and runtime layers (the demo shrinks them so a
+1 Mbit/s link finishes in minutes; tests shrink them further).
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ from deltaport.oci import TransportOptions, open_destination
 BASE_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/bin")
 BASE_BUDGET = 48 << 20  # bytes of real binaries in the base layer
 RUNTIME_BUDGET = 24 << 20
+APP_FILES = 120  # generated source files in the app layer
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How big the demo images are: bytes taken from this machine per layer."""
+
+    base: int = BASE_BUDGET  # real shared libraries and executables
+    runtime: int = RUNTIME_BUDGET  # Python standard library sources
+    app_files: int = APP_FILES
 V1_EPOCH = 1_788_000_000
 V2_EPOCH = V1_EPOCH + 30 * 86_400
 
@@ -80,10 +94,10 @@ def _app_source(n: int, version: int) -> list[LayerFile]:
     return files
 
 
-def _runtime_files(version: int) -> list[LayerFile]:
+def _runtime_files(version: int, budget: int = RUNTIME_BUDGET) -> list[LayerFile]:
     root = Path(_stdlib_dir())
     out = []
-    for i, p in enumerate(_host_files((str(root),), RUNTIME_BUDGET, (".py",))):
+    for i, p in enumerate(_host_files((str(root),), budget, (".py",))):
         data = p.read_bytes()
         if version == 2 and i % 97 == 5:  # a patch release touches a handful of modules
             data = data + b"\n# patched in runtime 3.11.8\n"
@@ -91,10 +105,10 @@ def _runtime_files(version: int) -> list[LayerFile]:
     return out
 
 
-def _base_files() -> list[LayerFile]:
+def _base_files(budget: int = BASE_BUDGET) -> list[LayerFile]:
     return [
         LayerFile(str(p).lstrip("/"), p.read_bytes())
-        for p in _host_files(BASE_DIRS, BASE_BUDGET)
+        for p in _host_files(BASE_DIRS, budget)
     ]
 
 
@@ -118,16 +132,35 @@ def _layer_tar(files: list[LayerFile], mtime: int) -> bytes:
     return buf.getvalue()
 
 
-def demo_layers(version: int) -> list[bytes]:
+def demo_layers(version: int, sizes: DemoSizes | None = None) -> list[bytes]:
     """The uncompressed layer tars of demo image VERSION (1 or 2)."""
-    base = _layer_tar(_base_files(), V1_EPOCH)
+    sizes = sizes or DemoSizes()
+    base = _layer_tar(_base_files(sizes.base), V1_EPOCH)
     epoch = V1_EPOCH if version == 1 else V2_EPOCH
-    runtime = _layer_tar(_runtime_files(version), epoch + 60)
-    app = _layer_tar(_app_source(120, version), epoch + 120)
+    runtime = _layer_tar(_runtime_files(version, sizes.runtime), epoch + 60)
+    app = _layer_tar(_app_source(sizes.app_files, version), epoch + 120)
     return [base, runtime, app]
 
 
-def _config(diff_ids: list[str], version: int) -> bytes:
+def tools_layers(sizes: DemoSizes | None = None) -> list[bytes]:
+    """The layer tars of the "tools" image: the demo's base layer and a layer of scripts."""
+    sizes = sizes or DemoSizes()
+    rng = random.Random(99)
+    scripts = [
+        LayerFile(f"opt/tools/bin/tool{i:02d}.sh",
+                  "\n".join(f"echo step {rng.randint(0, 10**6)}" for _ in range(200)).encode())
+        for i in range(20)
+    ]
+    return [_layer_tar(_base_files(sizes.base), V1_EPOCH), _layer_tar(scripts, V1_EPOCH + 600)]
+
+
+_HISTORY = {
+    "app": ("COPY base /", "COPY python3.11 /usr/local", "COPY app /app"),
+    "tools": ("COPY base /", "COPY tools /opt/tools"),
+}
+
+
+def _config(diff_ids: list[str], version: int, kind: str = "app") -> bytes:
     created = "2026-09-10T00:00:00Z" if version == 1 else "2026-10-10T00:00:00Z"
     doc = {
         "architecture": "amd64",
@@ -135,20 +168,30 @@ def _config(diff_ids: list[str], version: int) -> bytes:
         "created": created,
         "config": {"Cmd": ["/usr/bin/true"], "Env": [f"APP_VERSION={version}"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [
-            {"created": created, "created_by": "COPY base /"},
-            {"created": created, "created_by": "COPY python3.11 /usr/local"},
-            {"created": created, "created_by": "COPY app /app"},
-        ],
+        "history": [{"created": created, "created_by": step} for step in _HISTORY[kind]],
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_demo_image(version: int, dest_ref: str, options: TransportOptions) -> str:
+def write_demo_image(
+    version: int, dest_ref: str, options: TransportOptions, sizes: DemoSizes | None = None
+) -> str:
     """Build demo image VERSION and write it to DEST_REF; returns its image ID."""
-    layers = demo_layers(version)
+    return _write_image(demo_layers(version, sizes), version, "app", dest_ref, options)
+
+
+def write_tools_image(
+    dest_ref: str, options: TransportOptions, sizes: DemoSizes | None = None
+) -> str:
+    """Build the "tools" image (shares the base layer) and write it to DEST_REF; its image ID."""
+    return _write_image(tools_layers(sizes), 1, "tools", dest_ref, options)
+
+
+def _write_image(
+    layers: list[bytes], version: int, kind: str, dest_ref: str, options: TransportOptions
+) -> str:
     diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]
-    config = _config(diff_ids, version)
+    config = _config(diff_ids, version, kind)
     with open_destination(dest_ref, options) as dest:
         written = []
         for tar_bytes, diff_id in zip(layers, diff_ids, strict=True):

@@ -1,158 +1,556 @@
-"""`deltaport demo`: a real delta deployment, end to end, on this machine.
+"""`deltaport demo`: a whole fleet deployment on this machine, every part real.
 
-Starts two real Docker Distribution registries (the cloud registry and a device's
-local registry), builds v1 and v2 of a realistic image, puts v1 on the device, then
-ships v2 as a signed bundle built from what the device has, rebuilds it on the device
-side into the device registry, verifies it (deltaport and skopeo must agree on the
-image ID) and shows what crossed the link compared with a plain layer pull.
+It starts a hub (``deltaport hub serve``: SQLite and a bundle folder in a temporary
+data dir), a cloud registry and one local registry per device (Docker Distribution),
+an SMTP server for the requester's email, and one agent process per device
+(``deltaport agent run``), each reaching the hub through its own throttled link
+that drops connections at random (:mod:`deltaport.demo.link`). The devices start
+from different inventories (:mod:`deltaport.demo.fleet`). Through the hub's operator
+API it registers v1 and v2 of a realistic image, deploys v1, and — once v1 is on
+every device and the deployment is activated — v2; it shows live progress, then a
+table of what crossed each link next to what a layer pull would have cost.
+
+It fails (a :class:`~deltaport.errors.DeltaportError`, so a non-zero exit) unless
+every image arrived verified: the image ID in each device registry equals the
+registered one, the hub's database says ``present``, every deployment set is
+``active`` and each agent wrote its desired manifest. Every process it started is
+stopped by PID on the way out, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.table import Table
 
-from deltaport.bundle import generate_keypair, load_private_key, load_public_key
+from deltaport.agent.registry import LocalRegistry
 from deltaport.cli.common import human_bytes
-from deltaport.delta.image import apply_image_delta, create_image_delta
-from deltaport.demo.images import write_demo_image
-from deltaport.demo.services import Registry, run_registry
-from deltaport.errors import IntegrityError
-from deltaport.oci import TransportOptions, open_source
+from deltaport.demo.fleet import (
+    REQUESTER_EMAIL,
+    AgentFiles,
+    DeviceSetup,
+    HubFiles,
+    agent_config_text,
+    device_setups,
+    prepare_hub_dir,
+    write_agent_config,
+)
+from deltaport.demo.images import DemoSizes, write_demo_image, write_tools_image
+from deltaport.demo.link import TcpProxy
+from deltaport.demo.mail import MailCatcher, Received
+from deltaport.demo.processes import Child, ProcessGroup, agent_command, hub_command, log_tail
+from deltaport.demo.progress import DeviceLine, LiveView
+from deltaport.demo.report import (
+    Delivery,
+    diff_ids,
+    duration,
+    layer_blobs,
+    pull_bytes,
+    results_table,
+    totals,
+)
+from deltaport.demo.services import Registry, free_port, run_registry
+from deltaport.errors import DeltaportError, IntegrityError, StateError, UsageError
+from deltaport.hub.client import HubClient
+from deltaport.oci import TransportOptions, copy_image, open_source
+from deltaport.pipelines.image_to_device import bundle_store_key
 
-LINK_BITS_PER_SECOND = 1_000_000
+DEMO_SIZES = DemoSizes(base=16 << 20, runtime=8 << 20)  # ~5 MB of gzip layers: ~40 s at 1 Mbit/s
+POLL_SECONDS = 0.5  # how often the demo asks the hub how things stand
+FAULTS = ("corrupt-bundle",)
+DESIRED_MAX_BYTES = 4 << 20  # a desired manifest (docs/hub-api.md)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Shipment:
-    """One image delivered to the device, and what it cost."""
+class DemoOptions:
+    """What `deltaport demo` was asked for."""
 
-    image: str
-    bundle_bytes: int
-    pull_bytes: int
-    image_bytes: int
-    verified: bool
-
-
-def _link_time(nbytes: int) -> str:
-    seconds = nbytes * 8 / LINK_BITS_PER_SECOND
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    keep: Path | None = None  # keep every file here (else a temporary folder)
+    devices: int = 3
+    link_bps: int = 1_000_000  # bits/s of each device's link
+    sizes: DemoSizes = DEMO_SIZES
+    cut_between: tuple[int, int] = (256 << 10, 2 << 20)  # a link drops after this many bytes
+    timeout: float = 900.0  # seconds each wait (check-in, a deployment) may take
+    poll_interval: float = 1.0  # seconds between agent passes
+    email: bool = True  # run an SMTP server for the requester's email
+    fault: str | None = None  # "corrupt-bundle": spoil one device's v1 bundle at the hub
+    seed: int | None = None  # seeds where the links drop
 
 
-def _pull_bytes(ref: str, have: set[str], options: TransportOptions) -> int:
-    """Compressed bytes a `docker pull` of REF would move to a device with layers HAVE."""
-    with open_source(ref, options) as src:
-        return sum(la.size for la in src.layers() if la.diff_id not in have)
+@dataclass(frozen=True)
+class DemoImage:
+    """An image in the cloud registry, as the hub registered it."""
+
+    tag: str  # "v1"
+    ref: str  # docker://cloud/demo/app:v1
+    name: str  # the hub's name for it: cloud-host/demo/app:v1
+    repo_tag: str  # demo/app:v1 (its name in a device registry)
+    image_id: str
 
 
-def _diff_ids(ref: str, options: TransportOptions) -> set[str]:
-    with open_source(ref, options) as src:
-        return {la.diff_id for la in src.layers()}
+@dataclass
+class Device:
+    """One demo device while the demo runs."""
+
+    setup: DeviceSetup
+    registry: Registry
+    link: TcpProxy
+    files: AgentFiles
+    agent: Child | None = None
+
+    @property
+    def name(self) -> str:
+        return self.setup.name
+
+
+@dataclass
+class DemoResult:
+    """What the demo delivered and what the requester received."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=list)
+    emails: list[Received] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+# --- setting up -------------------------------------------------------------------------
+
+
+@contextmanager
+def _work_dir(keep: Path | None) -> Iterator[Path]:
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="deltaport-demo-") as tmp:
+            yield Path(tmp)
+        return
+    if keep.exists() and any(keep.iterdir()):
+        raise UsageError(f"--keep {keep}: the folder must be empty or not exist yet")
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep.resolve()
+
+
+def _build_images(cloud: Registry, sizes: DemoSizes, options: TransportOptions) -> dict[str, str]:
+    """Write app v1, v2 and the tools image to the cloud registry; tag → docker:// ref."""
+    refs = {
+        "v1": cloud.ref("demo/app:v1"),
+        "v2": cloud.ref("demo/app:v2"),
+        "tools": cloud.ref("demo/tools:v1"),
+    }
+    write_demo_image(1, refs["v1"], options, sizes)
+    write_demo_image(2, refs["v2"], options, sizes)
+    write_tools_image(refs["tools"], options, sizes)
+    return refs
+
+
+def _seed(setup: DeviceSetup, registry: Registry, refs: dict[str, str],
+          options: TransportOptions) -> None:
+    """Put the device's starting inventory straight into its registry."""
+    if setup.start == "has-v1":
+        copy_image(refs["v1"], registry.ref("demo/app:v1"), options)
+    elif setup.start == "shares-base":
+        copy_image(refs["tools"], registry.ref("demo/tools:v1"), options)
+
+
+def _register(hub: HubClient, refs: dict[str, str]) -> dict[str, DemoImage]:
+    images = {}
+    for tag, ref in refs.items():
+        answer = hub.register_image(ref, build_id=f"demo-{tag}")
+        repo_tag = ref.split("/", 3)[3]
+        images[tag] = DemoImage(tag, ref, str(answer["image"]), repo_tag, str(answer["image_id"]))
+    return images
+
+
+def _start_hub(group: ProcessGroup, files: HubFiles, logs: Path) -> str:
+    port = free_port()
+    hub = group.start("hub", hub_command(files.data_dir, port), logs / "hub.log")
+    url = f"http://127.0.0.1:{port}"
+    hub.wait_http(url + "/healthz")
+    return url
+
+
+def _start_device(stack: ExitStack, group: ProcessGroup, hub: HubClient, hub_port: int,
+                  files: HubFiles, setup: DeviceSetup, registry: Registry, work: Path,
+                  options: DemoOptions, seed: int | None) -> Device:
+    """Add the device at the hub, open its link, write its agent.toml, start its agent."""
+    rate = f"{options.link_bps}"
+    token = str(hub.add_device(setup.name, link_rate=rate, local_registry=registry.host,
+                               labels={"start": setup.start})["token"])
+    link = stack.enter_context(TcpProxy(("127.0.0.1", hub_port), rate=options.link_bps / 8,
+                                        cut_between=options.cut_between, seed=seed))
+    text = agent_config_text(device=setup.name, token=token, hub_url=link.url,
+                             registry_host=registry.host, public_key=files.public_key,
+                             poll_interval=options.poll_interval)
+    agent_files = write_agent_config(work / "devices" / setup.name, text)
+    device = Device(setup, registry, link, agent_files)
+    device.agent = group.start(f"agent {setup.name}", agent_command(agent_files.config),
+                               agent_files.log)
+    return device
+
+
+# --- waiting, with live progress ----------------------------------------------------------
+
+
+def _while_refreshing(view: LiveView, fn: Callable[[], T]) -> T:
+    """Run FN in a thread, keeping the live view ticking until it returns.
+
+    On Ctrl-C the caller does not wait for FN: stopping the hub ends its request.
+    """
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        future = pool.submit(fn)
+        while not future.done():
+            view.refresh()
+            time.sleep(POLL_SECONDS)
+        return future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_agents(devices: list[Device]) -> None:
+    for d in devices:
+        if d.agent is not None and not d.agent.running():
+            raise StateError(f"the agent of {d.name} exited with status "
+                             f"{d.agent.proc.returncode}; log {d.files.log}:\n"
+                             f"{log_tail(d.files.log)}")
+
+
+def _await_checkins(hub: HubClient, devices: list[Device], view: LiveView,
+                    expected: dict[str, int], timeout: float) -> None:
+    """Wait until every agent has told the hub what its registry holds."""
+    view.set_phase("agents check in with their inventories")
+    deadline = time.monotonic() + timeout
+    waiting = {d.name for d in devices}
+    while waiting:
+        _check_agents(devices)
+        for d in devices:
+            if d.name not in waiting:
+                continue
+            status = hub.device(d.name)
+            present = [i for i in status["images"] if i["status"] == "present"]
+            if status["last_seen"] and len(present) >= expected[d.name]:
+                waiting.discard(d.name)
+                names = ", ".join(str(i["image"]).split("/", 1)[-1] for i in present)
+                view.set_state(d.name, f"checked in: {names or 'nothing'}")
+        if time.monotonic() > deadline:
+            raise StateError(f"no check-in from {', '.join(sorted(waiting))} within "
+                             f"{timeout:.0f} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _device_have(device: Device, options: TransportOptions) -> set[str]:
+    """diff_ids the device's registry holds now."""
+    local = LocalRegistry(device.registry.host, options)
+    return diff_ids([local.ref(i.name) for i in local.images()], options)
+
+
+def _compose(image: DemoImage) -> str:
+    return f"services:\n  app:\n    image: {image.name}\n    restart: always\n"
+
+
+def _corrupt_bundle(hub_dir: Path, key: str) -> Path:
+    """Flip a byte inside the signed index of bundle KEY in the hub's bundle folder."""
+    path = hub_dir / "outbox" / bundle_store_key(key)
+    with path.open("r+b") as fh:
+        fh.seek(600)
+        byte = fh.read(1)
+        fh.seek(600)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    return path
+
+
+@dataclass
+class _Phase:
+    """One deployment being watched."""
+
+    image: DemoImage
+    deployment: str
+    started: float
+    link_start: dict[str, int]
+    planned: dict[str, int]  # device → bundle bytes
+    already: set[str]  # devices that had the image at deploy time
+    arrived: dict[str, tuple[float, int]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveView,
+            work: Path, hub_dir: Path, fault: str | None) -> _Phase:
+    """Write the compose file, deploy it to every device (the hub builds the bundles)."""
+    manifest = work / "manifests" / f"app-{image.tag}.compose.yml"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(_compose(image))
+    view.set_phase(f"deploy {image.repo_tag}: the hub plans and builds bundles "
+                   f"({manifest.name})")
+    victim = next((d for d in devices if d.setup.start == "empty"), devices[0])
+    link_start = {d.name: d.link.bytes_down for d in devices}  # agents may start before we hear
+    if fault:
+        victim.link.set_outage(True)  # the victim must not fetch before the bundle is spoilt
+    try:
+        plan = _while_refreshing(view, lambda: hub.deploy(
+            manifest.read_text(), by="demo", email=REQUESTER_EMAIL,
+            devices=[d.name for d in devices], manifest_name=manifest.name))
+        if fault == "corrupt-bundle":
+            for row in plan["devices"]:
+                if row["device"] == victim.name and row["bundles"]:
+                    path = _corrupt_bundle(hub_dir, str(row["bundles"][0]))
+                    view.console.print(f"[red]fault:[/] flipped a byte of {path.name} "
+                                       f"(the bundle for {victim.name})")
+    finally:
+        victim.link.set_outage(False)
+    rows = {str(r["device"]): r for r in plan["devices"]}
+    return _Phase(
+        image=image,
+        deployment=str(plan["deployment"]),
+        started=time.monotonic(),
+        link_start=link_start,
+        planned={name: int(r["bytes"]) for name, r in rows.items()},
+        already={name for name, r in rows.items() if r["present"] and not r["sending"]},
+    )
+
+
+def _failure_reason(hub: HubClient, device: str, image_id: str) -> str:
+    for row in hub.device(device)["images"]:
+        if row["image_id"] == image_id and row.get("failure_reason"):
+            return str(row["failure_reason"])
+    return "(no reason given)"
+
+
+def _poll(hub: HubClient, phase: _Phase, devices: dict[str, Device], view: LiveView) -> str:
+    """One look at the deployment; updates PHASE and the view; returns the set's state."""
+    status = hub.deployment(phase.deployment)
+    now = time.monotonic()
+    for row in status["devices"]:
+        name = str(row["device"])
+        state = str(row["images"].get(phase.image.name, "absent"))
+        link_bytes = devices[name].link.bytes_down - phase.link_start[name]
+        if state == "present" and name not in phase.arrived:
+            phase.arrived[name] = (0.0, 0) if name in phase.already else (
+                now - phase.started, link_bytes)
+        if state == "failed" and name not in phase.failed:
+            phase.failed[name] = _failure_reason(hub, name, phase.image.image_id)
+        shown, detail = f"{phase.image.tag}: {state}", ""
+        if state == "in_transit" and phase.planned.get(name):
+            done = min(99, 100 * link_bytes // phase.planned[name])
+            detail = f", ~{done}% of a {human_bytes(phase.planned[name])} bundle"
+        elif name in phase.already:
+            shown += " (had it already)"
+        view.set_state(name, shown, detail)
+    return str(status["state"])
+
+
+def _watch(hub: HubClient, phase: _Phase, devices: list[Device], view: LiveView,
+           timeout: float) -> None:
+    """Poll until the deployment is active, a device failed, or TIMEOUT passed."""
+    by_name = {d.name: d for d in devices}
+    view.set_phase(f"deliver {phase.image.repo_tag} (deployment {phase.deployment})")
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_agents(devices)
+        state = _poll(hub, phase, by_name, view)
+        if phase.failed or time.monotonic() > deadline:
+            return
+        if state == "active" and all(_desired(d) == phase.deployment for d in devices):
+            for d in devices:
+                view.set_state(d.name, f"{phase.image.tag}: present, desired manifest written")
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def _desired(device: Device) -> str | None:
+    """The deployment of the desired manifest the device's agent wrote (None: none yet)."""
+    try:
+        doc = json.loads(device.files.desired_manifest.read_bytes()[:DESIRED_MAX_BYTES])
+    except (OSError, ValueError):
+        return None
+    return str(doc.get("deployment")) if isinstance(doc, dict) else None
+
+
+def _deliveries(phase: _Phase, devices: list[Device], blobs: dict[str, int],
+                have: dict[str, set[str]]) -> list[Delivery]:
+    out = []
+    for d in devices:
+        seconds, link_bytes = phase.arrived.get(d.name, (time.monotonic() - phase.started,
+                                                         d.link.bytes_down - phase.link_start[
+                                                             d.name]))
+        if d.name in phase.failed:
+            status = f"failed: {phase.failed[d.name]}"
+        elif d.name in phase.arrived:
+            status = "had it" if d.name in phase.already else "present"
+        else:
+            status = "did not arrive"
+        out.append(Delivery(d.name, phase.image.repo_tag, phase.planned.get(d.name, 0),
+                            link_bytes, sum(blobs.values()), pull_bytes(blobs, have[d.name]),
+                            seconds, status))
+    return out
+
+
+# --- checking the result ---------------------------------------------------------------
 
 
 def _skopeo_image_id(ref: str) -> str | None:
     """The image ID skopeo reads from REF (None when skopeo is not installed)."""
     if shutil.which("skopeo") is None:
         return None
-    raw = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", "--raw", ref],
-        check=True, capture_output=True,
-    ).stdout
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", ref],
+                         check=True, capture_output=True, timeout=60).stdout
     return str(json.loads(raw)["config"]["digest"])
 
 
-@contextmanager
-def _registries(work: Path) -> Iterator[tuple[Registry, Registry]]:
-    with run_registry(work / "cloud") as cloud, run_registry(work / "device") as device:
-        yield cloud, device
+def verify_device_image(device: Device, image: DemoImage, hub_images: list[dict[str, Any]],
+                        options: TransportOptions) -> list[str]:
+    """Why IMAGE is not verified on DEVICE (empty: it is): registry, skopeo and hub agree."""
+    problems = []
+    ref = device.registry.ref(image.repo_tag)
+    try:
+        with open_source(ref, options) as src:
+            found = src.image_id()
+    except DeltaportError as exc:
+        return [f"{device.name}: {image.repo_tag} is not in its registry ({exc})"]
+    if found != image.image_id:
+        problems.append(f"{device.name}: {image.repo_tag} has image ID {found}, "
+                        f"registered {image.image_id}")
+    seen = _skopeo_image_id(ref)
+    if seen not in (None, image.image_id):
+        problems.append(f"{device.name}: skopeo reads image ID {seen} for {image.repo_tag}")
+    at_hub = {str(i["image_id"]): str(i["status"]) for i in hub_images}
+    if at_hub.get(image.image_id) != "present":
+        problems.append(f"{device.name}: the hub says {image.repo_tag} is "
+                        f"{at_hub.get(image.image_id, 'absent')}")
+    return problems
 
 
-def _ship(
-    console: Console,
-    name: str,
-    cloud_ref: str,
-    sources_cloud: list[str],
-    sources_device: list[str],
-    device_ref: str,
-    work: Path,
-    options: TransportOptions,
-) -> Shipment:
-    key = load_private_key(work / "keys" / "deltaport.key")
-    pub = load_public_key(work / "keys" / "deltaport.pub")
-    bundle = work / "bundles" / f"{name.replace('/', '_').replace(':', '-')}.bundle"
-    bundle.parent.mkdir(exist_ok=True)
-    t0 = time.monotonic()
-    summary = create_image_delta(cloud_ref, sources_cloud, bundle, signing_key=key, options=options)
-    t1 = time.monotonic()
-    console.print(
-        f"  built bundle for [bold]{name}[/]: {human_bytes(summary.bundle_bytes)} "
-        f"in {t1 - t0:.1f} s"
-    )
-    have: set[str] = set()
-    for ref in sources_device:
-        have |= _diff_ids(ref, options)
-    result = apply_image_delta(bundle, sources_device, device_ref, trusted_keys=[pub],
-                               options=options)
-    console.print(f"  device rebuilt {name} in {time.monotonic() - t1:.1f} s, verified by digest")
-    skopeo_id = _skopeo_image_id(device_ref.replace("docker://", "docker://", 1))
-    verified = result.image_id == summary.image_id and skopeo_id in (None, summary.image_id)
-    if skopeo_id is not None:
-        console.print(f"  skopeo reads image ID {skopeo_id[:19]}… from the device registry")
-    pull = _pull_bytes(cloud_ref, have, options)
-    return Shipment(name, summary.bundle_bytes, pull, summary.target_size, verified)
+def _verify(hub: HubClient, result: DemoResult, devices: list[Device],
+            images: dict[str, DemoImage], options: TransportOptions) -> None:
+    """Mark each delivery verified or add to ``result.problems`` why it is not."""
+    hub_images = {d.name: list(hub.device(d.name)["images"]) for d in devices}
+    by_tag = {i.repo_tag: i for i in images.values()}
+    by_name = {d.name: d for d in devices}
+    for k, delivery in enumerate(result.deliveries):
+        found = verify_device_image(by_name[delivery.device], by_tag[delivery.image],
+                                    hub_images[delivery.device], options)
+        result.problems.extend(found)
+        result.deliveries[k] = dataclasses.replace(delivery, verified=not found)
+    states = {set_id: hub.deployment(set_id)["state"] for set_id in result.deployments}
+    for set_id, state in states.items():
+        if state != "active":
+            result.problems.append(f"deployment {set_id} is {state}, not active")
+    last = result.deployments[-1] if result.deployments else None
+    for d in devices:
+        if last is not None and states[last] == "active" and _desired(d) != last:
+            result.problems.append(f"{d.name}: its agent has not written the desired manifest "
+                                   f"of deployment {last}")
 
 
-def _table(shipments: list[Shipment]) -> Table:
-    table = Table(title="what crossed the 1 Mbit/s link (image size: uncompressed layers)")
-    for col in ("image", "bundle", "% of image", "time", "layer pull", "pull time", "status"):
-        table.add_column(col, justify="left" if col in ("image", "status") else "right")
-    for s in shipments:
-        table.add_row(
-            s.image,
-            human_bytes(s.bundle_bytes),
-            f"{100 * s.bundle_bytes / max(s.image_bytes, 1):.2f}%",
-            _link_time(s.bundle_bytes),
-            human_bytes(s.pull_bytes),
-            _link_time(s.pull_bytes),
-            "[green]present, verified[/]" if s.verified else "[red]FAILED[/]",
-        )
-    return table
+def _await_emails(mail: MailCatcher | None, expected: int, timeout: float = 10.0) -> list[Received]:
+    if mail is None:
+        return []
+    deadline = time.monotonic() + timeout
+    while len(mail.messages()) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return mail.messages()
 
 
-def run_demo(console: Console, keep: Path | None = None) -> list[Shipment]:
-    """Run the demo; raises IntegrityError if any image did not arrive verified."""
-    options = TransportOptions()
-    with tempfile.TemporaryDirectory(prefix="deltaport-demo-") as tmp:
-        work = keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        generate_keypair(work / "keys")
-        with _registries(work) as (cloud, device):
-            console.print(f"cloud registry {cloud.host}, device registry {device.host}")
-            v1, v2 = cloud.ref("demo/app:v1"), cloud.ref("demo/app:v2")
-            console.print("building demo images v1 and v2 from this machine's files …")
-            write_demo_image(1, v1, options)
-            write_demo_image(2, v2, options)
-            console.print("[bold]1. first image[/]: the device has nothing")
-            first = _ship(console, "demo/app:v1", v1, [], [], device.ref("demo/app:v1"),
-                          work, options)
-            console.print("[bold]2. update[/]: the device has v1")
-            update = _ship(console, "demo/app:v2", v2, [v1], [device.ref("demo/app:v1")],
-                           device.ref("demo/app:v2"), work, options)
-            shipments = [first, update]
-            console.print(_table(shipments))
-    failed = [s.image for s in shipments if not s.verified]
-    if failed:
-        raise IntegrityError("images did not arrive verified: " + ", ".join(failed))
-    return shipments
+# --- the demo ---------------------------------------------------------------------------
+
+
+def _expected_checkin(setup: DeviceSetup) -> int:
+    return 0 if setup.start == "empty" else 1
+
+
+def _phases(hub: HubClient, devices: list[Device],
+            images: dict[str, DemoImage], view: LiveView, work: Path, hub_dir: Path,
+            options: DemoOptions, transport: TransportOptions, result: DemoResult) -> None:
+    """Deploy v1, then (if v1 went through everywhere) v2; collect deliveries."""
+    for tag in ("v1", "v2"):
+        image = images[tag]
+        blobs = layer_blobs(image.ref, transport)
+        have = {d.name: _device_have(d, transport) for d in devices}
+        phase = _deploy(hub, image, devices, view, work, hub_dir,
+                        options.fault if tag == "v1" else None)
+        result.deployments.append(phase.deployment)
+        _watch(hub, phase, devices, view, options.timeout)
+        result.deliveries.extend(_deliveries(phase, devices, blobs, have))
+        for name, reason in sorted(phase.failed.items()):
+            result.problems.append(f"{name}: {image.repo_tag} failed: {reason}")
+        missing = [d.name for d in devices
+                   if d.name not in phase.arrived and d.name not in phase.failed]
+        if missing:
+            result.problems.append(f"{image.repo_tag} did not arrive on {', '.join(missing)} "
+                                   f"within {options.timeout:.0f} s")
+        if result.problems:
+            return
+
+
+def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult:
+    """Run the fleet demo; returns what happened if every image arrived verified.
+
+    Raises:
+        IntegrityError: something did not arrive verified (every reason listed).
+        UsageError: bad options, or a required program (docker-registry) is missing.
+        StateError / StorageError / TransferError: a part did not start or answer.
+    """
+    options = options or DemoOptions()
+    if options.fault is not None and options.fault not in FAULTS:
+        raise UsageError(f"--fault must be one of {', '.join(FAULTS)}")
+    setups = device_setups(options.devices)
+    transport = TransportOptions(insecure=True)
+    result = DemoResult()
+    with ExitStack() as stack:
+        work = stack.enter_context(_work_dir(options.keep))
+        console.print(f"working in [bold]{work}[/]")
+        mail = stack.enter_context(MailCatcher()) if options.email else None
+        cloud = stack.enter_context(run_registry(work / "registries" / "cloud"))
+        registries = {s.name: stack.enter_context(run_registry(work / "registries" / s.name))
+                      for s in setups}
+        with console.status("building demo images v1, v2 and tools from this machine's files"):
+            refs = _build_images(cloud, options.sizes, transport)
+            for s in setups:
+                _seed(s, registries[s.name], refs, transport)
+        console.print(f"cloud registry {cloud.host}: demo/app:v1, demo/app:v2, demo/tools:v1; "
+                      + ", ".join(f"{s.name} starts with {s.start}" for s in setups))
+        hub_files = prepare_hub_dir(work / "hub",
+                                    smtp=(mail.host, mail.port) if mail is not None else None)
+        group = stack.enter_context(ProcessGroup())
+        hub_url = _start_hub(group, hub_files, work)
+        hub = stack.enter_context(HubClient(hub_url, hub_files.operator_token, timeout=900))
+        console.print(f"hub {hub_url} (data in {hub_files.data_dir}); registering images")
+        images = _register(hub, refs)
+        hub_port = int(hub_url.rsplit(":", 1)[1])
+        devices = [_start_device(stack, group, hub, hub_port, hub_files, s, registries[s.name],
+                                 work, options, None if options.seed is None else options.seed + k)
+                   for k, s in enumerate(setups)]
+        lines = [DeviceLine(d.name, d.setup.start, d.link) for d in devices]
+        with LiveView(console, lines, options.link_bps) as view:
+            _await_checkins(hub, devices, view, {s.name: _expected_checkin(s) for s in setups},
+                            options.timeout)
+            _phases(hub, devices, images, view, work, hub_files.data_dir, options,
+                    transport, result)
+        _verify(hub, result, devices, images, transport)
+        result.emails = _await_emails(mail, len(result.deployments))
+        _show(console, result, options)
+    if result.problems:
+        raise IntegrityError("not every image arrived verified:\n  "
+                             + "\n  ".join(result.problems))
+    return result
+
+
+def _show(console: Console, result: DemoResult, options: DemoOptions) -> None:
+    console.print(results_table(result.deliveries, options.link_bps))
+    sent, pulled = totals(result.deliveries)
+    console.print(f"bundles: {human_bytes(sent)} in all; a layer pull would have moved "
+                  f"{human_bytes(pulled)} ({duration(pulled * 8 / options.link_bps)} at the "
+                  "link rate if it never dropped: a pull restarts the layer when it does)")
+    for email in result.emails:
+        console.print(f"email to {', '.join(email.to)}: [italic]{email.subject}[/]")
+    for problem in result.problems:
+        console.print(f"[bold red]problem:[/] {problem}", highlight=False)
