@@ -18,7 +18,8 @@ class to its exit code, so scripts can tell failures apart::
     ├── ImageNotFoundError              exit 7   image/tag/platform absent from an archive or layout
     ├── MissingSourceError              exit 8   a patch needs source layers the device lacks
     ├── StorageError                    exit 9   local disk: full, unwritable, missing file
-    ├── StateError                      exit 10  fleet state: illegal transition, unknown object
+    ├── StateError                      exit 10  fleet state: illegal transition, conflict
+    │   └── UnknownObjectError          exit 10  no such device, image or deployment set
     └── AccessError                     exit 11  hub: token missing/unknown (401), refused (403)
 
 Other libraries' exceptions are translated at the adapter that calls them
@@ -111,7 +112,7 @@ class StorageError(DeltaportError):
 
 
 class StateError(DeltaportError):
-    """Fleet state: an illegal transition or an unknown object."""
+    """Fleet state: an illegal transition or a conflict (unknown objects: the subclass)."""
 
     exit_code = 10
 
@@ -124,3 +125,11 @@ class AccessError(DeltaportError):
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UnknownObjectError(StateError):
+    """The fleet has no such object: device, registered image or deployment set.
+
+    A StateError, so callers catching StateError still catch it; the hub answers it
+    404, where any other StateError (an illegal change) is 409.
+    """

@@ -96,8 +96,11 @@ def test_etags() -> None:
         (UsageError("x"), 400),
         (FormatError("x"), 422),
         (errors.TruncatedError("x"), 422),
-        (StateError("unknown device 'a'"), 404),
-        (StateError("image 'a:b' is not registered (run: …)"), 404),
+        (errors.UnknownObjectError("unknown device 'a'"), 404),
+        (errors.UnknownObjectError("image 'a:b' is not registered (run: …)"), 404),
+        (errors.UnknownObjectError("any text at all"), 404),  # by class, not by message
+        (StateError("image 'a:b' is not registered (run: …)"), 409),
+        (StateError("unknown bundle sha256:…"), 404),  # transitional: hub.offers / hub.device
         (StateError("deployment d cannot be activated: 1 image(s) missing"), 409),
         (StateError("device image cannot go from absent on failed"), 409),
         (NotFoundError("manifest unknown"), 404),

@@ -1,8 +1,14 @@
-"""`deltaport deploy MANIFEST`: the image-to-device pipeline from the command line."""
+"""`deltaport deploy MANIFEST`: the image-to-device pipeline from the command line.
+
+Against the local database by default; with ``--hub URL --token …`` the hub runs the
+pipeline (its registry access, its signing key, its bundle store) and answers with
+the same JSON, so the table and ``--json`` output are the same either way.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,16 +18,22 @@ from rich.progress import Progress
 from deltaport.cli.fleet import (
     human_duration,
     human_rate,
-    load_manifest,
     open_db,
+    parse_vars,
     print_json,
     print_table,
+    read_input,
+    refuse_insecure_on_hub,
     settings,
     store_for,
 )
+from deltaport.cli.hub import HubTokenOpt, HubUrlOpt, remote_hub
 from deltaport.config import Settings
+from deltaport.errors import UsageError
 from deltaport.fleet.queries import parse_labels
-from deltaport.pipelines.image_to_device import DeployRequest, DeployResult, deploy
+from deltaport.hub.client import HubClient
+from deltaport.pipelines.image_to_device import DeployRequest, deploy, deploy_result_doc
+from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, parse_manifest
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...]:
@@ -54,28 +66,68 @@ def deploy_command(
     by: Annotated[str, typer.Option("--by", help="Who orders this deployment.")] = "",
     email: Annotated[str, typer.Option("--email", help="Contact email for this deployment.")] = "",
     var: Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for ${NAME}.")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP registries.")] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plain HTTP registries (local database only).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """Send each device the smallest bundles that give it every image of MANIFEST."""
-    from deltaport.errors import UsageError
-    from deltaport.pipelines.adapters import SignatureRanker
-
     if not by or not email:
         raise UsageError("--by USER and --email ADDRESS are required")
+    refuse_insecure_on_hub(hub, insecure)
+    data = read_input(manifest, MANIFEST_MAX_BYTES)
+    variables = parse_vars(var or [])
     request = DeployRequest(
-        manifest=load_manifest(manifest, var or []),
+        manifest=parse_manifest(data, variables, str(manifest)),  # checked here either way
         requested_by=by,
         contact_email=email,
         device_names=_split_names(devices),
         labels=parse_labels(label or []),
     )
+    client = remote_hub(hub, token)
+    if client is not None:
+        with client:
+            doc = _deploy_on_hub(client, request, data, variables, str(manifest))
+    else:
+        doc = _deploy_here(ctx, request, insecure, progress=not as_json)
+    _print(doc, as_json)
+
+
+def _deploy_on_hub(
+    client: HubClient,
+    request: DeployRequest,
+    data: bytes,
+    variables: Mapping[str, str],
+    manifest_name: str,
+) -> dict[str, Any]:
+    """POST the manifest with only the ${VAR} values it uses (not this whole environment)."""
+    text = data.decode("utf-8-sig")  # parse_manifest accepted it: UTF-8
+    used = {k: v for k, v in variables.items() if "${" + k + "}" in text}
+    return client.deploy(
+        text,
+        by=request.requested_by,
+        email=request.contact_email,
+        devices=request.device_names,
+        labels=dict(request.labels),
+        variables=used,
+        manifest_name=manifest_name,
+    )
+
+
+def _deploy_here(
+    ctx: typer.Context, request: DeployRequest, insecure: bool, *, progress: bool
+) -> dict[str, Any]:
+    """Run the pipeline on the local database, with a progress bar while bundles build."""
+    from deltaport.pipelines.adapters import SignatureRanker
+
     s = settings(ctx)
     engine = open_db(s)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="deploy-", dir=_work_parent(s)) as work,
-            Progress(transient=True, disable=as_json) as bar,
+            Progress(transient=True, disable=not progress) as bar,
         ):
             task = bar.add_task("building bundles", total=None)
             result = deploy(
@@ -89,7 +141,7 @@ def deploy_command(
             )
     finally:
         engine.dispose()
-    _print(result, as_json)
+    return deploy_result_doc(result)
 
 
 def _work_parent(s: Settings) -> Path:
@@ -97,33 +149,13 @@ def _work_parent(s: Settings) -> Path:
     return s.data_dir
 
 
-def _print(result: DeployResult, as_json: bool) -> None:
-    rows: list[dict[str, Any]] = [
-        {
-            "device": d.device,
-            "sending": list(d.sending),
-            "present": list(d.present),
-            "waiting": list(d.waiting),
-            "bundles": list(d.bundles),
-            "bytes": d.bytes,
-            "link_rate_bps": d.link_rate_bps,
-            "eta_seconds": round(d.eta_seconds, 1),
-        }
-        for d in result.devices
-    ]
+def _print(doc: dict[str, Any], as_json: bool) -> None:
+    """The deploy answer (``deploy_result_doc``) as JSON, or a table per device."""
     if as_json:
-        print_json(
-            {
-                "deployment": result.deployment_id,
-                "state": result.state,
-                "built": list(result.built),
-                "reused": list(result.reused),
-                "devices": rows,
-            }
-        )
+        print_json(doc)
         return
     print_table(
-        f"deployment {result.deployment_id} ({result.state})",
+        f"deployment {doc['deployment']} ({doc['state']})",
         ["device", "images sent", "bundles", "bytes", "link", "est. time"],
         [
             [
@@ -134,7 +166,7 @@ def _print(result: DeployResult, as_json: bool) -> None:
                 human_rate(r["link_rate_bps"]),
                 human_duration(r["eta_seconds"]),
             ]
-            for r in rows
+            for r in doc["devices"]
         ],
     )
-    typer.echo(f"bundles built: {len(result.built)}, reused: {len(result.reused)}")
+    typer.echo(f"bundles built: {len(doc['built'])}, reused: {len(doc['reused'])}")

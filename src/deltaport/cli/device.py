@@ -1,4 +1,8 @@
-"""`deltaport device …`: add devices, record what they report, list them."""
+"""`deltaport device …`: add devices, record what they report, list them.
+
+``device add`` also runs against a hub (``--hub URL --token …``), which answers with
+the same JSON; ``report`` and ``list`` work on the local database only.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.orm import Session
 
-from deltaport.cli.fleet import db_session, print_json, print_table, read_input
+from deltaport.cli.fleet import db_session, on_hub_or_db, print_json, print_table, read_input
+from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
 from deltaport.fleet import queries
 from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
+from deltaport.hub.client import HubClient
 
 app = typer.Typer(help="Edge devices: add them, record what they have.", no_args_is_help=True)
 
@@ -26,19 +33,35 @@ def add(
         str, typer.Option("--local-registry", help="The device's local registry host:port.")
     ] = "localhost:5000",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """Add a device and print its token (shown once; only its hash is stored)."""
-    rate = queries.parse_link_rate(link_rate)
+    rate = queries.parse_link_rate(link_rate)  # checked here either way
     labels = queries.parse_labels(label or [])
-    with db_session(ctx) as (_, _, session):
-        device, token = queries.add_device(
+
+    def local(session: Session) -> dict[str, Any]:
+        device, device_token = queries.add_device(
             session, name=name, link_rate_bps=rate, labels=labels, local_registry=local_registry
         )
+        return {
+            "device": device.name,
+            "token": device_token,
+            "link_rate_bps": rate,
+            "labels": labels,
+        }
+
+    def remote(client: HubClient) -> dict[str, Any]:
+        return client.add_device(
+            name, link_rate=link_rate, labels=labels, local_registry=local_registry
+        )
+
+    doc = on_hub_or_db(ctx, hub, token, remote, local)
     if as_json:
-        print_json({"device": device.name, "token": token, "link_rate_bps": rate, "labels": labels})
+        print_json(doc)
         return
-    typer.echo(f"device {name} added; its token (store it now, it is not shown again):")
-    typer.echo(token)
+    typer.echo(f"device {doc['device']} added; its token (store it now, it is not shown again):")
+    typer.echo(doc["token"])
 
 
 @app.command("report")

@@ -2,8 +2,11 @@
 
 Also the helpers the other fleet command modules (device, status, event) share:
 reading settings from the global options, opening the database, printing a table or
-JSON. ``deltaport.cli.main`` registers ``activate_command`` and calls
-``add_global_options``.
+JSON, and :func:`on_hub_or_db`: the commands an operator endpoint also serves take
+``--hub URL --token …`` (``deltaport.cli.hub.HubUrlOpt`` / ``HubTokenOpt``) and then
+ask that hub instead of the local database; the hub answers with the very JSON the
+local path builds, so both print the same. ``deltaport.cli.main`` registers
+``activate_command`` and calls ``add_global_options``.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,11 +30,14 @@ from deltaport.config import Settings, load_settings
 from deltaport.errors import FormatError, StorageError, UsageError
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.notify.email import Notifier, SmtpNotifier
-from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, Manifest, parse_manifest
 from deltaport.storage.folder import FolderStore
+
+if TYPE_CHECKING:
+    from deltaport.hub.client import HubClient
 
 console = Console()
 INPUT_MAX_BYTES = 64 * 1024 * 1024  # any document a fleet command reads from a file
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,39 @@ def db_session(ctx: typer.Context) -> Iterator[tuple[Settings, Engine, Session]]
         engine.dispose()
 
 
+def on_hub_or_db(
+    ctx: typer.Context,
+    hub: str | None,
+    token: str | None,
+    remote: Callable[[HubClient], T],
+    local: Callable[[Session], T],
+) -> T:
+    """REMOTE(client) when --hub is given, else LOCAL(session) in one transaction.
+
+    Raises:
+        UsageError: --hub without --token. Whatever the hub or the query raises.
+    """
+    client = hub_cli.remote_hub(hub, token)
+    if client is not None:
+        with client:
+            return remote(client)
+    with db_session(ctx) as (_, _, session):
+        return local(session)
+
+
+def refuse_insecure_on_hub(hub: str | None, insecure: bool) -> None:
+    """--insecure is about the registry this process talks to; with --hub, the hub does.
+
+    Raises:
+        UsageError: both given (the hub's own ``registry_insecure`` setting decides).
+    """
+    if hub and insecure:
+        raise UsageError(
+            "--insecure does not apply with --hub: the hub reaches the registry itself "
+            "(set registry_insecure in its hub.toml)"
+        )
+
+
 def store_for(s: Settings) -> FolderStore:
     """The bundle store (the data dir's outbox folder)."""
     return FolderStore(s.store_dir)
@@ -121,11 +160,6 @@ def parse_vars(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--var {item!r} must look like NAME=VALUE")
         values[key] = value
     return values
-
-
-def load_manifest(path: Path, variables: Sequence[str]) -> Manifest:
-    """Read and parse a deployment manifest file."""
-    return parse_manifest(read_input(path, MANIFEST_MAX_BYTES), parse_vars(variables), str(path))
 
 
 def print_json(data: Any) -> None:
@@ -168,24 +202,25 @@ def activate_command(
     ctx: typer.Context,
     deployment: Annotated[str, typer.Argument(help="Deployment set id (d-…).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: hub_cli.HubUrlOpt = None,
+    token: hub_cli.HubTokenOpt = None,
 ) -> None:
     """Publish a deployment's desired manifest to its devices, once every image is there."""
     from deltaport.pipelines.manifest_to_device import activate
 
-    s = settings(ctx)
-    engine = open_db(s)
-    try:
-        with session_scope(engine) as session:
-            result = activate(session, set_id=deployment, store=store_for(s))
-    finally:
-        engine.dispose()
+    def local(session: Session) -> dict[str, Any]:
+        store = store_for(settings(ctx))
+        result = activate(session, set_id=deployment, store=store)
+        return {"deployment": result.deployment_id, "desired": result.desired}
+
+    doc = on_hub_or_db(ctx, hub, token, lambda c: c.activate(deployment), local)
     if as_json:
-        print_json({"deployment": result.deployment_id, "desired": result.desired})
+        print_json(doc)
         return
     print_table(
-        f"deployment {deployment} activated",
+        f"deployment {doc['deployment']} activated",
         ["device", "desired manifest"],
-        sorted(result.desired.items()),
+        sorted(doc["desired"].items()),
     )
 
 
@@ -197,35 +232,48 @@ def image_register_command(
     ] = None,
     build_id: Annotated[str | None, typer.Option("--build-id", help="CI build id.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who registers it.")] = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP registry.")] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Plain HTTP registry (local database only).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: hub_cli.HubUrlOpt = None,
+    token: hub_cli.HubTokenOpt = None,
 ) -> None:
     """Record an image (after CI pushed it) and store its signature file.
 
     Meant to be registered as `deltaport image register` (in ``deltaport.cli.image``).
+    With --hub, the hub reads the registry and keeps the signature file; without --by
+    it records the operator its token belongs to.
     """
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import DeltaSignatureMaker, OciIdentityReader
     from deltaport.pipelines.image_to_device import register as register_image
 
-    with db_session(ctx) as (s, _, session):
+    refuse_insecure_on_hub(hub, insecure)
+
+    def local(session: Session) -> dict[str, Any]:
         image = register_image(
             session,
             reference=reference,
             name=name,
             reader=OciIdentityReader(TransportOptions(insecure=insecure)),
             signer=DeltaSignatureMaker(TransportOptions(insecure=insecure)),
-            signatures_dir=s.signatures_dir,
+            signatures_dir=settings(ctx).signatures_dir,
             build_id=build_id,
             registered_by=by,
         )
-        doc = {
+        return {
             "image": image.name,
             "image_id": image.image_id,
             "manifest_digest": image.manifest_digest,
             "layers": len(image.diff_ids),
             "signature": image.signature_path,
         }
+
+    def remote(client: HubClient) -> dict[str, Any]:
+        return client.register_image(reference, name=name, build_id=build_id, by=by)
+
+    doc = on_hub_or_db(ctx, hub, token, remote, local)
     if as_json:
         print_json(doc)
     else:
@@ -235,3 +283,9 @@ def image_register_command(
 def add_global_options(app: typer.Typer) -> None:
     """Give the root app the global --data-dir / --db options (a root callback)."""
     app.callback()(_root_callback)
+
+
+# Last, because deltaport.cli.hub imports GlobalOptions and print_json from here: the
+# names are then bound whichever of the two modules is imported first, and typer
+# reads the HubUrlOpt / HubTokenOpt annotations above only when the CLI is assembled.
+from deltaport.cli import hub as hub_cli  # noqa: E402

@@ -1,17 +1,38 @@
-"""`deltaport status …`: what the fleet database knows, as tables or JSON."""
+"""`deltaport status …`: what the fleet database knows, as tables or JSON.
+
+Every subcommand runs against the local database, or with ``--hub URL --token …``
+against a hub's operator API, which answers with the same JSON (both call
+``deltaport.fleet.status``): the output is the same either way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
-from deltaport.cli.fleet import db_session, print_json, print_table
+from deltaport.cli.fleet import console, on_hub_or_db, print_json, print_table
+from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
 from deltaport.fleet import status as q
+from deltaport.fleet.states import ImageStatus
 
 app = typer.Typer(help="Where deployments, devices and images stand.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+HISTORY_BAR_WIDTH = 40  # characters of the longest bar in `status history`
+HISTORY_GAPS_MAX = 500  # buckets: fill empty ones between events up to this many rows
+STATUS_MARKS = {  # order, bar character and colour of each status in `status history`
+    ImageStatus.PRESENT.value: ("█", "green"),
+    ImageStatus.IN_TRANSIT.value: ("▒", "yellow"),
+    ImageStatus.FAILED.value: ("x", "red"),
+    ImageStatus.REMOVED.value: ("-", "magenta"),
+}
+OTHER_MARK = ("?", "cyan")  # a status this version does not know (a newer hub)
 
 
 @app.command("deployment")
@@ -19,10 +40,17 @@ def deployment(
     ctx: typer.Context,
     deployment_id: Annotated[str, typer.Argument(help="Deployment set id.")],
     as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """One deployment: its state and every device's images."""
-    with db_session(ctx) as (_, _, session):
-        data = q.deployment_status(session, deployment_id)
+    data = on_hub_or_db(
+        ctx,
+        hub,
+        token,
+        lambda c: c.deployment(deployment_id),
+        lambda s: q.deployment_status(s, deployment_id),
+    )
     if as_json:
         print_json(data)
         return
@@ -39,16 +67,19 @@ def device(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Device name.")],
     as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """One device: its images and their status."""
-    with db_session(ctx) as (_, _, session):
-        data = q.device_status(session, name)
+    data = on_hub_or_db(
+        ctx, hub, token, lambda c: c.device(name), lambda s: q.device_status(s, name)
+    )
     if as_json:
         print_json(data)
         return
     typer.echo(f"device {data['device']}: last seen {data['last_seen'] or 'never'}")
     print_table(
-        f"images on {name}",
+        f"images on {data['device']}",
         ["image", "status", "updated", "deployment", "reason"],
         [
             [r["image"], r["status"], r["updated_at"], r["deployment"], r["failure_reason"]]
@@ -62,10 +93,13 @@ def image(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(help="NAME:TAG (or sha256:… image ID).")],
     as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """One image: which devices have it."""
-    with db_session(ctx) as (_, _, session):
-        data = q.image_status(session, reference)
+    data = on_hub_or_db(
+        ctx, hub, token, lambda c: c.image(reference), lambda s: q.image_status(s, reference)
+    )
     if as_json:
         print_json(data)
         return
@@ -81,10 +115,17 @@ def deployments(
     by: Annotated[str | None, typer.Option("--by", help="Only those ordered by USER.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
     as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
     """Recent deployments, newest first."""
-    with db_session(ctx) as (_, _, session):
-        data = q.deployments(session, by=by, limit=limit)
+    data = on_hub_or_db(
+        ctx,
+        hub,
+        token,
+        lambda c: c.deployments(by=by, limit=limit),
+        lambda s: q.deployments(s, by=by, limit=limit),
+    )
     if as_json:
         print_json(data)
         return
@@ -98,13 +139,91 @@ def history(
     since: Annotated[str, typer.Option("--since", help="24h, 7d, or an ISO time.")] = "24h",
     every: Annotated[str, typer.Option("--every", help="minute | hour | day")] = "hour",
     as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
-    """Device-image status changes over time (counts per bucket)."""
-    with db_session(ctx) as (_, _, session):
-        data = q.history(session, since=q.parse_since(since), every=every)
+    """Device-image status changes over time: counts per bucket, as a bar chart or JSON."""
+    data = on_hub_or_db(
+        ctx,
+        hub,
+        token,
+        lambda c: c.history(since=since, every=every),
+        lambda s: q.history(s, since=q.parse_since(since), every=every),
+    )
     if as_json:
         print_json(data)
         return
-    statuses = sorted({s for r in data for s in r["counts"]})
-    rows: list[list[Any]] = [[r["start"], *(r["counts"].get(s, 0) for s in statuses)] for r in data]
-    print_table(f"status changes per {every}", ["from", *statuses], rows)
+    console.print(history_table(data, every))
+
+
+def history_table(buckets: Sequence[dict[str, Any]], every: str) -> Table:
+    """A table with one row per bucket: counts per new status, total, and a stacked bar.
+
+    Empty buckets between the first and the last are shown (as zeros) so the bars
+    read as a time axis, unless that would take more than HISTORY_GAPS_MAX rows.
+    """
+    rows = fill_gaps(buckets, q.BUCKETS.get(every, 0))
+    seen = {s for r in rows for s in r["counts"]}
+    statuses = [s for s in STATUS_MARKS if s in seen] + sorted(seen - STATUS_MARKS.keys())
+    widest = max((sum(r["counts"].values()) for r in rows), default=0)
+    table = Table(title=f"status changes per {every}", caption=_legend(statuses))
+    table.add_column("from")
+    for s in statuses:
+        table.add_column(s, justify="right", style=STATUS_MARKS.get(s, OTHER_MARK)[1])
+    table.add_column("total", justify="right")
+    table.add_column("", no_wrap=True)
+    for r in rows:
+        counts = [r["counts"].get(s, 0) for s in statuses]
+        table.add_row(
+            _bucket_label(r["start"], every),
+            *(str(n) for n in counts),
+            str(sum(counts)),
+            _bar(list(zip(statuses, counts, strict=True)), widest),
+        )
+    if not rows:
+        table.add_row("(no status changes)", *("" for _ in statuses), "0", "")
+    return table
+
+
+def fill_gaps(buckets: Sequence[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """BUCKETS with the empty ones between them added (zero counts), when few enough."""
+    if len(buckets) < 2 or step <= 0:
+        return list(buckets)
+    starts = [datetime.fromisoformat(b["start"]) for b in buckets]
+    span = int((starts[-1] - starts[0]).total_seconds()) // step + 1
+    if span > HISTORY_GAPS_MAX:
+        return list(buckets)
+    by_start = dict(zip(starts, buckets, strict=True))
+    out = []
+    for i in range(span):
+        at = starts[0] + timedelta(seconds=i * step)
+        out.append(by_start.get(at, {"start": at.isoformat(), "counts": {}}))
+    return out
+
+
+def _bucket_label(start: str, every: str) -> str:
+    at = datetime.fromisoformat(start)
+    text = at.strftime("%Y-%m-%d" if every == "day" else "%Y-%m-%d %H:%M")
+    return f"{text} {at.tzname()}" if at.tzname() else text
+
+
+def _bar(parts: list[tuple[str, int]], widest: int) -> Text:
+    """One stacked bar, HISTORY_BAR_WIDTH long for the busiest bucket (≥1 char per count>0).
+
+    Each status has its own character as well as its colour, so the bars still read
+    when the output is not a colour terminal (a pipe, a log).
+    """
+    bar = Text()
+    for status, n in parts:
+        if n and widest:
+            mark, style = STATUS_MARKS.get(status, OTHER_MARK)
+            bar.append(mark * max(1, round(n * HISTORY_BAR_WIDTH / widest)), style=style)
+    return bar
+
+
+def _legend(statuses: Sequence[str]) -> Text:
+    legend = Text("bar: ")
+    for s in statuses:
+        mark, style = STATUS_MARKS.get(s, OTHER_MARK)
+        legend.append(mark, style=style).append(f" {s}  ")
+    return legend

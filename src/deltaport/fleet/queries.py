@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from deltaport.errors import StateError, UsageError
+from deltaport.errors import StateError, UnknownObjectError, UsageError
 from deltaport.fleet.documents import Inventory
 from deltaport.fleet.models import (
     DeploymentDevice,
@@ -125,10 +125,14 @@ def add_device(
 
 
 def get_device(session: Session, name: str) -> Device:
-    """The device called NAME, or StateError."""
+    """The device called NAME.
+
+    Raises:
+        UnknownObjectError: no device has that name.
+    """
     device = session.scalar(select(Device).where(Device.name == name))
     if device is None:
-        raise StateError(f"unknown device {name!r}")
+        raise UnknownObjectError(f"unknown device {name!r}")
     return device
 
 
@@ -156,7 +160,8 @@ def select_devices(
     """Devices named in NAMES, plus devices carrying every label in LABELS.
 
     Raises:
-        StateError: a name is unknown (all unknown names are listed), or nothing matched.
+        UnknownObjectError: a name is unknown (all unknown names are listed), or
+            nothing matched.
     """
     cols = (Device.id, Device.name, Device.link_rate_bps)
     found: dict[int, DeviceRef] = {}
@@ -167,13 +172,13 @@ def select_devices(
                 found[i] = DeviceRef(i, n, r)
         unknown = sorted(set(wanted) - {d.name for d in found.values()})
         if unknown:
-            raise StateError(f"unknown devices: {', '.join(unknown)}")
+            raise UnknownObjectError(f"unknown devices: {', '.join(unknown)}")
     if labels:
         for i, n, r, have in session.execute(select(*cols, Device.labels)):
             if all(have.get(k) == v for k, v in labels.items()):
                 found[i] = DeviceRef(i, n, r)
     if not found:
-        raise StateError("no devices selected (give --devices or a --label that matches)")
+        raise UnknownObjectError("no devices selected (give --devices or a --label that matches)")
     return sorted(found.values(), key=lambda d: d.name)
 
 
@@ -212,7 +217,7 @@ def find_image(session: Session, reference: str) -> Image:
     """The latest registration for REFERENCE (name:tag, name@digest, or an image ID).
 
     Raises:
-        StateError: nothing registered under that reference.
+        UnknownObjectError: nothing registered under that reference.
     """
     ref = normalize_reference(reference)
     query = select(Image).order_by(Image.registered_at.desc(), Image.id.desc()).limit(1)
@@ -225,7 +230,9 @@ def find_image(session: Session, reference: str) -> Image:
         query = query.where(Image.name == ref)
     image = session.scalar(query)
     if image is None:
-        raise StateError(f"image {reference!r} is not registered (run: deltaport image register)")
+        raise UnknownObjectError(
+            f"image {reference!r} is not registered (run: deltaport image register)"
+        )
     return image
 
 
@@ -492,10 +499,14 @@ def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
 
 
 def get_deployment_set(session: Session, set_id: str) -> DeploymentSet:
-    """The deployment set SET_ID, or StateError."""
+    """The deployment set SET_ID.
+
+    Raises:
+        UnknownObjectError: no deployment set has that id.
+    """
     dset = session.get(DeploymentSet, set_id)
     if dset is None:
-        raise StateError(f"unknown deployment {set_id!r}")
+        raise UnknownObjectError(f"unknown deployment {set_id!r}")
     return dset
 
 

@@ -4,9 +4,13 @@ The body is ``{"error": "<class name>", "message": "…"}``; the class name is o
 ``deltaport.errors``, so :mod:`deltaport.hub.client` raises the same class on the
 other side and a remote CLI exits with the same code as a local one.
 
-StateError means both "unknown object" and "illegal change" in the fleet code; the
-first kind is told apart by its message (``unknown …``, ``… is not registered``)
-and answered 404, the second 409.
+An unknown object (:class:`~deltaport.errors.UnknownObjectError`: device, image,
+deployment set) is answered 404, any other StateError (an illegal change, a
+conflict) 409 — by class, never by message text. One transitional exception: the
+hub's own modules (``offers``, ``device``) still raise a plain StateError
+``unknown bundle …`` / ``unknown desired manifest …``; until they raise
+UnknownObjectError, a plain StateError whose message starts with ``unknown `` is
+answered 404 too (see :func:`status_for`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from deltaport.errors import (
     StateError,
     StorageError,
     TransferError,
+    UnknownObjectError,
     UsageError,
 )
 
@@ -44,29 +49,23 @@ STATUS_BY_CLASS: dict[type[DeltaportError], int] = {
     TransferError: 502,  # the cloud registry or SMTP server failed us
     MissingSourceError: 409,
     StorageError: 503,  # database locked or gone, store unwritable: try again later
-    StateError: 409,
+    UnknownObjectError: 404,  # no such device, image or deployment set
+    StateError: 409,  # an illegal change or a conflict
     DeltaportError: 500,
 }
 """Most specific class first is not needed: the handler walks the exception's MRO."""
 
-_UNKNOWN_MARKERS = ("unknown ", "is not registered", "no devices selected")
-
 
 def status_for(exc: DeltaportError) -> int:
-    """The HTTP status for EXC (see the module docstring)."""
+    """The HTTP status for EXC: by class (its MRO), see the module docstring."""
     if isinstance(exc, AccessError):
         return exc.status
-    if type(exc) is StateError and _names_unknown_object(str(exc)):
-        return 404
+    if type(exc) is StateError and str(exc).startswith("unknown "):
+        return 404  # transitional: hub.offers / hub.device, until they raise UnknownObjectError
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_CLASS:
             return STATUS_BY_CLASS[cls]
     return 500
-
-
-def _names_unknown_object(message: str) -> bool:
-    head = message.split("\n", 1)[0]
-    return head.startswith("unknown ") or any(m in head for m in _UNKNOWN_MARKERS[1:])
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:

@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from deltaport.errors import StateError
+from deltaport.errors import StateError, UnknownObjectError
 from deltaport.fleet import queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
@@ -128,6 +129,30 @@ class DeployResult:
     activated: bool = False
 
 
+def deploy_result_doc(result: DeployResult) -> dict[str, Any]:
+    """RESULT as JSON: what `deploy --json` prints and the hub's POST /deployments answers."""
+    return {
+        "deployment": result.deployment_id,
+        "state": result.state,
+        "activated": result.activated,
+        "built": list(result.built),
+        "reused": list(result.reused),
+        "devices": [
+            {
+                "device": d.device,
+                "sending": list(d.sending),
+                "present": list(d.present),
+                "waiting": list(d.waiting),
+                "bundles": list(d.bundles),
+                "bytes": d.bytes,
+                "link_rate_bps": d.link_rate_bps,
+                "eta_seconds": round(d.eta_seconds, 1),
+            }
+            for d in result.devices
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class PlanningInput:
     """Everything the planner needs, loaded in one read transaction."""
@@ -159,7 +184,7 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
     """Resolve images and devices, and load inventories and known bundles.
 
     Raises:
-        StateError: images not registered or devices unknown (all listed).
+        UnknownObjectError: images not registered or devices unknown (all listed).
     """
     resolved = _resolve_images(session, request.manifest)
     images = [img for _, img in resolved]
@@ -191,10 +216,10 @@ def _resolve_images(session: Session, manifest: Manifest) -> list[tuple[str, Ima
         try:
             img = queries.find_image(session, ref)
             found.setdefault(img.id, (ref, img))
-        except StateError:
+        except UnknownObjectError:
             unknown.append(ref)
     if unknown:
-        raise StateError(
+        raise UnknownObjectError(
             "images not registered (run deltaport image register): " + ", ".join(unknown)
         )
     return list(found.values())
@@ -274,7 +299,8 @@ def deploy(
     """The image-to-device pipeline (see the module docstring).
 
     Raises:
-        StateError: unknown images/devices, or a concurrent change to the same devices.
+        UnknownObjectError: unknown images or devices.
+        StateError: a concurrent change to the same devices.
         MissingSourceError / TransferError / StorageError from building and storing.
     """
     with session_scope(engine) as session:

@@ -76,7 +76,8 @@ def activate(session: Session, *, set_id: str, store: BundleStore) -> Activation
     """Publish the desired manifest of SET_ID for each device, if everything arrived.
 
     Raises:
-        StateError: unknown deployment, or some image is not present (all listed).
+        UnknownObjectError: unknown deployment.
+        StateError: some image is not present (all listed).
         StorageError: the store cannot be written.
     """
     dset = queries.get_deployment_set(session, set_id)
