@@ -5,7 +5,8 @@ by token, bundles served from files with single-range ``Range`` support, status
 messages stored once per ``message_id`` while every post is recorded, check-ins
 recorded, a desired manifest with an ETag. ``drop_status_answers`` makes it store a
 status batch and then close the connection without answering, as a hub whose answer
-was lost on the link would.
+was lost on the link would. A message naming one of ``unknown_deployments`` is not
+stored but listed in ``rejected`` with an error, as the real hub does.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class HubDouble:
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, status
     drop_status_answers: int = 0
     retire_on_present: bool = True  # stop offering a bundle once its image is reported
+    unknown_deployments: set[str] = field(default_factory=set)  # their messages are rejected
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -110,16 +112,22 @@ class HubDouble:
                         return device, b
         return None
 
-    def store_status(self, device: str, messages: list[dict[str, Any]]) -> list[str]:
-        accepted = []
+    def store_status(self, device: str, messages: list[dict[str, Any]]
+                     ) -> tuple[list[str], list[dict[str, str]]]:
+        """Store BATCH; returns the ``accepted`` ids and the ``rejected`` entries."""
+        accepted, rejected = [], []
         with self._lock:
             self.status_posts.append([str(m.get("message_id")) for m in messages])
             for m in messages:
                 if m.get("device") != device:
                     continue  # a device reports only for itself
+                if m.get("deployment") in self.unknown_deployments:
+                    rejected.append({"message_id": str(m["message_id"]),
+                                     "error": f"unknown deployment {m['deployment']!r}"})
+                    continue
                 self.messages.setdefault(str(m["message_id"]), m)
                 accepted.append(str(m["message_id"]))
-        return accepted
+        return accepted, rejected
 
 
 def _handler(hub: HubDouble) -> type[BaseHTTPRequestHandler]:
@@ -165,14 +173,14 @@ def _handler(hub: HubDouble) -> type[BaseHTTPRequestHandler]:
                     hub.checkins.append((device, body["inventory"]))
                 self._json(200, {"ok": True})
             elif self.path == "/api/v1/device/status":
-                accepted = hub.store_status(device, body["messages"])
+                accepted, rejected = hub.store_status(device, body["messages"])
                 if hub.drop_status_answers > 0:
                     hub.drop_status_answers -= 1
                     self.close_connection = True
                     with contextlib.suppress(OSError):
                         self.connection.shutdown(2)
                     return
-                self._json(200, {"accepted": accepted})
+                self._json(200, {"accepted": accepted, "rejected": rejected})
             else:
                 self._json(404, {"detail": "not found"})
 

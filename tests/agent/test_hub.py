@@ -140,3 +140,30 @@ def test_a_refused_bundle_does_not_block_the_others(
         assert (report.reconstructed, report.failed) == (1, 0)
         assert agent.state.outcome(f"hub:{theirs.digest}:dep-3") is None  # not failed: skipped
     assert [s["image_id"] for s in hub.statuses()] == [world.small.image_id]
+
+
+def test_a_message_the_hub_rejects_is_kept_and_not_sent_again(
+        tmp_path: Path, world: World, device_registry: Registry, hub: HubDouble) -> None:
+    hub.add_bundle(DEVICE, world.small.path, image_id=world.small.image_id,
+                   target=world.small.target, deployment="dep-1")
+    hub.unknown_deployments.add("dep-1")  # e.g. deleted on the hub meanwhile
+    config = agent_config(tmp_path, world, device_registry.host, hub_url=hub.url)
+    with Agent(config) as agent:
+        report = agent.run_once()
+        assert report.hub_error is None and report.reconstructed == 1
+        assert (report.delivered, report.rejected) == (0, 1)
+        counts = agent.state.counts()
+        assert (counts.messages_pending, counts.messages_rejected) == (0, 1)
+        [kept] = agent.state.rejected_messages(10)
+        assert kept.error == "unknown deployment 'dep-1'"
+        assert kept.message["status"] == "present" and kept.message["deployment"] == "dep-1"
+        posts = len(hub.status_posts)
+        for _ in range(2):
+            report = agent.run_once()
+            assert report.hub_error is None and report.rejected == 0
+    assert hub.messages == {}  # the hub stored nothing of it...
+    assert len(hub.status_posts) == posts  # ...and it was not sent again
+    assert [ids for ids in hub.status_posts if kept.message_id in ids] == [[kept.message_id]]
+    with Agent(config) as agent:  # a restart keeps it, still rejected
+        assert agent.state.counts().messages_rejected == 1
+        assert agent.state.pending_messages(10) == []

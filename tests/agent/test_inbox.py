@@ -157,3 +157,4 @@ def test_cli_once_and_status(tmp_path: Path, world: World, device_registry: Regi
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["outbox"]["pending"] == 1 and doc["outbox"]["inventory_pending"] is True
+    assert doc["outbox"]["rejected"] == 0 and doc["rejected"] == []

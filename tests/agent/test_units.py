@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ import pytest
 from deltaport.agent.config import config_from_mapping, load_config
 from deltaport.agent.hub import (
     BundleOffer,
+    Rejection,
     download_order,
     parse_accepted,
     parse_bundle_list,
+    parse_status_answer,
     same_origin,
 )
 from deltaport.agent.inbox import Verdict, is_candidate, judge
@@ -104,6 +107,22 @@ def test_accepted() -> None:
         parse_accepted({"accepted": [1]})
 
 
+def test_status_answer_with_rejections() -> None:
+    answer = parse_status_answer({
+        "accepted": ["a"], "rejected": [{"message_id": "b", "error": "unknown deployment 'd'"}]})
+    assert answer.accepted == ("a",)
+    assert answer.rejected == (Rejection("b", "unknown deployment 'd'"),)
+    assert parse_status_answer({"accepted": ["a"]}).rejected == ()  # a hub that omits it
+    long = parse_status_answer({"accepted": [], "rejected": [{"message_id": "c",
+                                                              "error": "x" * 10_000}]})
+    assert len(long.rejected[0].error) == 2000
+    for bad in ({"accepted": [], "rejected": {"b": "e"}},
+                {"accepted": [], "rejected": [{"error": "e"}]},
+                {"accepted": [], "rejected": [{"message_id": "b", "error": 3}]}):
+        with pytest.raises(FormatError):
+            parse_status_answer(bad)
+
+
 def test_next_page() -> None:
     assert next_page('</v2/_catalog?last=b&n=2>; rel="next"') == "/v2/_catalog?last=b&n=2"
     assert next_page(None) is None and next_page("garbage") is None
@@ -179,6 +198,41 @@ def test_outbox_survives_reopen_and_ids_are_minted_once(tmp_path: Path) -> None:
     state.mark_delivered([str(first)])
     assert [m["message_id"] for m in state.pending_messages(10)] == [second]
     assert state.counts().messages_pending == 1 and state.counts().messages_delivered == 1
+    state.close()
+
+
+def test_rejected_messages_are_kept_not_resent(tmp_path: Path) -> None:
+    state = AgentState(tmp_path / "agent.db")
+    first = state.enqueue(_msg())
+    second = state.enqueue(_msg("failed") | {"reason": "r"})
+    state.mark_delivered([second])
+    state.mark_rejected({first: "unknown deployment 'd'", second: "too late"})
+    state.close()
+    state = AgentState(tmp_path / "agent.db")  # a restart
+    assert state.pending_messages(10) == []
+    counts = state.counts()
+    assert (counts.messages_pending, counts.messages_delivered, counts.messages_rejected) == (
+        0, 1, 1)  # a delivered message stays delivered
+    [kept] = state.rejected_messages(10)
+    assert (kept.message_id, kept.error) == (first, "unknown deployment 'd'")
+    assert kept.message == {"message_id": first, **_msg()}
+    state.close()
+
+
+def test_an_older_state_file_gains_the_rejected_columns(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL "
+        "UNIQUE, body TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL "
+        "DEFAULT 0, delivered REAL);"
+        "INSERT INTO outbox (message_id, body, created) VALUES ('m', '{\"message_id\": "
+        "\"m\"}', 0);")
+    old.close()
+    state = AgentState(path)
+    assert [m["message_id"] for m in state.pending_messages(10)] == ["m"]
+    state.mark_rejected({"m": "no"})
+    assert state.pending_messages(10) == [] and state.counts().messages_rejected == 1
     state.close()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -100,7 +102,7 @@ def test_etags() -> None:
         (errors.UnknownObjectError("image 'a:b' is not registered (run: …)"), 404),
         (errors.UnknownObjectError("any text at all"), 404),  # by class, not by message
         (StateError("image 'a:b' is not registered (run: …)"), 409),
-        (StateError("unknown bundle sha256:…"), 404),  # transitional: hub.offers / hub.device
+        (StateError("unknown bundle sha256:…"), 409),  # a plain StateError: by class, 409
         (StateError("deployment d cannot be activated: 1 image(s) missing"), 409),
         (StateError("device image cannot go from absent on failed"), 409),
         (NotFoundError("manifest unknown"), 404),
@@ -119,7 +121,8 @@ def test_error_from_answer_rebuilds_the_class() -> None:
     assert type(err) is StateError and str(err) == "POST /x: m" and err.exit_code == 10
     acc = error_from_answer(403, {"error": "AccessError", "message": "no"}, "GET /y")
     assert isinstance(acc, AccessError) and acc.status == 403
-    assert isinstance(error_from_answer(404, {"error": "Exception"}, "w"), StateError)
+    assert type(error_from_answer(404, {"error": "Exception"}, "w")) is errors.UnknownObjectError
+    assert type(error_from_answer(404, None, "w")) is errors.UnknownObjectError
     assert isinstance(error_from_answer(503, "oops", "w"), TransferError)
     assert isinstance(error_from_answer(400, None, "w"), FormatError)
 
@@ -247,3 +250,21 @@ def test_remote_hub_options() -> None:
     client = remote_hub("http://hub:8080/", "t")
     assert client is not None and client.url == "http://hub:8080"
     client.close()
+
+
+def test_cli_start_up_imports_nothing_heavy() -> None:
+    """Assembling every command must not import FastAPI, SQLAlchemy, alembic or httpx.
+
+    ``deltaport.hub`` exports lazily and the command modules import the fleet, hub
+    and agent code inside the commands: eager imports cost each command ~1 s.
+    """
+    code = (
+        "import sys, typer.main, deltaport.cli.main as m; m._register_groups(); "
+        "typer.main.get_command(m.app); "
+        "print(sorted({k.split('.')[0] for k in sys.modules} & "
+        "{'fastapi', 'sqlalchemy', 'alembic', 'httpx', 'uvicorn', 'pydantic', 'yaml'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

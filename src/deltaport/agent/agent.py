@@ -48,7 +48,7 @@ from deltaport.agent.fetch import (
     save_offer,
     work_dir,
 )
-from deltaport.agent.hub import MAX_STATUS_BATCH, BundleOffer, HubClient
+from deltaport.agent.hub import MAX_STATUS_BATCH, BundleOffer, HubClient, Rejection
 from deltaport.agent.inbox import (
     Verdict,
     candidates,
@@ -106,6 +106,7 @@ class PassReport:
     failed: int = 0
     deferred: int = 0
     delivered: int = 0
+    rejected: int = 0  # status messages the hub refused for good (kept, not re-sent)
     bytes_fetched: int = 0
     hub_error: str | None = None
     failures: list[str] = field(default_factory=list)
@@ -481,16 +482,33 @@ class Agent:
                 break
             ids = [str(m["message_id"]) for m in batch]
             self.state.note_attempt(ids)
-            accepted = set(hub.post_status(batch)) & set(ids)
+            answer = hub.post_status(batch)
+            accepted = set(answer.accepted) & set(ids)
             self.state.mark_delivered(sorted(accepted))
             report.delivered += len(accepted)
-            if len(accepted) < len(batch):
+            rejected = self._note_rejected(answer.rejected, set(ids) - accepted)
+            report.rejected += len(rejected)
+            if len(accepted) + len(rejected) < len(batch):
                 log.warning("hub accepted %d of %d status messages", len(accepted), len(batch))
                 break
         pending = self.state.pending_inventory()
         if pending is not None:
             hub.checkin(pending[0])
             self.state.mark_inventory_delivered(pending[1])
+
+    def _note_rejected(self, rejections: Sequence[Rejection], sent: set[str]) -> dict[str, str]:
+        """Mark the messages the hub refused (of those SENT and not accepted) as rejected.
+
+        The hub judged them and will judge a copy the same way (an unknown deployment,
+        a change its state machine refuses), so re-sending them would loop forever:
+        they are kept in the outbox, marked, and the hub's error is logged.
+        """
+        refused = {r.message_id: r.error for r in rejections if r.message_id in sent}
+        for message_id, error in refused.items():
+            log.warning("hub rejected status message %s: %s", message_id, error)
+        if refused:
+            self.state.mark_rejected(refused)
+        return refused
 
     def _fetch_desired_manifest(self, hub: HubClient) -> None:
         path = self.config.desired_manifest

@@ -32,6 +32,7 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a bundle list, an answer to a status pos
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a desired manifest
 MAX_BUNDLES = 1000  # offers in one bundle list
 MAX_STATUS_BATCH = 100  # messages per POST /status
+MAX_REJECTION_CHARS = 2000  # a rejection's error text is cut to this (kept in the outbox)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -133,6 +134,22 @@ def same_origin(url: str, base_url: str) -> bool:
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A status message the hub read and refused for good, with the hub's reason."""
+
+    message_id: str
+    error: str
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """A ``POST /status`` answer: ids stored (now or before) and messages refused."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[Rejection, ...] = ()
+
+
 def parse_accepted(doc: Any) -> list[str]:
     """The ``accepted`` message ids of a ``POST /status`` answer.
 
@@ -143,6 +160,37 @@ def parse_accepted(doc: Any) -> list[str]:
     if not isinstance(accepted, list) or not all(isinstance(a, str) for a in accepted):
         raise FormatError("hub status answer must be {'accepted': [message ids]}")
     return list(accepted)
+
+
+def parse_rejected(doc: Any) -> list[Rejection]:
+    """The ``rejected`` entries of a ``POST /status`` answer (absent: none).
+
+    A hub (or an older one) may leave ``rejected`` out; each error text is cut to
+    MAX_REJECTION_CHARS, since the agent keeps it.
+
+    Raises:
+        FormatError: ``rejected`` is not ``[{"message_id": str, "error": str}, ...]``.
+    """
+    rejected = doc.get("rejected") if isinstance(doc, dict) else None
+    if rejected is None:
+        return []
+    if not isinstance(rejected, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("message_id"), str)
+        and isinstance(r.get("error", ""), str) for r in rejected
+    ):
+        raise FormatError("hub status answer: 'rejected' must be "
+                          "[{'message_id': str, 'error': str}]")
+    return [Rejection(r["message_id"], (r.get("error") or "rejected")[:MAX_REJECTION_CHARS])
+            for r in rejected]
+
+
+def parse_status_answer(doc: Any) -> StatusAnswer:
+    """A whole ``POST /status`` answer (pure).
+
+    Raises:
+        FormatError: see parse_accepted and parse_rejected.
+    """
+    return StatusAnswer(tuple(parse_accepted(doc)), tuple(parse_rejected(doc)))
 
 
 class HubClient:
@@ -200,10 +248,10 @@ class HubClient:
         """``POST /checkin`` with the device's inventory."""
         self._call("POST", f"{API}/checkin", body={"inventory": inventory})
 
-    def post_status(self, messages: Sequence[Mapping[str, Any]]) -> list[str]:
-        """``POST /status``; returns the message ids the hub accepted (stored or known)."""
+    def post_status(self, messages: Sequence[Mapping[str, Any]]) -> StatusAnswer:
+        """``POST /status``; the ids the hub accepted (stored or known) and those it refused."""
         _, data, _ = self._call("POST", f"{API}/status", body={"messages": list(messages)})
-        return parse_accepted(self._json(data, "status"))
+        return parse_status_answer(self._json(data, "status"))
 
     def list_bundles(self) -> list[BundleOffer]:
         """``GET /bundles``: what the hub holds for this device, in download order."""

@@ -3,7 +3,11 @@
 - ``outbox``: status messages waiting for the hub. Each gets its uuid4 ``message_id``
   once, when it is enqueued, in the same transaction that records the outcome it
   reports, so a crash can neither lose it nor mint a second id for the same event.
-  Delivery is at least once; the hub deduplicates by ``message_id``.
+  Delivery is at least once; the hub deduplicates by ``message_id``. A message the
+  hub *rejects* (its ``rejected`` list: an unknown deployment, a change its state
+  machine refuses) is marked ``rejected`` with the hub's error and not sent again:
+  re-sending would be refused again on every pass. It is kept for inspection
+  (``deltaport agent status``) for REJECTED_KEEP_SECONDS.
 - ``inventory``: the latest inventory snapshot to check in. Only the newest matters,
   so a new snapshot replaces an undelivered older one.
 - ``bundles``: the outcome of every bundle handled (by key: ``hub:<digest>`` or
@@ -28,6 +32,7 @@ from typing import Any
 from deltaport.errors import StorageError
 
 DELIVERED_KEEP_SECONDS = 7 * 86_400.0  # delivered messages are kept this long, for `status`
+REJECTED_KEEP_SECONDS = 30 * 86_400.0  # rejected messages are kept this long, for inspection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -36,7 +41,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL,
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    delivered REAL
+    delivered REAL,
+    rejected REAL,
+    error TEXT
 );
 CREATE TABLE IF NOT EXISTS inventory (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -53,6 +60,17 @@ CREATE TABLE IF NOT EXISTS bundles (
 );
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+_OUTBOX_ADDED_COLUMNS = {"rejected": "REAL", "error": "TEXT"}
+"""Columns added to ``outbox`` after its first release: added to an older file on open."""
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Add the outbox columns an agent state file from an older agent lacks."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _OUTBOX_ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,17 @@ class OutboxCounts:
     messages_pending: int
     messages_delivered: int
     inventory_pending: bool
+    messages_rejected: int = 0
+
+
+@dataclass(frozen=True)
+class RejectedMessage:
+    """A status message the hub refused for good, as kept in the outbox."""
+
+    message_id: str
+    message: dict[str, Any]  # the body as it was sent
+    error: str  # the hub's reason
+    rejected_at: float  # time.time() when the refusal arrived
 
 
 class AgentState:
@@ -83,6 +112,7 @@ class AgentState:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            _upgrade(self._db)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open agent state {path}: {exc}") from exc
         self.path = path
@@ -155,7 +185,8 @@ class AgentState:
     def pending_messages(self, limit: int) -> list[dict[str, Any]]:
         """Undelivered status messages, oldest first."""
         rows = self._query(
-            "SELECT body FROM outbox WHERE delivered IS NULL ORDER BY seq LIMIT ?", (limit,))
+            "SELECT body FROM outbox WHERE delivered IS NULL AND rejected IS NULL "
+            "ORDER BY seq LIMIT ?", (limit,))
         return [json.loads(body) for (body,) in rows]
 
     def note_attempt(self, message_ids: Sequence[str]) -> None:
@@ -170,6 +201,26 @@ class AgentState:
             db.executemany("UPDATE outbox SET delivered = ? WHERE message_id = ? "
                            "AND delivered IS NULL", [(now, m) for m in message_ids])
             db.execute("DELETE FROM outbox WHERE delivered < ?", (now - DELIVERED_KEEP_SECONDS,))
+
+    def mark_rejected(self, rejections: Mapping[str, str]) -> None:
+        """The hub refused these (message_id -> its error): keep them, never re-send.
+
+        A message already delivered stays delivered. Old rejected ones are pruned.
+        """
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET rejected = ?, error = ? WHERE message_id = ? "
+                           "AND delivered IS NULL AND rejected IS NULL",
+                           [(now, error, m) for m, error in rejections.items()])
+            db.execute("DELETE FROM outbox WHERE rejected < ?", (now - REJECTED_KEEP_SECONDS,))
+
+    def rejected_messages(self, limit: int) -> list[RejectedMessage]:
+        """The messages the hub refused, newest first, at most LIMIT."""
+        rows = self._query(
+            "SELECT message_id, body, error, rejected FROM outbox WHERE rejected IS NOT NULL "
+            "ORDER BY seq DESC LIMIT ?", (limit,))
+        return [RejectedMessage(str(m), json.loads(body), str(error or ""), float(at))
+                for m, body, error, at in rows]
 
     # -- inventory -----------------------------------------------------------------------
     def set_inventory(self, inventory: Mapping[str, Any], *, force: bool = False) -> bool:
@@ -212,6 +263,9 @@ class AgentState:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
     def counts(self) -> OutboxCounts:
-        pending = self._query("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL")[0][0]
+        pending = self._query(
+            "SELECT COUNT(*) FROM outbox WHERE delivered IS NULL AND rejected IS NULL")[0][0]
         done = self._query("SELECT COUNT(*) FROM outbox WHERE delivered IS NOT NULL")[0][0]
-        return OutboxCounts(int(pending), int(done), self.pending_inventory() is not None)
+        rejected = self._query("SELECT COUNT(*) FROM outbox WHERE rejected IS NOT NULL")[0][0]
+        return OutboxCounts(int(pending), int(done), self.pending_inventory() is not None,
+                            int(rejected))

@@ -1,4 +1,8 @@
-"""`deltaport agent run | status` — the device agent (docs/hub-api.md is its hub contract)."""
+"""`deltaport agent run | status` — the device agent (docs/hub-api.md is its hub contract).
+
+The agent modules (reconstruction, patching, bundles) are imported inside the
+commands, so other ``deltaport`` commands do not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-
-from deltaport.agent import Agent, AgentState, load_config
-from deltaport.agent.fetch import load_offer
-from deltaport.agent.inbox import candidates
 
 app = typer.Typer(help="The device agent: inbox, hub downloads, reconstruction, outbox.",
                   no_args_is_help=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The agent.toml file.")]
+REJECTED_SHOWN = 20  # newest rejected status messages `agent status` lists
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -38,6 +40,8 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the agent until SIGTERM (or one pass with --once)."""
+    from deltaport.agent import Agent, load_config
+
     _setup_logging(verbose)
     settings = load_config(config)
     with Agent(settings) as agent:
@@ -47,8 +51,9 @@ def run(
         report = agent.run_once()
         logging.getLogger("deltaport.agent").info(
             "pass: %d reconstructed, %d failed, %d deferred, %d inbox waiting, "
-            "%d messages delivered%s", report.reconstructed, report.failed + report.inbox_failed,
-            report.deferred, report.inbox_waiting, report.delivered,
+            "%d messages delivered, %d rejected by the hub%s", report.reconstructed,
+            report.failed + report.inbox_failed, report.deferred, report.inbox_waiting,
+            report.delivered, report.rejected,
             f", hub: {report.hub_error}" if report.hub_error else "")
 
 
@@ -57,11 +62,16 @@ def status(
     config: ConfigOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Outbox depth and bundles waiting (safe while the agent runs)."""
+    """Outbox depth, messages the hub rejected, bundles waiting (safe while the agent runs)."""
+    from deltaport.agent import AgentState, load_config
+    from deltaport.agent.fetch import load_offer
+    from deltaport.agent.inbox import candidates
+
     settings = load_config(config)
     state = AgentState(settings.database)
     try:
         counts = state.counts()
+        rejected = state.rejected_messages(REJECTED_SHOWN)
     finally:
         state.close()
     downloads = settings.state_dir / "downloads"
@@ -73,7 +83,14 @@ def status(
     doc = {
         "device": settings.device,
         "outbox": {"pending": counts.messages_pending, "delivered": counts.messages_delivered,
+                   "rejected": counts.messages_rejected,
                    "inventory_pending": counts.inventory_pending},
+        "rejected": [
+            {"message_id": r.message_id, "error": r.error, "rejected_at": r.rejected_at,
+             "status": r.message.get("status"), "image_id": r.message.get("image_id"),
+             "deployment": r.message.get("deployment")}
+            for r in rejected
+        ],
         "downloads": [{"target": t, "state": s} for t, s in pending],
         "inbox": [p.name for p in candidates(settings.inbox)],
     }
@@ -82,7 +99,11 @@ def status(
         return
     typer.echo(f"device:    {settings.device}")
     typer.echo(f"outbox:    {counts.messages_pending} message(s) pending, "
-               f"{counts.messages_delivered} delivered"
+               f"{counts.messages_delivered} delivered, "
+               f"{counts.messages_rejected} rejected by the hub"
                + (", inventory check-in pending" if counts.inventory_pending else ""))
+    for r in rejected:
+        typer.echo(f"  rejected {r.message_id} ({r.message.get('status')} "
+                   f"{r.message.get('image_id')}): {r.error}")
     typer.echo(f"downloads: {len(pending)}" + "".join(f"\n  {t} ({s})" for t, s in pending))
     typer.echo(f"inbox:     {len(doc['inbox'])} file(s)")

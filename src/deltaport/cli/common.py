@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from deltaport.oci import TransportOptions
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when called: deltaport.oci is heavy for a CLI's start-up
+    from deltaport.oci import TransportOptions
 
 
 def transport_options(insecure: bool) -> TransportOptions:
     """Transport options from the common command-line flags."""
+    from deltaport.oci import TransportOptions
+
     return TransportOptions(insecure=insecure)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress
@@ -30,10 +30,10 @@ from deltaport.cli.fleet import (
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt, remote_hub
 from deltaport.config import Settings
 from deltaport.errors import UsageError
-from deltaport.fleet.queries import parse_labels
-from deltaport.hub.client import HubClient
-from deltaport.pipelines.image_to_device import DeployRequest, deploy, deploy_result_doc
-from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, parse_manifest
+
+if TYPE_CHECKING:  # the pipeline (SQLAlchemy, delta) is imported when a deploy runs
+    from deltaport.hub.client import HubClient
+    from deltaport.pipelines.image_to_device import DeployRequest
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...]:
@@ -74,6 +74,10 @@ def deploy_command(
     token: HubTokenOpt = None,
 ) -> None:
     """Send each device the smallest bundles that give it every image of MANIFEST."""
+    from deltaport.fleet.queries import parse_labels
+    from deltaport.pipelines.image_to_device import DeployRequest
+    from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, parse_manifest
+
     if not by or not email:
         raise UsageError("--by USER and --email ADDRESS are required")
     refuse_insecure_on_hub(hub, insecure)
@@ -121,6 +125,7 @@ def _deploy_here(
 ) -> dict[str, Any]:
     """Run the pipeline on the local database, with a progress bar while bundles build."""
     from deltaport.pipelines.adapters import SignatureRanker
+    from deltaport.pipelines.image_to_device import deploy, deploy_result_doc
 
     s = settings(ctx)
     engine = open_db(s)

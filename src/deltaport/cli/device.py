@@ -7,16 +7,17 @@ the same JSON; ``report`` and ``list`` work on the local database only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.orm import Session
 
 from deltaport.cli.fleet import db_session, on_hub_or_db, print_json, print_table, read_input
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
-from deltaport.fleet import queries
-from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
-from deltaport.hub.client import HubClient
+
+if TYPE_CHECKING:  # the fleet modules (SQLAlchemy) are imported inside the commands
+    from sqlalchemy.orm import Session
+
+    from deltaport.hub.client import HubClient
 
 app = typer.Typer(help="Edge devices: add them, record what they have.", no_args_is_help=True)
 
@@ -37,6 +38,8 @@ def add(
     token: HubTokenOpt = None,
 ) -> None:
     """Add a device and print its token (shown once; only its hash is stored)."""
+    from deltaport.fleet import queries
+
     rate = queries.parse_link_rate(link_rate)  # checked here either way
     labels = queries.parse_labels(label or [])
 
@@ -72,6 +75,9 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Record what a device says it has (the same document the agent sends)."""
+    from deltaport.fleet import queries
+    from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
+
     inv = parse_inventory(read_input(inventory, INVENTORY_MAX_BYTES))
     with db_session(ctx) as (_, _, session):
         device = queries.get_device(session, name)

@@ -17,8 +17,6 @@ from deltaport.cli.fleet import (
     store_for,
 )
 from deltaport.errors import StateError
-from deltaport.fleet.documents import MESSAGE_MAX_BYTES, parse_status_messages
-from deltaport.pipelines.events import handle_status_messages
 
 app = typer.Typer(help="Device status messages.", no_args_is_help=True)
 
@@ -34,6 +32,9 @@ def apply(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Apply status messages as the hub would: state, emails, activation."""
+    from deltaport.fleet.documents import MESSAGE_MAX_BYTES, parse_status_messages
+    from deltaport.pipelines.events import handle_status_messages
+
     messages = parse_status_messages(read_input(message, MESSAGE_MAX_BYTES))
     s = settings(ctx)
     engine = open_db(s)

@@ -7,6 +7,10 @@ JSON, and :func:`on_hub_or_db`: the commands an operator endpoint also serves ta
 ask that hub instead of the local database; the hub answers with the very JSON the
 local path builds, so both print the same. ``deltaport.cli.main`` registers
 ``activate_command`` and calls ``add_global_options``.
+
+Every ``deltaport`` command imports this module, so SQLAlchemy, the migrations
+(alembic), the store and the notifier are imported inside the helpers that use them,
+not here: a command that does not open the database does not pay for them.
 """
 
 from __future__ import annotations
@@ -23,17 +27,17 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from deltaport.config import Settings, load_settings
 from deltaport.errors import FormatError, StorageError, UsageError
-from deltaport.fleet.db import init_db, session_scope
-from deltaport.notify.email import Notifier, SmtpNotifier
-from deltaport.storage.folder import FolderStore
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
     from deltaport.hub.client import HubClient
+    from deltaport.notify.email import Notifier
+    from deltaport.storage.folder import FolderStore
 
 console = Console()
 INPUT_MAX_BYTES = 64 * 1024 * 1024  # any document a fleet command reads from a file
@@ -74,12 +78,16 @@ def settings(ctx: typer.Context) -> Settings:
 
 def open_db(s: Settings) -> Engine:
     """The database, migrated to the newest schema."""
+    from deltaport.fleet.db import init_db
+
     return init_db(s.db_url, busy_timeout=s.db_busy_timeout)
 
 
 @contextmanager
 def db_session(ctx: typer.Context) -> Iterator[tuple[Settings, Engine, Session]]:
     """Settings, engine and one transaction, for commands that only touch the database."""
+    from deltaport.fleet.db import session_scope
+
     s = settings(ctx)
     engine = open_db(s)
     try:
@@ -124,11 +132,15 @@ def refuse_insecure_on_hub(hub: str | None, insecure: bool) -> None:
 
 def store_for(s: Settings) -> FolderStore:
     """The bundle store (the data dir's outbox folder)."""
+    from deltaport.storage.folder import FolderStore
+
     return FolderStore(s.store_dir)
 
 
 def notifier_for(s: Settings) -> Notifier | None:
     """An SMTP notifier if config.toml has an [smtp] table."""
+    from deltaport.notify.email import SmtpNotifier
+
     return SmtpNotifier(s.smtp) if s.smtp is not None else None
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from deltaport.cli.fleet import GlobalOptions, print_json
 from deltaport.errors import UsageError
-from deltaport.hub.client import HubClient
+
+if TYPE_CHECKING:  # imported when used: every command imports this module
+    from deltaport.hub.client import HubClient
 
 app = typer.Typer(help="The hub: HTTP API for devices and operators.", no_args_is_help=True)
 token_app = typer.Typer(
@@ -55,6 +57,8 @@ def remote_hub(url: str | None, token: str | None) -> HubClient | None:
         return None
     if not token:
         raise UsageError("--hub needs --token (or DELTAPORT_HUB_TOKEN)")
+    from deltaport.hub.client import HubClient
+
     return HubClient(url, token)
 
 

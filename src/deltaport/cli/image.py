@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,8 +17,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from deltaport.oci import CopyProgress, TransportOptions, copy_image, inspect_image
-from deltaport.oci.model import Platform
+if TYPE_CHECKING:  # deltaport.oci is imported inside the commands (CLI start-up time)
+    from deltaport.oci import CopyProgress, TransportOptions
 
 app = typer.Typer(help="Inspect and copy container images (docker-archive:, oci:, "
                   "oci-archive:, docker://).", no_args_is_help=True)
@@ -33,6 +33,9 @@ CredsOpt = Annotated[str | None, typer.Option(
 
 def _options(insecure: bool, platform: str | None, creds: str | None) -> TransportOptions:
     """Build TransportOptions from flags and the environment (read only here)."""
+    from deltaport.oci import TransportOptions
+    from deltaport.oci.model import Platform
+
     creds = creds or os.environ.get("DELTAPORT_REGISTRY_CREDS")
     username = password = None
     if creds:
@@ -52,6 +55,8 @@ def inspect(
         "--quick", help="Do not read layers (no verification, no uncompressed sizes).")] = False,
 ) -> None:
     """Print an image's IDs, platform and layers as JSON (layers verified unless --quick)."""
+    from deltaport.oci import inspect_image
+
     info = inspect_image(ref, _options(insecure, platform, creds), verify=not quick)
     typer.echo(json.dumps(info, indent=2))
 
@@ -66,6 +71,8 @@ def copy(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Copy an image between any two transports, verifying every byte."""
+    from deltaport.oci import copy_image
+
     options = _options(insecure, platform, creds)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

@@ -8,13 +8,6 @@ from typing import Annotated
 
 import typer
 
-from deltaport.bundle.keys import (
-    generate_keypair,
-    key_id,
-    load_private_key,
-    load_public_key,
-)
-
 app = typer.Typer(help="Ed25519 keys that sign and verify bundles.", no_args_is_help=True)
 
 
@@ -26,6 +19,8 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write a new key pair; never overwrites an existing key."""
+    from deltaport.bundle.keys import generate_keypair
+
     pair = generate_keypair(directory)
     if as_json:
         typer.echo(
@@ -49,6 +44,8 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Print the key id of a key file, as bundles name their signer."""
+    from deltaport.bundle.keys import key_id, load_private_key, load_public_key
+
     try:
         with open(key_file, "rb") as f:
             head = f.read(64)  # the PEM label; the loaders report unreadable files

@@ -17,7 +17,6 @@ from rich.text import Text
 
 from deltaport.cli.fleet import console, on_hub_or_db, print_json, print_table
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
-from deltaport.fleet import status as q
 from deltaport.fleet.states import ImageStatus
 
 app = typer.Typer(help="Where deployments, devices and images stand.", no_args_is_help=True)
@@ -44,6 +43,8 @@ def deployment(
     token: HubTokenOpt = None,
 ) -> None:
     """One deployment: its state and every device's images."""
+    from deltaport.fleet import status as q
+
     data = on_hub_or_db(
         ctx,
         hub,
@@ -71,6 +72,8 @@ def device(
     token: HubTokenOpt = None,
 ) -> None:
     """One device: its images and their status."""
+    from deltaport.fleet import status as q
+
     data = on_hub_or_db(
         ctx, hub, token, lambda c: c.device(name), lambda s: q.device_status(s, name)
     )
@@ -97,6 +100,8 @@ def image(
     token: HubTokenOpt = None,
 ) -> None:
     """One image: which devices have it."""
+    from deltaport.fleet import status as q
+
     data = on_hub_or_db(
         ctx, hub, token, lambda c: c.image(reference), lambda s: q.image_status(s, reference)
     )
@@ -119,6 +124,8 @@ def deployments(
     token: HubTokenOpt = None,
 ) -> None:
     """Recent deployments, newest first."""
+    from deltaport.fleet import status as q
+
     data = on_hub_or_db(
         ctx,
         hub,
@@ -143,6 +150,8 @@ def history(
     token: HubTokenOpt = None,
 ) -> None:
     """Device-image status changes over time: counts per bucket, as a bar chart or JSON."""
+    from deltaport.fleet import status as q
+
     data = on_hub_or_db(
         ctx,
         hub,
@@ -162,6 +171,8 @@ def history_table(buckets: Sequence[dict[str, Any]], every: str) -> Table:
     Empty buckets between the first and the last are shown (as zeros) so the bars
     read as a time axis, unless that would take more than HISTORY_GAPS_MAX rows.
     """
+    from deltaport.fleet import status as q
+
     rows = fill_gaps(buckets, q.BUCKETS.get(every, 0))
     seen = {s for r in rows for s in r["counts"]}
     statuses = [s for s in STATUS_MARKS if s in seen] + sorted(seen - STATUS_MARKS.keys())

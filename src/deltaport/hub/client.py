@@ -36,7 +36,7 @@ def error_from_answer(status: int, body: Any, where: str) -> DeltaportError:
     if status in (401, 403):
         return errors.AccessError(text, status)
     if status == 404:
-        return errors.StateError(text)
+        return errors.UnknownObjectError(text)
     return TransferError(text) if status >= 500 else FormatError(text)
 
 

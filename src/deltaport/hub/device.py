@@ -15,7 +15,7 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 
-from deltaport.errors import AccessError, FormatError, StateError
+from deltaport.errors import AccessError, FormatError, UnknownObjectError
 from deltaport.fleet import queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
@@ -133,7 +133,7 @@ def bundle(
     try:
         check_image_id(digest, "bundle digest")
     except FormatError as exc:
-        raise StateError(f"unknown bundle {digest[:80]!r}") from exc
+        raise UnknownObjectError(f"unknown bundle {digest[:80]!r}") from exc
     with session_scope(hub.engine) as session:
         found = offers.bundle_for_device(session, device=device, digest=digest)
     fh = hub.store.open(found.store_key)

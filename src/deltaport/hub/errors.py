@@ -6,11 +6,7 @@ other side and a remote CLI exits with the same code as a local one.
 
 An unknown object (:class:`~deltaport.errors.UnknownObjectError`: device, image,
 deployment set) is answered 404, any other StateError (an illegal change, a
-conflict) 409 — by class, never by message text. One transitional exception: the
-hub's own modules (``offers``, ``device``) still raise a plain StateError
-``unknown bundle …`` / ``unknown desired manifest …``; until they raise
-UnknownObjectError, a plain StateError whose message starts with ``unknown `` is
-answered 404 too (see :func:`status_for`).
+conflict) 409 — by class, never by message text (see :func:`status_for`).
 """
 
 from __future__ import annotations
@@ -60,8 +56,6 @@ def status_for(exc: DeltaportError) -> int:
     """The HTTP status for EXC: by class (its MRO), see the module docstring."""
     if isinstance(exc, AccessError):
         return exc.status
-    if type(exc) is StateError and str(exc).startswith("unknown "):
-        return 404  # transitional: hub.offers / hub.device, until they raise UnknownObjectError
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_CLASS:
             return STATUS_BY_CLASS[cls]

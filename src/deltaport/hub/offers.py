@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from deltaport.errors import AccessError, StateError, StorageError
+from deltaport.errors import AccessError, StorageError, UnknownObjectError
 from deltaport.fleet import queries
 from deltaport.fleet.models import Bundle, BundleDevice, DeploymentSet, Device, DeviceImage
 from deltaport.fleet.states import ImageStatus
@@ -77,12 +77,12 @@ def bundle_for_device(session: Session, *, device: Device, digest: str) -> Bundl
     """The bundle with DIGEST, if it was sent to DEVICE.
 
     Raises:
-        StateError: no bundle has this digest (404).
+        UnknownObjectError: no bundle has this digest (404).
         AccessError: (403) it exists but was not sent to this device.
     """
     bundles = list(session.scalars(select(Bundle).where(Bundle.digest == digest)))
     if not bundles:
-        raise StateError(f"unknown bundle {digest}")
+        raise UnknownObjectError(f"unknown bundle {digest}")
     linked = session.scalar(
         select(BundleDevice.bundle_id)
         .where(
@@ -101,11 +101,11 @@ def desired_manifest(store: BundleStore, *, device: Device, limit: int) -> bytes
     """The desired manifest published for DEVICE.
 
     Raises:
-        StateError: none published yet (404). StorageError: larger than LIMIT or unreadable.
+        UnknownObjectError: none published yet (404). StorageError: larger than LIMIT or unreadable.
     """
     key = desired_key(device.name)
     if not store.exists(key):
-        raise StateError(f"unknown desired manifest: none published for {device.name} yet")
+        raise UnknownObjectError(f"unknown desired manifest: none published for {device.name} yet")
     with store.open(key) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:

@@ -21,7 +21,12 @@ from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import session_scope
 from deltaport.hub import schemas
 from deltaport.hub.deps import CurrentOperator, Hub, OperatorBody
-from deltaport.pipelines.image_to_device import DeployRequest, DeployResult, deploy, register
+from deltaport.pipelines.image_to_device import (
+    DeployRequest,
+    deploy,
+    deploy_result_doc,
+    register,
+)
 from deltaport.pipelines.manifest import parse_manifest
 from deltaport.pipelines.manifest_to_device import activate
 
@@ -38,30 +43,6 @@ def parse_body(model: type[M], body: bytes) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
         raise FormatError(f"bad request body: {fields}") from exc
-
-
-def deploy_result_doc(result: DeployResult) -> dict[str, Any]:
-    """A deploy result as JSON: the deployment set and each device's plan."""
-    return {
-        "deployment": result.deployment_id,
-        "state": result.state,
-        "activated": result.activated,
-        "built": list(result.built),
-        "reused": list(result.reused),
-        "devices": [
-            {
-                "device": d.device,
-                "sending": list(d.sending),
-                "present": list(d.present),
-                "waiting": list(d.waiting),
-                "bundles": list(d.bundles),
-                "bytes": d.bytes,
-                "link_rate_bps": d.link_rate_bps,
-                "eta_seconds": round(d.eta_seconds, 1),
-            }
-            for d in result.devices
-        ],
-    }
 
 
 @router.post("/deployments", openapi_extra=schemas.body_doc(schemas.DeployRequestDoc))
