@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from deltaport.agent.messages import LocalImage
 from deltaport.agent.registry import LocalRegistry
 from deltaport.bundle import BundleIndex
-from deltaport.delta.image import apply_image_delta, parse_content
+from deltaport.delta.content import parse_content
+from deltaport.delta.image import apply_image_delta
 from deltaport.errors import FormatError, StorageError, UsageError
 from deltaport.oci import parse_reference
 
