@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +69,7 @@ class _Src:
     entry_index: dict[str, int]  # path -> index of its (last) member, any type
     header_starts: list[int]  # member index -> offset in the source's header stream
     hashes: dict[int, bytes] = field(default_factory=dict)  # header_offset -> sha256
+    keys: list[tuple[str, str]] = field(default_factory=list)  # rename_keys of each file
 
     def read(self, entry: TarEntry, offset: int = 0, length: int | None = None) -> bytes:
         n = entry.data_len - offset if length is None else length
@@ -120,12 +121,12 @@ class _SourceIndex:
         self.by_size: dict[int, list[tuple[_Src, TarEntry]]] = defaultdict(list)
         self.by_key: dict[str, list[tuple[_Src, TarEntry]]] = defaultdict(list)
         for src in sources:
-            for entry in src.files:
+            for entry, keys in zip(src.files, src.keys, strict=True):
                 if entry.data_len == 0:
                     continue
                 self.by_size[entry.data_len].append((src, entry))
                 if rename_match:
-                    for key in rename_keys(entry.path):
+                    for key in keys:
                         self.by_key[key].append((src, entry))
 
     def identical(self, path: str, size: int, sha: bytes) -> _FileRef | None:
@@ -154,24 +155,71 @@ class _SourceIndex:
         return None
 
 
-def _scan_source(index: int, layer: SourceLayer) -> _Src | None:
-    f: BinaryIO = open(layer.path, "rb")  # noqa: SIM115 - closed by the builder
+@dataclass
+class _Scan:
+    """What scanning a source tar yields; reused across the layers of one image build."""
+
+    layout: TarLayout
+    files: list[TarEntry]
+    file_index: dict[int, int]
+    by_path: dict[str, TarEntry]
+    entry_index: dict[str, int]
+    header_starts: list[int]
+    hashes: dict[int, bytes]  # filled lazily by _Src.sha
+    keys: list[tuple[str, str]]  # rename_keys of each file
+
+
+_SCAN_CACHE: OrderedDict[tuple[object, ...], _Scan] = OrderedDict()
+_SCAN_CACHE_MAX = 64  # source layers remembered (an image build passes the same ones per layer)
+
+
+def _scan(f: BinaryIO, layer: SourceLayer) -> _Scan | None:
+    """The source's scan, from the cache when the same file (size, mtime, inode) was seen."""
+    st = os.fstat(f.fileno())
+    key = (layer.diff_id, str(layer.path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    cached = _SCAN_CACHE.get(key)
+    if cached is not None:
+        _SCAN_CACHE.move_to_end(key)
+        return cached
     try:
-        layout = scan_tar(f, os.fstat(f.fileno()).st_size)
+        layout = scan_tar(f, st.st_size)
     except FormatError:
-        f.close()
         return None
     files = layout.regular_files()
-    return _Src(
-        index=index,
-        layer=layer,
-        file=f,
+    scan = _Scan(
         layout=layout,
         files=files,
         file_index={e.header_offset: i for i, e in enumerate(files)},
         by_path={e.path: e for e in files},
         entry_index={e.path: i for i, e in enumerate(layout.entries)},
         header_starts=HeaderStream(f, layout).starts,
+        hashes={},
+        keys=[rename_keys(e.path) for e in files],
+    )
+    _SCAN_CACHE[key] = scan
+    while len(_SCAN_CACHE) > _SCAN_CACHE_MAX:
+        _SCAN_CACHE.popitem(last=False)
+    return scan
+
+
+def _scan_source(index: int, layer: SourceLayer) -> _Src | None:
+    f: BinaryIO = open(layer.path, "rb")  # noqa: SIM115 - closed by the builder
+    scan = _scan(f, layer)
+    if scan is None:
+        f.close()
+        return None
+    return _Src(
+        index=index,
+        layer=layer,
+        file=f,
+        layout=scan.layout,
+        files=scan.files,
+        file_index=scan.file_index,
+        by_path=scan.by_path,
+        entry_index=scan.entry_index,
+        header_starts=scan.header_starts,
+        hashes=scan.hashes,
+        keys=scan.keys,
     )
 
 
@@ -663,12 +711,15 @@ class _Builder:
             if name == p.SECTION_ELF and c.xz_for_elf and xz_wins(
                 raw, level=c.zstd_level, preset=c.xz_preset
             ):
-                encoded.append(xz_compress(raw, preset=c.xz_preset))
+                encoded.append(
+                    xz_compress(raw, preset=c.xz_preset, workers=c.workers, piece=c.xz_piece)
+                )
                 continue
             encoded.append(
                 zstd_compress(
                     raw, level=c.zstd_level, window_log=c.window_log, threads=c.threads,
                     dict_data=literal_dict if name == p.SECTION_LITERALS else None,
+                    job_size=c.zstd_job_size, overlap_log=c.zstd_overlap_log,
                 )
             )
         return encoded
@@ -777,22 +828,36 @@ def _build_to_temp(
     finally:
         for src in opened:
             src.file.close()
-    if config.verify:
+    if config.verify and _needs_verify(stats):
         _verify(path, sources)
     return path, stats
+
+
+_TRIVIAL_KINDS = frozenset({"literal", "literal_elf", "raw", "copied"})
+
+
+def _needs_verify(stats: LayerPatchStats) -> bool:
+    """Whether the patch uses an encoding worth the self-check (a delta or a re-gzip).
+
+    Literals and whole-file copies are reproduced by construction (headers are covered
+    by their own tests), so a patch made only of them is not applied back: that pass
+    costs about a tenth of the build.
+    """
+    return any(kind not in _TRIVIAL_KINDS for kind, n in stats.counts.items() if n)
 
 
 def _full_pays(stats: LayerPatchStats) -> bool:
     """Whether the self-contained encoding might be smaller than this delta.
 
     The full encoding compresses everything about as well as this patch compresses
-    its literals, so it is estimated from their ratio; only a close call is built.
+    its literals, so it is estimated from their ratio; only a close call on a patch
+    that is nearly all literal is built (the trial costs a second compression).
     """
     kinds = ("literal", "raw", "gzip_l")
     lit_raw = sum(v for k, v in stats.new_bytes.items() if k.startswith(kinds))
     content = sum(stats.new_bytes.values())
-    if lit_raw < content // 3:
-        return False
+    if lit_raw < 0.95 * content:
+        return False  # copies and deltas save more than the estimate's error (S1: 6 %)
     lit_packed = stats.section_bytes.get("literals", 0) + stats.section_bytes.get("elf", 0)
     rest = stats.section_bytes.get("headers", 0) + stats.section_bytes.get("ops", 0)
     estimate_full = lit_packed * content // max(lit_raw, 1) + rest

@@ -22,9 +22,12 @@ class DeltaConfig:
     zstd_level: int = 19
     window_log: int = 25  # literal/delta sections; the device's decoder must allow it
     threads: int = 2  # zstd worker threads while building
+    zstd_job_size: int = 16 << 20  # bytes per zstd worker job (sections over 8 MiB)
+    zstd_overlap_log: int = 6  # each job sees window >> 3 bytes of the previous one
     workers: int = 2  # processes diffing big-file segments in parallel
     xz_for_elf: bool = True  # xz + x86 BCJ for ELF literals where it beats zstd
-    xz_preset: int = 9
+    xz_preset: int = 6  # LZMA2 preset; match search lightened (sections._xz_filters)
+    xz_piece: int = 64 << 20  # ELF bytes per independent .xz stream (compressed in parallel)
     segment_size: int = 8 << 20  # new bytes per hdiff segment (bounds apply memory)
     segment_margin: int = 1 << 20  # old window = matching new range widened by this each side
     group_max_file: int = 256 << 10  # files up to this size are diffed in solid groups
@@ -37,8 +40,8 @@ class DeltaConfig:
     header_chunk: int = 4 << 20  # target header bytes per header-section chunk
     header_dict_size: int = 6 << 20  # bytes of source headers used as one chunk's dictionary
     header_level: int = 19  # zstd level of header chunks
-    literal_dict_size: int = 32 << 20  # source tar bytes used as the literal section's dictionary
-    verify: bool = True  # apply the patch after building and compare (slower, safe)
+    literal_dict_size: int = 8 << 20  # source tar bytes: the literal section's dictionary
+    verify: bool = True  # apply delta/group/gzip patches after building and compare
     try_full: bool = True  # also build the self-contained encoding; keep the smaller
 
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from deltaport.errors import FormatError, TruncatedError
 
 MAGIC = b"DPLP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the xz section may be several concatenated .xz streams
 # magic (4) + version (u16 BE) + meta length (u32 BE) + sha256 of everything after (32)
 PREAMBLE_SIZE = 4 + 2 + 4 + 32
 

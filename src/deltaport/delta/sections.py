@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import multiprocessing
+import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -16,7 +19,7 @@ import zstandard
 
 from deltaport.delta.protocol import CODEC_XZ, CODEC_ZSTD
 
-_SAMPLE = 4 << 20
+_SAMPLE = 1 << 20  # bytes of a section the xz-or-zstd probe compresses both ways
 _MT_MIN = 8 << 20  # threads and long-distance matching only pay for sections at least this big
 
 
@@ -72,16 +75,30 @@ def _finish(name: str, codec: str, out: BinaryIO, raw_length: int) -> Encoded:
 
 
 def zstd_compress(
-    raw: RawSection, *, level: int, window_log: int, threads: int, dict_data: bytes | None = None
+    raw: RawSection, *, level: int, window_log: int, threads: int, dict_data: bytes | None = None,
+    job_size: int = 16 << 20, overlap_log: int = 6,
 ) -> Encoded:
-    """Compress a raw section with zstd, long-range matching on, content size in the header."""
+    """Compress a raw section with zstd, long-range matching on, content size in the header.
+
+    With threads, the section is cut into jobs of at least job_size bytes (and at most
+    one per thread) compressed in parallel,
+    each seeing ``window >> (9 - overlap_log)`` bytes of the previous job: zstd's own
+    job size at level 19 is four windows (128 MiB), which leaves layer-sized sections
+    on one core. The output stays one frame.
+    """
+    mt = threads if raw.length > _MT_MIN else 0
+    extra: dict[str, int] = {}
+    if mt:
+        per_thread = -(-raw.length // mt)  # one job per thread at least: fewest cuts
+        extra = {"job_size": max(_MT_MIN, job_size, per_thread), "overlap_log": overlap_log}
     params = zstandard.ZstdCompressionParameters.from_level(
         level,
         source_size=raw.length,
         window_log=_window_log(raw.length, window_log),
         enable_ldm=raw.length > _MT_MIN,
-        threads=threads if raw.length > _MT_MIN else 0,
+        threads=mt,
         write_content_size=True,
+        **extra,
     )
     zdict = (
         zstandard.ZstdCompressionDict(dict_data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
@@ -96,28 +113,79 @@ def zstd_compress(
 
 
 def _xz_filters(raw_length: int, preset: int) -> list[dict[str, int]]:
+    """x86 BCJ then LZMA2 at preset, with a lighter match search than the preset's.
+
+    nice_len 32 / depth 16 cost well under 1 % of size on x86 code and text against
+    the presets' defaults and run about a third faster.
+    """
     dict_size = max(1 << 16, min(32 << 20, 1 << max(raw_length - 1, 1).bit_length()))
     return [
         {"id": lzma.FILTER_X86},
-        {"id": lzma.FILTER_LZMA2, "preset": preset | lzma.PRESET_EXTREME, "dict_size": dict_size},
+        {
+            "id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": dict_size,
+            "nice_len": 32, "depth": 16,
+        },
     ]
 
 
-def xz_compress(raw: RawSection, *, preset: int) -> Encoded:
-    """Compress a raw section with xz: x86 BCJ then LZMA2 (for ELF executables)."""
-    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=_xz_filters(raw.length, preset))
+def _xz_stream(fd: int, offset: int, length: int, preset: int) -> bytes:
+    """One complete .xz stream of length bytes at offset of fd (runs in worker processes)."""
+    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=_xz_filters(length, preset))
+    parts: list[bytes] = []
+    end = offset + length
+    while offset < end:
+        chunk = os.pread(fd, min(1 << 20, end - offset), offset)
+        if not chunk:
+            raise OSError("section spill file is shorter than written")
+        parts.append(comp.compress(chunk))
+        offset += len(chunk)
+    parts.append(comp.flush())
+    return b"".join(parts)
+
+
+def _xz_pieces(length: int, workers: int, piece: int) -> list[tuple[int, int]]:
+    """(offset, length) of the independent xz streams a section is cut into.
+
+    As many pieces as workers at least (so every core is busy), each at most piece
+    bytes, of near-equal size.
+    """
+    count = max(1, -(-length // max(piece, 1)))
+    if length >= 2 * _SAMPLE:
+        count = max(count, workers)
+        count = -(-count // workers) * workers
+    base = -(-length // count)
+    return [(off, min(base, length - off)) for off in range(0, length, base)]
+
+
+def xz_compress(
+    raw: RawSection, *, preset: int, workers: int = 1, piece: int = 64 << 20
+) -> Encoded:
+    """Compress a raw section with xz (x86 BCJ then LZMA2, for ELF executables).
+
+    The section is cut into independent .xz streams, concatenated, compressed by up
+    to ``workers`` processes in parallel (LZMA2 is single-threaded in Python's lzma).
+    """
+    raw.file.flush()
+    fd = raw.file.fileno()
+    pieces = _xz_pieces(raw.length, workers, piece)
     out: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
-    raw.file.seek(0)
-    while chunk := raw.file.read(1 << 20):
-        out.write(comp.compress(chunk))
-    out.write(comp.flush())
+    if workers < 2 or len(pieces) < 2:
+        for off, n in pieces:
+            out.write(_xz_stream(fd, off, n, preset))
+    else:
+        ctx = multiprocessing.get_context("fork")  # the spill file's fd is inherited
+        with ProcessPoolExecutor(min(workers, len(pieces)), mp_context=ctx) as pool:
+            futures = [pool.submit(_xz_stream, fd, off, n, preset) for off, n in pieces]
+            for future in futures:
+                out.write(future.result())
     return _finish(raw.name, CODEC_XZ, out, raw.length)
 
 
 def xz_wins(raw: RawSection, *, level: int, preset: int) -> bool:
     """Whether xz+BCJ beats zstd on a sample of the section (ELF code usually: yes)."""
-    raw.file.seek(0)
-    sample = raw.file.read(_SAMPLE)
+    raw.file.flush()
+    middle = raw.length // 2 if raw.length > 2 * _SAMPLE else 0
+    sample = os.pread(raw.file.fileno(), _SAMPLE, middle)
     if not sample:
         return False
     comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=_xz_filters(len(sample), preset))

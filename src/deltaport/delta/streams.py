@@ -89,15 +89,26 @@ class BufferedDecoder:
 
 
 class _XzReader:
+    """Decodes one or more concatenated .xz streams (format 2 cuts big sections in pieces)."""
+
     def __init__(self, raw: SectionReader, memlimit: int) -> None:
         self._raw = raw
+        self._memlimit = memlimit
         self._dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=memlimit)
+        self._pending = b""  # input read past the end of the previous stream
 
     def read(self, n: int) -> bytes:
         while True:
             if self._dec.eof:
-                return b""
-            if self._dec.needs_input:
+                self._pending = self._dec.unused_data
+                if not self._pending:
+                    self._pending = self._raw.read(CHUNK)
+                    if not self._pending:
+                        return b""
+                self._dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=self._memlimit)
+            if self._pending:
+                chunk, self._pending = self._pending, b""
+            elif self._dec.needs_input:
                 chunk = self._raw.read(CHUNK)
                 if not chunk:
                     return b""
