@@ -71,6 +71,7 @@ class Options:
     try_zstd_large: bool
     deltaport: DeltaportCli
     argv: tuple[str, ...]
+    plan_json: Path | None = None
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -86,13 +87,16 @@ def parse_args(argv: Sequence[str]) -> Options:
                    help="run zstd --patch-from even when the source is over its 2 GiB window")
     p.add_argument("--deltaport", type=Path, default=REPO / ".venv" / "bin" / "deltaport")
     p.add_argument("--apply-dest", choices=("docker-archive", "oci"), default="docker-archive")
+    p.add_argument("--plan-json", type=Path, default=None,
+                   help="results of bench/plan_bench.py --json, reported in RESULTS.md")
     a = p.parse_args(list(argv))
     skip = frozenset(t for t in a.skip_tools.split(",") if t)
     if unknown := skip - set(TOOLS):
         p.error(f"unknown tool(s) in --skip-tools: {', '.join(sorted(unknown))}")
     scenarios = tuple(s for s in a.scenarios.split(",") if s) or None
     return Options(a.data, a.out, a.work or a.out / "out", scenarios, skip, a.reuse_baselines,
-                   a.try_zstd_large, DeltaportCli(a.deltaport, a.apply_dest), tuple(argv))
+                   a.try_zstd_large, DeltaportCli(a.deltaport, a.apply_dest), tuple(argv),
+                   a.plan_json)
 
 
 class Watcher:
@@ -306,6 +310,8 @@ def results_markdown(opts: Options, meta: dict[str, Any],
     ]
     for scen in scens:
         lines += report.scenario_section(scen)
+    if opts.plan_json is not None and opts.plan_json.is_file():
+        lines += plan_section(json.loads(opts.plan_json.read_text()))
     lines += [
         "## How each number is measured", "",
         "- **deltaport**: `deltaport delta create --to docker-archive:NEW --from "
@@ -327,6 +333,25 @@ def results_markdown(opts: Options, meta: dict[str, Any],
         "the polled sum over the process tree.", "",
     ]
     return "\n".join(lines)
+
+
+def plan_section(doc: dict[str, Any]) -> list[str]:
+    """The fleet planning / status ingestion figures of bench/plan_bench.py."""
+    rows = [
+        [backend, str(r["devices"]), str(r["bundles"]), f"{r['planning_s']:.1f} s",
+         "met" if r["planning_s"] < 30 else "NOT met", f"{r['record_s']:.1f} s",
+         f"{r['ingest_per_s']:,.0f}/s", "met" if r["ingest_per_s"] >= 2000 else "NOT met"]
+        for backend, r in doc.items()
+    ]
+    return [
+        "## Fleet planning and status ingestion", "",
+        "`python bench/plan_bench.py --devices 100000 --messages 20000`: a simulated fleet "
+        "with realistic inventory mixes and a deployment of 5 images, planned without "
+        "building bundles (targets: planning < 30 s; ingestion ≥ 2,000 messages/s).", "",
+        *report.md_table(["backend", "devices", "distinct bundles", "planning",
+                          "< 30 s", "recording in_transit", "status ingestion",
+                          "≥ 2,000/s"], rows), "",
+    ]
 
 
 def print_terminal(console: Console, scens: Sequence[report.ScenarioResult],

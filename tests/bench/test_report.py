@@ -123,3 +123,19 @@ def test_chart_is_log_scale_and_ordered_by_size() -> None:
     assert abs(bars["deltaport"] - 10) < 1e-9
     lines = report.chart_lines([s])
     assert lines[0].startswith("S2  deltaport") and "10.0 KB (0.100%)" in lines[0]
+
+
+def test_plan_section_reports_met_and_not_met() -> None:
+    from bench.run import plan_section
+
+    doc = {
+        "sqlite": {"devices": 100000, "bundles": 5, "planning_s": 3.0, "record_s": 20.0,
+                   "ingest_per_s": 12000.0},
+        "postgresql": {"devices": 100000, "bundles": 5, "planning_s": 31.0, "record_s": 50.0,
+                       "ingest_per_s": 1500.0},
+    }
+    lines = plan_section(doc)
+    sqlite = next(line for line in lines if line.startswith("| sqlite"))
+    pg = next(line for line in lines if line.startswith("| postgresql"))
+    assert sqlite.count("| met") == 2
+    assert pg.count("NOT met") == 2
