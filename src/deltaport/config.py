@@ -107,7 +107,7 @@ def load_settings(
     """
     environ = os.environ if env is None else env
     root = resolve_data_dir(data_dir, environ)
-    raw = _read_config_file(root / CONFIG_FILE_NAME)
+    raw = read_toml_file(root / CONFIG_FILE_NAME)
     db = db_url or _opt_str(raw, "db") or sqlite_url(root / "deltaport.db")
     smtp_raw = raw.get("smtp")
     smtp = _parse_smtp(smtp_raw) if smtp_raw is not None else None
@@ -122,7 +122,12 @@ def normalize_db_url(url: str) -> str:
     return url
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_toml_file(path: Path) -> dict[str, Any]:
+    """A TOML config file as a dict ({} when it does not exist), bounded in size.
+
+    Raises:
+        FormatError: unreadable, over CONFIG_MAX_BYTES, or not valid TOML.
+    """
     try:
         with path.open("rb") as fh:
             data = fh.read(CONFIG_MAX_BYTES + 1)

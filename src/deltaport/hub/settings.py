@@ -29,13 +29,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deltaport.config import CONFIG_MAX_BYTES, Settings, load_settings
+from deltaport.config import Settings, load_settings, read_toml_file
 from deltaport.errors import FormatError, StateError, StorageError, UsageError
 from deltaport.fleet.models import utcnow
 from deltaport.fleet.queries import hash_token, new_token
@@ -119,19 +118,7 @@ def load_hub_settings(
 
 def read_hub_config(path: Path) -> dict[str, Any]:
     """The hub config file as a dict; {} when it does not exist."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(CONFIG_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc}") from exc
-    if len(data) > CONFIG_MAX_BYTES:
-        raise FormatError(f"{path} is larger than {CONFIG_MAX_BYTES} bytes")
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise FormatError(f"{path} is not valid TOML: {exc}") from exc
+    return read_toml_file(path)
 
 
 def parse_operators(raw: Any) -> tuple[OperatorToken, ...]:
