@@ -86,6 +86,7 @@ from deltaport.errors import (
     StorageError,
     TransferError,
 )
+from deltaport.fsutil import write_atomic
 from deltaport.oci import TransportOptions
 from deltaport.transfer import DownloadConfig
 
@@ -531,20 +532,6 @@ def _deployment(offer: BundleOffer | None, target: Target | None) -> str | None:
     if offer is not None and offer.deployment:
         return offer.deployment
     return target.deployment if target is not None else None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
 def _lock(path: Path) -> int:

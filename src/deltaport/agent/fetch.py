@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from deltaport.agent.hub import BundleOffer
 from deltaport.bundle import BundleIndex, read_head, required_head_bytes
 from deltaport.errors import FormatError, IntegrityError, StorageError
+from deltaport.fsutil import write_atomic
 from deltaport.transfer import ChunkPlan, DownloadConfig, download, fetch_range, part_path
 
 MAX_HEAD_ROUNDS = 4  # fetch_range calls to get a head (3 suffice for a valid one)
@@ -55,7 +56,7 @@ def work_dir(downloads: Path, digest: str) -> Path:
 
 def save_offer(folder: Path, offer: BundleOffer) -> None:
     """Write ``offer.json`` atomically (first thing, before any byte is fetched)."""
-    _write_atomic(folder / "offer.json", json.dumps(asdict(offer)).encode())
+    write_atomic(folder / "offer.json", json.dumps(asdict(offer)).encode())
 
 
 def load_offer(folder: Path) -> BundleOffer | None:
@@ -64,19 +65,6 @@ def load_offer(folder: Path) -> BundleOffer | None:
         return BundleOffer(**json.loads((folder / "offer.json").read_bytes()))
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
 def fetch_head(offer: BundleOffer, folder: Path, *, config: DownloadConfig,
@@ -107,7 +95,7 @@ def fetch_head(offer: BundleOffer, folder: Path, *, config: DownloadConfig,
     if index.bundle_size != offer.size:
         raise FormatError(f"bundle {offer.digest}: the hub says {offer.size} bytes, "
                           f"its signed index {index.bundle_size}")
-    _write_atomic(saved, data[:payload_offset])
+    write_atomic(saved, data[:payload_offset])
     _seed_payload(folder, data[payload_offset:])
     return index, len(data)
 
@@ -116,7 +104,7 @@ def _seed_payload(folder: Path, extra: bytes) -> None:
     """Keep bytes fetched past the head as the start of the payload download."""
     part = part_path(folder / "payload")
     if extra and not part.exists() and not (folder / "payload").exists():
-        _write_atomic(part, extra)
+        write_atomic(part, extra)
 
 
 def fetch_payload(offer: BundleOffer, folder: Path, index: BundleIndex, *,

@@ -28,16 +28,16 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deltaport.config import Settings, load_settings, read_toml_file
-from deltaport.errors import FormatError, StateError, StorageError, UsageError
+from deltaport.errors import FormatError, StateError, UsageError
 from deltaport.fleet.models import utcnow
 from deltaport.fleet.queries import hash_token, new_token
+from deltaport.fsutil import write_atomic
 
 HUB_CONFIG_NAME = "hub.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -158,26 +158,8 @@ def add_operator_token(path: Path, name: str) -> str:
         f'created_at = "{utcnow().isoformat()}"\n'
     )
     data = old.rstrip(b"\n") + b"\n" + entry.encode() if old else entry.lstrip().encode()
-    _atomic_write(path, data)
+    write_atomic(path, data, mode=0o600)
     return token
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
 def _str(raw: Mapping[str, Any], key: str) -> str | None:

@@ -400,15 +400,3 @@ def manifest_matches(data: bytes, media_type: str, config_bytes: bytes,
     return manifest
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write DATA to PATH via a temp file in the same directory and os.replace."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from deltaport.errors import FormatError, ImageNotFoundError, StorageError
+from deltaport.fsutil import write_atomic
 from deltaport.oci import mediatypes as mt
-from deltaport.oci.base import (
-    ImageDestination,
-    ImageSource,
-    manifest_matches,
-    write_atomic,
-)
+from deltaport.oci.base import ImageDestination, ImageSource, manifest_matches
 from deltaport.oci.digest import sha256_digest, verify_bytes
 from deltaport.oci.files import DirFiles, Files, TarFiles, read_limited
 from deltaport.oci.model import (

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deltaport.errors import StorageError
+from deltaport.fsutil import write_atomic
 from deltaport.pipelines.interfaces import (
     BuiltBundle,
     BundleSpec,
@@ -82,7 +81,7 @@ class LayerListSignatureMaker:
             ],
         }
         dest = dest_dir / f"{identity.image_id.removeprefix('sha256:')}.sig.json"
-        _atomic_write(dest, json.dumps(doc, indent=2).encode())
+        write_atomic(dest, json.dumps(doc, indent=2).encode())
         return dest
 
 
@@ -111,7 +110,7 @@ class DeltaSignatureMaker:
         buf = io.BytesIO()
         dump_image_signature(sig, buf)
         dest = dest_dir / f"{identity.image_id.removeprefix('sha256:')}.sig"
-        _atomic_write(dest, buf.getvalue())
+        write_atomic(dest, buf.getvalue())
         return dest
 
 
@@ -192,14 +191,3 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise StorageError(f"cannot write {dest}: {exc}") from exc
