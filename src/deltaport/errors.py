@@ -12,6 +12,7 @@ class to its exit code, so scripts can tell failures apart::
     ├── IntegrityError                  exit 4   content does not hash to its digest
     │   └── SignatureError              exit 4   bundle unsigned, wrongly signed, untrusted key
     ├── TransferError                   exit 5   network: connection refused/reset, timeout
+    │   ├── UntrustedCertificateError   exit 5   a registry's TLS certificate is not trusted
     │   └── RegistryError               exit 6   a registry answered with an error status
     │       ├── AuthError               exit 6   credentials refused
     │       └── NotFoundError           exit 6   manifest, blob or tag unknown to the registry
@@ -132,4 +133,12 @@ class UnknownObjectError(StateError):
 
     A StateError, so callers catching StateError still catch it; the hub answers it
     404, where any other StateError (an illegal change) is 409.
+    """
+
+
+class UntrustedCertificateError(TransferError):
+    """A registry's TLS certificate does not verify against the trusted CAs.
+
+    Not transient: retrying cannot help; the user must add the CA (--ca-file) or
+    choose --insecure.
     """

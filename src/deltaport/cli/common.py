@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 if TYPE_CHECKING:  # imported when called: deltaport.oci is heavy for a CLI's start-up
     from deltaport.oci import TransportOptions
 
 
-def transport_options(insecure: bool) -> TransportOptions:
-    """Transport options from the common command-line flags."""
+CaFileOpt = Annotated[Path | None, typer.Option(
+    "--ca-file", help="PEM bundle of extra CAs to trust for registries (self-signed).")]
+
+
+def transport_options(insecure: bool, ca_file: Path | None = None) -> TransportOptions:
+    """Transport options from the common command-line flags (--insecure, --ca-file)."""
     from deltaport.oci import TransportOptions
 
-    return TransportOptions(insecure=insecure)
+    return TransportOptions(insecure=insecure, ca_file=ca_file)
 
 
 def human_bytes(n: int | float) -> str:

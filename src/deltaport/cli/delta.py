@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deltaport.cli.common import human_bytes, transport_options
+from deltaport.cli.common import CaFileOpt, human_bytes, transport_options
 
 app = typer.Typer(help="Build, apply and rank patch bundles.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -44,6 +44,7 @@ def create(
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
         False
     ),
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Build one bundle that turns the content of all --from images into --to."""
     from deltaport.bundle import load_private_key
@@ -61,7 +62,7 @@ def create(
             sources or [],
             output,
             signing_key=key,
-            options=transport_options(insecure),
+            options=transport_options(insecure, ca_file),
             progress=report,
         )
     if as_json:
@@ -106,6 +107,7 @@ def apply(
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
         False
     ),
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Rebuild the bundle's target image from the --from images and write it to --to."""
     from deltaport.bundle import load_public_key
@@ -123,7 +125,7 @@ def apply(
             sources or [],
             to,
             trusted_keys=keys,
-            options=transport_options(insecure),
+            options=transport_options(insecure, ca_file),
             progress=report,
         )
     doc = {
@@ -150,6 +152,7 @@ def rank(
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
         False
     ),
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Rank candidate source images by the estimated bundle size; prints JSON."""
     from deltaport.delta import load_image_signature
@@ -164,7 +167,7 @@ def rank(
         except OSError as exc:
             raise StorageError(f"cannot read signature file {path}: {exc.strerror}") from exc
     with console.status(f"reading {to}"):
-        target = create_image_signature(to, transport_options(insecure))
+        target = create_image_signature(to, transport_options(insecure, ca_file))
     ranked = rank_sources(target, candidates)
     out.print_json(
         json.dumps({"target": to, "image_id": target.image_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -25,13 +26,16 @@ app = typer.Typer(help="Inspect and copy container images (docker-archive:, oci:
 
 InsecureOpt = Annotated[bool, typer.Option(
     "--insecure", help="Allow plain http / unverified https for the registry.")]
+CaFileOpt = Annotated[Path | None, typer.Option(
+    "--ca-file", help="PEM bundle of extra CAs to trust for the registry (self-signed).")]
 PlatformOpt = Annotated[str | None, typer.Option(
     "--platform", help="os/arch[/variant] to pick from a multi-platform image.")]
 CredsOpt = Annotated[str | None, typer.Option(
     "--creds", help="USER:PASSWORD for the registry (default: $DELTAPORT_REGISTRY_CREDS).")]
 
 
-def _options(insecure: bool, platform: str | None, creds: str | None) -> TransportOptions:
+def _options(insecure: bool, platform: str | None, creds: str | None,
+             ca_file: Path | None = None) -> TransportOptions:
     """Build TransportOptions from flags and the environment (read only here)."""
     from deltaport.oci import TransportOptions
     from deltaport.oci.model import Platform
@@ -41,14 +45,15 @@ def _options(insecure: bool, platform: str | None, creds: str | None) -> Transpo
     if creds:
         username, _, password = creds.partition(":")
     chosen = Platform.parse(platform) if platform else Platform.host()
-    return TransportOptions(insecure=insecure, username=username, password=password,
-                            platform=chosen)
+    return TransportOptions(insecure=insecure, ca_file=ca_file, username=username,
+                            password=password, platform=chosen)
 
 
 @app.command()
 def inspect(
     ref: Annotated[str, typer.Argument(help="Image reference, e.g. docker://host/app:v1")],
     insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
     platform: PlatformOpt = None,
     creds: CredsOpt = None,
     quick: Annotated[bool, typer.Option(
@@ -57,7 +62,8 @@ def inspect(
     """Print an image's IDs, platform and layers as JSON (layers verified unless --quick)."""
     from deltaport.oci import inspect_image
 
-    info = inspect_image(ref, _options(insecure, platform, creds), verify=not quick)
+    info = inspect_image(ref, _options(insecure, platform, creds, ca_file),
+                         verify=not quick)
     typer.echo(json.dumps(info, indent=2))
 
 
@@ -66,6 +72,7 @@ def copy(
     src: Annotated[str, typer.Argument(help="Source image reference")],
     dst: Annotated[str, typer.Argument(help="Destination image reference")],
     insecure: InsecureOpt = False,
+    ca_file: CaFileOpt = None,
     platform: PlatformOpt = None,
     creds: CredsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -73,7 +80,7 @@ def copy(
     """Copy an image between any two transports, verifying every byte."""
     from deltaport.oci import copy_image
 
-    options = _options(insecure, platform, creds)
+    options = _options(insecure, platform, creds, ca_file)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, disable=quiet) as bar:

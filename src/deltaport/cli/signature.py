@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from deltaport.cli.common import human_bytes, transport_options
+from deltaport.cli.common import CaFileOpt, human_bytes, transport_options
 
 app = typer.Typer(help="Image signature files (for ranking sources).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -23,6 +23,7 @@ def create(
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
         False
     ),
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Write the signature file of REF (per layer and per file: sizes and content hashes)."""
     from deltaport.delta import dump_image_signature
@@ -33,7 +34,7 @@ def create(
         def report(step: str, done: int, total: int) -> None:
             status.update(f"reading {ref}: {step}")
 
-        sig = create_image_signature(ref, transport_options(insecure), report)
+        sig = create_image_signature(ref, transport_options(insecure, ca_file), report)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sig-", dir=output.parent)
     try:

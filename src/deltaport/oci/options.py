@@ -16,6 +16,8 @@ class TransportOptions:
 
     insecure: allow plain http / unverified https for any registry (localhost and
         127.0.0.0/8 always use plain http).
+    ca_file: a PEM bundle of extra CAs to trust for registries (self-signed device or
+        cloud registries), added to the system and certifi CAs.
     username/password: registry credentials (basic auth, or to obtain Bearer tokens).
     platform: which image to pick from an index / manifest list.
     chunk_size: bytes per PATCH of a chunked blob upload (held in memory once).
@@ -23,6 +25,7 @@ class TransportOptions:
     """
 
     insecure: bool = False
+    ca_file: Path | None = None
     username: str | None = None
     password: str | None = None
     platform: Platform = field(default_factory=Platform.host)

@@ -1,21 +1,31 @@
 """A small Registry HTTP API v2 client over httpx: one host, auth, retries, errors.
 
-Every foreign error is mapped here: httpx transport errors become TransferError, error
-statuses become RegistryError / AuthError / NotFoundError naming the host and what was
-asked. Idempotent requests are retried a bounded number of times on transient
-failures (connection errors, 5xx).
+Every foreign error is mapped here: httpx transport errors become TransferError (a
+certificate that does not verify: UntrustedCertificateError), error statuses become
+RegistryError / AuthError / NotFoundError naming the host and what was asked.
+Idempotent requests are retried a bounded number of times on transient failures
+(connection errors, 5xx).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 
-from deltaport.errors import AuthError, NotFoundError, RegistryError, TransferError
+from deltaport.errors import (
+    AuthError,
+    NotFoundError,
+    RegistryError,
+    TransferError,
+    UntrustedCertificateError,
+    UsageError,
+)
 from deltaport.oci.options import TransportOptions
 from deltaport.oci.registry.auth import Authenticator
 
@@ -48,6 +58,49 @@ def candidate_base_urls(host: str, insecure: bool) -> list[str]:
     return [f"https://{host}"]
 
 
+def tls_verify(insecure: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What httpx should verify https with: nothing if INSECURE, else the CAs httpx
+    trusts by default (certifi, SSL_CERT_FILE/SSL_CERT_DIR), the system store, and the
+    PEM bundle CA_FILE (self-signed device and cloud registries).
+
+    Raises:
+        UsageError: CA_FILE cannot be read or holds no usable certificate.
+    """
+    if insecure:
+        return False
+    context = httpx.create_ssl_context()
+    context.load_default_certs()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load CA certificates from {ca_file}: {exc}") from exc
+    return context
+
+
+def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind EXC (httpx wraps it twice), if any."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded walk down the cause/context chain
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def transport_error(host: str, what: str, exc: httpx.TransportError) -> TransferError:
+    """The deltaport error for a transport failure EXC talking to HOST about WHAT."""
+    cert = untrusted_certificate(exc)
+    if cert is not None:
+        reason = cert.verify_message or str(cert)
+        return UntrustedCertificateError(
+            f"registry {host}: TLS certificate is not trusted ({reason}); pass --ca-file "
+            "with the CA that signed it, or --insecure to skip verification")
+    return TransferError(f"cannot reach registry {host} ({what}): {exc}")
+
+
 def error_detail(response: httpx.Response) -> tuple[str, str]:
     """(code, message) of a registry error body, or ('', '')."""
     try:
@@ -68,8 +121,9 @@ class RegistryClient:
         self.host = host
         self.options = options
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout)
-        self._http = http or httpx.Client(timeout=timeout, verify=not options.insecure,
-                                          follow_redirects=False)
+        self._http = http or httpx.Client(
+            timeout=timeout, verify=tls_verify(options.insecure, options.ca_file),
+            follow_redirects=False)
         self.auth = Authenticator(host, options.username, options.password)
         self._base: str | None = None
 
@@ -87,7 +141,7 @@ class RegistryClient:
         """The first candidate that answers GET /v2/ at all (any status); the last
         candidate is retried, earlier ones (https before an insecure http) are not."""
         candidates = candidate_base_urls(self.host, self.options.insecure)
-        last: Exception | None = None
+        last: httpx.TransportError | None = None
         for position, base in enumerate(candidates, 1):
             tries = self.options.retries + 1 if position == len(candidates) else 1
             for attempt in range(tries):
@@ -96,9 +150,13 @@ class RegistryClient:
                     return base
                 except httpx.TransportError as exc:
                     last = exc
+                    if untrusted_certificate(exc) is not None and position == len(candidates):
+                        break  # retrying cannot make the certificate trusted
                     if attempt + 1 < tries:
                         self._sleep(attempt)
-        raise TransferError(f"cannot reach registry {self.host}: {last}") from last
+        if last is None:
+            raise TransferError(f"cannot reach registry {self.host}: no base URL to try")
+        raise transport_error(self.host, "ping /v2/", last) from last
 
     def url(self, path_or_url: str) -> str:
         return urljoin(self.base_url + "/", path_or_url)
@@ -132,10 +190,8 @@ class RegistryClient:
                                            follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
                 attempt += 1
-                if attempt >= attempts:
-                    raise TransferError(
-                        f"cannot reach registry {self.host} ({what}): {exc}"
-                    ) from exc
+                if attempt >= attempts or untrusted_certificate(exc) is not None:
+                    raise transport_error(self.host, what, exc) from exc
                 self._sleep(attempt - 1)
                 continue
             if response.status_code in ok:
