@@ -244,6 +244,9 @@ def test_deploy_bad_manifest_and_missing_options(data_dir: Path, tmp_path: Path)
         ok=False,
     )
     assert r.returncode == 10 and "unknown devices: x" in r.stderr
+    urgent = ["--var", "REG=reg.io", "--devices", "x", "--by", "me", "--email", "m@x"]
+    r = run(data_dir, "deploy", str(m), *urgent, "--priority", "2000000", ok=False)
+    assert r.returncode == 2 and "priority must be between" in r.stderr
     r = run(data_dir, "deploy", str(m), "--devices", "x", ok=False)
     assert r.returncode == 2 and "--by" in r.stderr
 

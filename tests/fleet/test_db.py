@@ -9,13 +9,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
 
 from deltaport.errors import StateError, StorageError, UsageError
 from deltaport.fleet import queries
 from deltaport.fleet.db import alembic_config, init_db, make_engine, migrate, session_scope
-from deltaport.fleet.models import Base, Device
+from deltaport.fleet.models import Base, DeploymentSet, Device
 from tests.fixtures.services import free_port
 
 TABLES = {
@@ -44,6 +44,36 @@ def test_init_is_idempotent_and_downgrade_works(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     migrate(engine)
     assert set(inspect(engine).get_table_names()) == TABLES
+
+
+def test_priority_migration_keeps_existing_sets_at_priority_0(db_url: str) -> None:
+    """0001 → 0002 adds deployment_sets.priority (0 for old rows); downgrade drops it."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO deployment_sets (id, requested_by, contact_email,"
+                    " manifest_kind, manifest, state, created_at)"
+                    " VALUES ('d-old', 'ci', 'c@x', 'compose', '{}', 'pending',"
+                    " '2026-11-27 10:00:00+00:00')"
+                )
+            )
+        migrate(engine)
+        with session_scope(engine) as s:
+            old = s.get(DeploymentSet, "d-old")
+            assert old is not None and old.priority == 0
+            old.priority = -4
+        with session_scope(engine) as s:
+            assert s.scalar(select(DeploymentSet.priority)) == -4
+        command.downgrade(alembic_config(engine), "0001")
+        columns = {c["name"] for c in inspect(engine).get_columns("deployment_sets")}
+        assert "priority" not in columns and "state" in columns
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM deployment_sets")).scalars().all() == ["d-old"]
+    finally:
+        engine.dispose()
 
 
 def test_round_trip_keeps_utc_and_json(engine: Engine) -> None:

@@ -29,6 +29,8 @@ import pytest
 from rich.console import Console
 
 from deltaport.cli.status import HISTORY_GAPS_MAX, fill_gaps, history_table
+from deltaport.fleet.db import init_db, session_scope
+from deltaport.fleet.models import DeploymentSet
 from deltaport.oci import TransportOptions, copy_image, open_source
 from tests.fixtures.images import build_image, write_oci_layout
 from tests.fixtures.services import Registry, free_port
@@ -178,9 +180,11 @@ def test_register_add_deploy_activate_status_on_a_remote_hub(
         "alice",
         "--email",
         "alice@example.com",
+        "--priority=-2",
     ]
     plan = json.loads(ok(fleet.remote(*deploy_args, "--json")))
     deployment = plan["deployment"]
+    assert plan["priority"] == -2
     rows = {r["device"]: r for r in plan["devices"]}
     assert plan["state"] == "pending" and sorted(rows) == ["edge-1", "edge-2"]
     assert all(r["sending"] == [fleet.name("v2")] and r["bytes"] > 0 for r in rows.values())
@@ -236,7 +240,9 @@ def test_register_add_deploy_activate_status_on_a_remote_hub(
     assert img["devices"] == [{"device": "edge-1", "status": "present"}]
     dep = json.loads(out["deployment", True])
     assert dep["state"] == "active" and dep["counts"] == {"present": 2}
+    assert dep["priority"] == -2 and "priority -2" in out["deployment", False]
     assert json.loads(out["deployments", True])[0]["id"] == deployment
+    assert json.loads(out["deployments", True])[0]["priority"] == -2
     totals: dict[str, int] = {}
     for bucket in json.loads(out["history", True]):
         for status, n in bucket["counts"].items():
@@ -264,6 +270,13 @@ def _same_plan_locally(
     ok(run(home, "device", "report", "edge-1", str(inv)))
     local = json.loads(ok(run(home, *deploy_args, "--insecure", "--json")))
     assert local.keys() == plan.keys()
+    engine = init_db(f"sqlite:///{home / 'deltaport.db'}")  # --priority is stored on the set
+    try:
+        with session_scope(engine) as s:
+            stored = s.get(DeploymentSet, local["deployment"])
+            assert stored is not None and stored.priority == plan["priority"]
+    finally:
+        engine.dispose()
     assert {k: v for k, v in local.items() if k != "deployment"} == {
         k: v for k, v in plan.items() if k != "deployment"
     }

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.models import DeploymentSet, Device, DeviceImage, Event
-from tests.hub.conftest import OPERATOR_TOKEN, LiveHub, World
+from deltaport.hub.client import HubClient
+from tests.hub.conftest import OPERATOR_TOKEN, REGISTRY, LiveHub, World
 
 API = "/api/v1/device"
 
@@ -116,6 +117,36 @@ def test_each_device_lists_only_its_own_bundle(hub: LiveHub) -> None:
     with hub.device("dev-1") as c:
         assert c.post(API + "/status", json={"messages": [message(w, "dev-1")]}).status_code == 200
         assert c.get(API + "/bundles").json() == {"bundles": []}
+
+
+def test_offers_are_ordered_by_priority_then_creation_time(any_hub: LiveHub) -> None:
+    """An urgent deployment made after a routine one is offered first; ties keep age order."""
+    w = any_hub.world
+    ids = {"v2": w.v2}
+    with HubClient(any_hub.url, OPERATOR_TOKEN, timeout=30) as hc:
+        for tag in ("v3", "v4", "v5"):
+            w.registry.add(f"{REGISTRY}/demo/app:{tag}", ["base", "lib1", f"app-{tag}"])
+            ids[tag] = hc.register_image(f"docker://{REGISTRY}/demo/app:{tag}")["image_id"]
+        deps = {"v2": w.deployment}
+        # deployed in the order v5, v3, v4: creation order differs from priority order
+        for tag, priority in (("v5", 7), ("v3", -3), ("v4", 0)):
+            compose = f"services:\n  app:\n    image: {REGISTRY}/demo/app:{tag}\n"
+            result = hc.deploy(
+                compose, by="ops", email="ops@example.com", devices=["dev-2"], priority=priority
+            )
+            assert result["priority"] == priority
+            deps[tag] = result["deployment"]
+        assert hc.deployment(deps["v3"])["priority"] == -3
+        assert hc.deployment(w.deployment)["priority"] == 0
+    with any_hub.device("dev-2") as c:
+        offers = c.get(API + "/bundles").json()["bundles"]
+    got = [(o["image_id"], o["priority"], o["deployment"]) for o in offers]
+    assert got == [
+        (ids["v3"], -3, deps["v3"]),  # most urgent, though deployed after v5
+        (ids["v2"], 0, deps["v2"]),  # priority 0: the older deployment first
+        (ids["v4"], 0, deps["v4"]),
+        (ids["v5"], 7, deps["v5"]),  # deployed first, downloaded last
+    ]
 
 
 def test_deferred_failure_keeps_the_offer_final_failure_removes_it(hub: LiveHub) -> None:

@@ -145,8 +145,15 @@ def test_deploy_request_checks(hub: LiveHub) -> None:
             "/api/v1/deployments",
             json={"manifest": COMPOSE_V2, "by": "a", "email": "a@b", "devices": ["ghost"]},
         )
+        base = {"manifest": COMPOSE_V2, "by": "a", "email": "a@b", "devices": ["dev-1"]}
+        not_int = [
+            c.post("/api/v1/deployments", json={**base, "priority": p}) for p in ("1", True, 1.5)
+        ]
+        too_big = c.post("/api/v1/deployments", json={**base, "priority": 10**7})
     assert missing.status_code == 422 and missing.json()["error"] == "FormatError"
     assert empty.status_code == 422
+    assert [r.status_code for r in not_int] == [422, 422, 422]
+    assert too_big.status_code == 400 and "priority" in too_big.json()["message"]
     assert nobody.status_code == 404 and "ghost" in nobody.json()["message"]
 
 

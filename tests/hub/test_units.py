@@ -229,6 +229,7 @@ def test_json_is_what_the_client_sends() -> None:
             devices=["a"],
             labels={"k": "v"},
             variables={"T": "1"},
+            priority=-3,
         )
     assert seen == {
         "manifest": "services: {}",
@@ -238,6 +239,7 @@ def test_json_is_what_the_client_sends() -> None:
         "email": "e@x",
         "vars": {"T": "1"},
         "manifest_name": "manifest",
+        "priority": -3,
     }
 
 

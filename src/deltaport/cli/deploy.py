@@ -69,6 +69,12 @@ def deploy_command(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plain HTTP registries (local database only).")
     ] = False,
+    priority: Annotated[
+        int,
+        typer.Option(
+            "--priority", help="Download order on the devices: lower is more urgent (default 0)."
+        ),
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
@@ -89,6 +95,7 @@ def deploy_command(
         contact_email=email,
         device_names=_split_names(devices),
         labels=parse_labels(label or []),
+        priority=priority,
     )
     client = remote_hub(hub, token)
     if client is not None:
@@ -117,6 +124,7 @@ def _deploy_on_hub(
         labels=dict(request.labels),
         variables=used,
         manifest_name=manifest_name,
+        priority=request.priority,
     )
 
 
@@ -160,7 +168,7 @@ def _print(doc: dict[str, Any], as_json: bool) -> None:
         print_json(doc)
         return
     print_table(
-        f"deployment {doc['deployment']} ({doc['state']})",
+        f"deployment {doc['deployment']} ({doc['state']}, priority {doc.get('priority', 0)})",
         ["device", "images sent", "bundles", "bytes", "link", "est. time"],
         [
             [

@@ -55,7 +55,10 @@ def deployment(
     if as_json:
         print_json(data)
         return
-    typer.echo(f"deployment {data['id']}: {data['state']} (by {data['requested_by']})")
+    typer.echo(
+        f"deployment {data['id']}: {data['state']} (by {data['requested_by']}, "
+        f"priority {data.get('priority', 0)})"
+    )
     print_table(
         f"deployment {data['id']}",
         ["device", *data["images"], "arrived"],
@@ -136,7 +139,7 @@ def deployments(
     if as_json:
         print_json(data)
         return
-    cols = ["id", "state", "requested_by", "created_at", "finished_at"]
+    cols = ["id", "state", "priority", "requested_by", "created_at", "finished_at"]
     print_table("deployments", cols, [[r[c] for c in cols] for r in data])
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -147,6 +148,8 @@ class DeploymentSet(Base):
     manifest_kind: Mapped[str] = mapped_column(String(20))  # "iotedge" | "compose"
     manifest: Mapped[dict[str, Any]] = mapped_column()  # the resolved manifest document
     state: Mapped[str] = mapped_column(String(20))
+    # download order on the devices: lower is more urgent (docs/hub-api.md), then created_at
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 

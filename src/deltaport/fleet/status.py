@@ -56,6 +56,7 @@ def deployment_status(session: Session, set_id: str) -> dict[str, Any]:
     return {
         "id": dset.id,
         "state": dset.state,
+        "priority": dset.priority,
         "requested_by": dset.requested_by,
         "contact_email": dset.contact_email,
         "created_at": _iso(dset.created_at),
@@ -137,6 +138,7 @@ def deployments(
         {
             "id": s.id,
             "state": s.state,
+            "priority": s.priority,
             "requested_by": s.requested_by,
             "contact_email": s.contact_email,
             "created_at": _iso(s.created_at),

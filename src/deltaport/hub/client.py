@@ -104,8 +104,12 @@ class HubClient:
         labels: Mapping[str, str] | None = None,
         variables: Mapping[str, str] | None = None,
         manifest_name: str = "manifest",
+        priority: int = 0,
     ) -> dict[str, Any]:
-        """``deltaport deploy``: the deployment set and each device's plan."""
+        """``deltaport deploy``: the deployment set and each device's plan.
+
+        PRIORITY orders the devices' downloads: lower is more urgent.
+        """
         body = {
             "manifest": manifest,
             "devices": list(devices),
@@ -114,6 +118,7 @@ class HubClient:
             "email": email,
             "vars": dict(variables or {}),
             "manifest_name": manifest_name,
+            "priority": priority,
         }
         result: dict[str, Any] = self._call("POST", "/deployments", json=body)
         return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import AccessError, StorageError, UnknownObjectError
@@ -42,9 +42,14 @@ def bundle_url(digest: str) -> str:
 
 
 def waiting_bundles(session: Session, *, device: Device, limit: int) -> list[dict[str, Any]]:
-    """The offers of ``GET /bundles`` for DEVICE, oldest deployment first, at most LIMIT."""
+    """The offers of ``GET /bundles`` for DEVICE, in download order, at most LIMIT.
+
+    Most urgent deployment first (lowest ``priority``), then the oldest, then in the
+    order the device images were recorded; each offer carries its set's priority so
+    the agent's own sort (lowest first, ties in list order) keeps this order.
+    """
     rows = session.execute(
-        select(DeviceImage, Bundle)
+        select(DeviceImage, Bundle, DeploymentSet.priority)
         .join(Bundle, Bundle.id == DeviceImage.bundle_id)
         .outerjoin(DeploymentSet, DeploymentSet.id == DeviceImage.deployment_set_id)
         .where(
@@ -55,21 +60,23 @@ def waiting_bundles(session: Session, *, device: Device, limit: int) -> list[dic
                 & DeviceImage.failure_reason.startswith(DEFERRED_PREFIX),
             ),
         )
-        .order_by(DeploymentSet.created_at, DeviceImage.id)
+        .order_by(
+            func.coalesce(DeploymentSet.priority, 0), DeploymentSet.created_at, DeviceImage.id
+        )
         .limit(limit)
     ).all()
-    names = queries.images_by_content(session, {di.image_id for di, _ in rows})
+    names = queries.images_by_content(session, {di.image_id for di, _, _ in rows})
     return [
         {
             "digest": bundle.digest,
             "url": bundle_url(bundle.digest),
             "size": bundle.size,
             "deployment": di.deployment_set_id,
-            "priority": 0,
+            "priority": priority or 0,
             "target": names[di.image_id].name if di.image_id in names else None,
             "image_id": di.image_id,
         }
-        for di, bundle in rows
+        for di, bundle, priority in rows
     ]
 
 

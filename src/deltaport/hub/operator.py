@@ -57,6 +57,7 @@ def create_deployment(operator: CurrentOperator, body: OperatorBody, hub: Hub) -
         contact_email=doc.email,
         device_names=tuple(doc.devices),
         labels=queries.parse_labels(f"{k}={v}" for k, v in doc.labels.items()),
+        priority=doc.priority,
     )
     data_dir = hub.settings.fleet.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)

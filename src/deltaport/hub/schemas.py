@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class _Open(BaseModel):
@@ -93,6 +93,10 @@ class DeployRequestDoc(BaseModel):
     email: str
     vars: dict[str, str] = Field(default_factory=dict, description="values for ${NAME}")
     manifest_name: str = "manifest"
+    priority: StrictInt = Field(
+        0,
+        description="download order on the devices: lower is more urgent (at most ±1000000)",
+    )
 
 
 class RegisterImageDoc(BaseModel):

@@ -25,7 +25,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from deltaport.errors import StateError, UnknownObjectError
+from deltaport.errors import StateError, UnknownObjectError, UsageError
 from deltaport.fleet import queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
@@ -87,6 +87,21 @@ def register(
 
 # --- deploy ------------------------------------------------------------------
 
+PRIORITY_LIMIT = 1_000_000  # |priority| at most this: plenty, and fits a 32-bit column
+
+
+def check_priority(value: object) -> int:
+    """VALUE as a deployment priority: an integer within ±PRIORITY_LIMIT (lower is more urgent).
+
+    Raises:
+        UsageError: not an integer, or out of range.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"priority must be an integer, not {value!r}")
+    if abs(value) > PRIORITY_LIMIT:
+        raise UsageError(f"priority must be between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}")
+    return value
+
 
 @dataclass(frozen=True)
 class DeployRequest:
@@ -97,6 +112,10 @@ class DeployRequest:
     contact_email: str
     device_names: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0  # devices download lower first (docs/hub-api.md), then older sets
+
+    def __post_init__(self) -> None:
+        check_priority(self.priority)
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,7 @@ class DeployResult:
     built: tuple[str, ...]  # bundle keys built by this deployment
     reused: tuple[str, ...]  # bundle keys an earlier deployment had built
     activated: bool = False
+    priority: int = 0
 
 
 def deploy_result_doc(result: DeployResult) -> dict[str, Any]:
@@ -135,6 +155,7 @@ def deploy_result_doc(result: DeployResult) -> dict[str, Any]:
         "deployment": result.deployment_id,
         "state": result.state,
         "activated": result.activated,
+        "priority": result.priority,
         "built": list(result.built),
         "reused": list(result.reused),
         "devices": [
@@ -335,6 +356,7 @@ def record_deployment(
         manifest_kind=request.manifest.kind,
         manifest=_manifest_record(request.manifest),
         state=SetState.COMPLETE.value if nothing else SetState.PENDING.value,
+        priority=request.priority,
     )
     session.add(dset)
     session.flush()
@@ -371,6 +393,7 @@ def record_deployment(
         devices=rows,
         built=tuple(built),
         reused=tuple(b.key for b in plan.bundles if b.exists),
+        priority=dset.priority,
     )
 
 
