@@ -9,6 +9,15 @@ from pathlib import Path
 from deltaport.errors import StorageError
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in DIRECTORY durable (fsync the directory itself)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write DATA to PATH so readers see the old file or the whole new one, never half.
 

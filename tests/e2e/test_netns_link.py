@@ -9,11 +9,9 @@ links are removed in teardown, also when the test fails.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,60 +29,26 @@ from tests.e2e.conftest import (
     skopeo_image_id,
     wait_for,
 )
+from tests.fixtures.netns import Netns, close_namespace, join_with_veth, open_namespace
 from tests.fixtures.services import free_port
 
 RATE_BPS = 1_000_000
 OUTAGE_SECONDS = 4.0
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
-
-
-@dataclass(frozen=True)
-class Netns:
-    """A namespace joined to the root namespace by a shaped veth pair."""
-
-    name: str
-    host_if: str  # root-namespace end; its egress (hub → device) is shaped
-    ns_if: str
-    host_ip: str
-    ns_ip: str
-
-    @property
-    def prefix(self) -> tuple[str, ...]:
-        return ("ip", "netns", "exec", self.name)
-
-    def tx_bytes(self) -> int:
-        """Bytes sent from the root namespace towards the device so far."""
-        return int(Path(f"/sys/class/net/{self.host_if}/statistics/tx_bytes").read_text())
-
-    def set_device_link(self, up: bool) -> None:
-        _ip("-n", self.name, "link", "set", self.ns_if, "up" if up else "down")
-
-
 @pytest.fixture
 def netns() -> Iterator[Netns]:
-    tag = os.getpid() % 100_000
-    ns = Netns(f"dpe2e{tag}", f"dph{tag}", f"dpn{tag}", f"10.231.{tag % 250}.1",
-               f"10.231.{tag % 250}.2")
-    probe = _ip("netns", "add", ns.name, check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace (needs root): {probe.stderr.strip()}")
+    """A namespace for the device, joined by a veth whose hub-side egress is shaped."""
+    ns = Netns.for_this_process("e2e", 231)
+    if (reason := open_namespace(ns)) is not None:
+        pytest.skip(f"cannot create a network namespace (needs root): {reason}")
     try:
-        _ip("link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if)
-        _ip("link", "set", ns.ns_if, "netns", ns.name)
-        _ip("addr", "add", f"{ns.host_ip}/24", "dev", ns.host_if)
-        _ip("link", "set", ns.host_if, "up")
-        _ip("-n", ns.name, "addr", "add", f"{ns.ns_ip}/24", "dev", ns.ns_if)
-        _ip("-n", ns.name, "link", "set", ns.ns_if, "up")
-        _ip("-n", ns.name, "link", "set", "lo", "up")
+        join_with_veth(ns)
         subprocess.run(["tc", "qdisc", "replace", "dev", ns.host_if, "root", "tbf", "rate",
                         "1mbit", "burst", "16kb", "latency", "500ms"], check=True, timeout=30)
         yield ns
     finally:
-        _ip("netns", "del", ns.name, check=False)
-        _ip("link", "del", ns.host_if, check=False)  # gone with the namespace, normally
+        close_namespace(ns)
 
 
 def _device_registry(group: ProcessGroup, ns: Netns, folder: Path) -> str:

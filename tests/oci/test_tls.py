@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from deltaport.errors import TransferError, UntrustedCertificateError
 from deltaport.oci import TransportOptions, copy_image, inspect_image
+from tests.fixtures.netns import Netns, close_namespace, join_with_veth, open_namespace
 from tests.oci.conftest import ImageFiles
 from tests.oci.skopeo import skopeo
 
@@ -41,10 +42,6 @@ DELTAPORT = str(Path(sys.executable).parent / "deltaport")
 PORT = 5000
 READY_TIMEOUT = 15.0  # seconds for the registry to answer https
 CLI_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "COLUMNS": "400"}
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
 
 
 @dataclass(frozen=True)
@@ -127,37 +124,17 @@ class TlsRegistry:
         return self.storage / "docker/registry/v2/repositories" / name
 
 
-@dataclass(frozen=True)
-class Netns:
-    name: str
-    host_if: str
-    ns_if: str
-    host_ip: str
-    ns_ip: str
-
-
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
     """A namespace joined to this one by a veth pair with non-loopback addresses."""
-    tag = os.getpid() % 100_000
-    ns = Netns(f"dptls{tag}", f"dtlh{tag}", f"dtln{tag}", f"10.232.{tag % 250}.1",
-               f"10.232.{tag % 250}.2")
-    probe = _ip("netns", "add", ns.name, check=False)
-    if probe.returncode != 0:
-        pytest.fail("the TLS test needs a network namespace (root, `ip netns add`): "
-                    f"{probe.stderr.strip()}")
+    ns = Netns.for_this_process("tls", 232)
+    if (reason := open_namespace(ns)) is not None:
+        pytest.fail(f"the TLS test needs a network namespace (root, `ip netns add`): {reason}")
     try:
-        _ip("link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if)
-        _ip("link", "set", ns.ns_if, "netns", ns.name)
-        _ip("addr", "add", f"{ns.host_ip}/24", "dev", ns.host_if)
-        _ip("link", "set", ns.host_if, "up")
-        _ip("-n", ns.name, "addr", "add", f"{ns.ns_ip}/24", "dev", ns.ns_if)
-        _ip("-n", ns.name, "link", "set", ns.ns_if, "up")
-        _ip("-n", ns.name, "link", "set", "lo", "up")
+        join_with_veth(ns)
         yield ns
     finally:
-        _ip("netns", "del", ns.name, check=False)
-        _ip("link", "del", ns.host_if, check=False)  # gone with the namespace, normally
+        close_namespace(ns)
 
 
 def _wait_https(url: str, ca_file: Path, proc: subprocess.Popen[bytes], log: Path) -> None:

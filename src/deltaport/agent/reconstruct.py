@@ -53,7 +53,6 @@ def target_of(index: BundleIndex) -> Target:
                                 or not all(isinstance(d, str) for d in devices)):
         raise FormatError("bundle content: devices must be a list of device names")
     deployment = content.get("deployment")
-    size = content["target"].get("size", 0)
     try:
         reference = parse_reference(f"docker://localhost/{parsed.target_name}")
     except UsageError as exc:
@@ -63,7 +62,7 @@ def target_of(index: BundleIndex) -> Target:
     return Target(
         name=parsed.target_name,
         image_id=parsed.image_id,
-        size=size if isinstance(size, int) and size > 0 else 0,
+        size=parsed.target_size,
         deployment=deployment if isinstance(deployment, str) else None,
         devices=tuple(devices) if devices is not None else None,
     )

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from deltaport.errors import FormatError, StorageError, UsageError
+from deltaport.fsutil import fsync_dir
 
 PRIVATE_KEY_NAME = "deltaport.key"
 PUBLIC_KEY_NAME = "deltaport.pub"
@@ -46,14 +47,6 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     """``ed25519:`` + hex of the first 16 bytes of sha256(raw 32-byte public key)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return KEY_ID_PREFIX + hashlib.sha256(raw).digest()[:KEY_ID_BYTES].hex()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -115,7 +108,7 @@ def generate_keypair(directory: Path) -> KeyPair:
     except BaseException:
         private_path.unlink()  # the one we just created: leave no half pair behind
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return KeyPair(private_path, public_path, key_id(private_key.public_key()))
 
 

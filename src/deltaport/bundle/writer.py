@@ -39,6 +39,7 @@ from deltaport.bundle.payload import ChunkHasher
 from deltaport.bundle.signing import encode_signatures, sign_index
 from deltaport.bundle.tarblocks import member_header
 from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
+from deltaport.fsutil import fsync_dir
 
 COPY_BUFFER_SIZE = 1 << 20
 
@@ -71,15 +72,6 @@ def _stream_size(source: IO[bytes]) -> int | None:
     except (OSError, ValueError):
         return None
     return end - here
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BundleWriter:
@@ -280,5 +272,5 @@ class BundleWriter:
                 os.unlink(tmp)
             raise
         with contextlib.suppress(OSError):  # durability of the rename is best effort
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
         return "sha256:" + whole.hexdigest(), size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,15 +20,23 @@ console = Console(stderr=True)
 out = Console()
 
 
-def _progress() -> Progress:
-    return Progress(
+@contextmanager
+def _layer_progress(verb: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A transient progress bar on stderr and the callback that moves it."""
+    with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    )
+    ) as bar:
+        task = bar.add_task(f"{verb} bundle", total=None)
+
+        def report(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{verb}: {step}", completed=done, total=total)
+
+        yield report
 
 
 @app.command("create")
@@ -51,12 +61,7 @@ def create(
     from deltaport.delta.image import create_image_delta
 
     key = load_private_key(sign_key) if sign_key else None
-    with _progress() as bar:
-        task = bar.add_task("building bundle", total=None)
-
-        def report(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"building: {step}", completed=done, total=total)
-
+    with _layer_progress("building") as report:
         summary = create_image_delta(
             to,
             sources or [],
@@ -114,12 +119,7 @@ def apply(
     from deltaport.delta.image import apply_image_delta
 
     keys = [load_public_key(p) for p in trust_keys] if trust_keys else None
-    with _progress() as bar:
-        task = bar.add_task("applying bundle", total=None)
-
-        def report(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"applying: {step}", completed=done, total=total)
-
+    with _layer_progress("applying") as report:
         result = apply_image_delta(
             bundle,
             sources or [],

@@ -260,6 +260,7 @@ def image_register_command(
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import DeltaSignatureMaker, OciIdentityReader
     from deltaport.pipelines.image_to_device import register as register_image
+    from deltaport.pipelines.image_to_device import registered_image_doc
 
     refuse_insecure_on_hub(hub, insecure)
 
@@ -274,13 +275,7 @@ def image_register_command(
             build_id=build_id,
             registered_by=by,
         )
-        return {
-            "image": image.name,
-            "image_id": image.image_id,
-            "manifest_digest": image.manifest_digest,
-            "layers": len(image.diff_ids),
-            "signature": image.signature_path,
-        }
+        return registered_image_doc(image)
 
     def remote(client: HubClient) -> dict[str, Any]:
         return client.register_image(reference, name=name, build_id=build_id, by=by)

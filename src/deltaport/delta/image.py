@@ -219,12 +219,14 @@ def create_image_delta(
                 )
                 results.append(result)
                 entries.append(entry)
+        name, image_id = target_name(target_ref), target.image_id()
+        target_size = sum(r.size for r in results)
         content = {
             **dict(extra_content or {}),
             **build_content(
-                target_name=target_name(target_ref),
-                image_id=target.image_id(),
-                target_size=sum(r.size for r in results),
+                target_name=name,
+                image_id=image_id,
+                target_size=target_size,
                 config=config_part,
                 layers=entries,
             ),
@@ -234,13 +236,12 @@ def create_image_delta(
             writer.add_member(PAYLOAD_MEMBER, payload_in,
                               media_type="application/vnd.deltaport.image-delta-payload")
         info = writer.finish(content, signing_key)
-        image_id = target.image_id()
     return DeltaSummary(
         bundle=out,
         bundle_bytes=int(info.size),
-        target_name=target_name(target_ref),
+        target_name=name,
         image_id=image_id,
-        target_size=sum(r.size for r in results),
+        target_size=target_size,
         layers=tuple(results),
     )
 

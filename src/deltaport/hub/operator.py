@@ -26,6 +26,7 @@ from deltaport.pipelines.image_to_device import (
     deploy,
     deploy_result_doc,
     register,
+    registered_image_doc,
 )
 from deltaport.pipelines.manifest import parse_manifest
 from deltaport.pipelines.manifest_to_device import activate
@@ -146,13 +147,7 @@ def register_image(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> d
             build_id=doc.build_id,
             registered_by=doc.by or operator.name,
         )
-        return {
-            "image": image.name,
-            "image_id": image.image_id,
-            "manifest_digest": image.manifest_digest,
-            "layers": len(image.diff_ids),
-            "signature": image.signature_path,
-        }
+        return registered_image_doc(image)
 
 
 @router.get("/history")

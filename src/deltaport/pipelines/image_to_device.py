@@ -85,6 +85,17 @@ def register(
     )
 
 
+def registered_image_doc(image: Image) -> dict[str, Any]:
+    """IMAGE as JSON: what `image register --json` prints and the hub's POST /images answers."""
+    return {
+        "image": image.name,
+        "image_id": image.image_id,
+        "manifest_digest": image.manifest_digest,
+        "layers": len(image.diff_ids),
+        "signature": image.signature_path,
+    }
+
+
 # --- deploy ------------------------------------------------------------------
 
 PRIORITY_LIMIT = 1_000_000  # |priority| at most this: plenty, and fits a 32-bit column

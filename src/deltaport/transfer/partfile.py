@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deltaport.errors import StorageError
+from deltaport.fsutil import fsync_dir
 from deltaport.transfer.plan import ChunkPlan, chunk_ok
 
 
@@ -111,10 +112,6 @@ class PartFile:
         try:
             os.fsync(self._fd)
             os.replace(self.path, dest)
-            dir_fd = os.open(dest.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(dest.parent)
         except OSError as exc:
             raise StorageError(f"cannot move {self.path} to {dest}: {exc}") from exc
