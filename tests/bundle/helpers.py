@@ -9,10 +9,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deltaport.bundle import BundleInfo, BundleWriter
-from deltaport.bundle.format import BLOCK_SIZE, BundleLimits
-from deltaport.bundle.head import encode_head, required_head_bytes
+from deltaport.bundle.format import HEAD_FIXED_SIZE, BundleLimits
+from deltaport.bundle.head import (
+    decode_index_bytes,
+    encode_head,
+    encode_index_bytes,
+    required_head_bytes,
+)
 from deltaport.bundle.signing import encode_signatures, sign_index
-from deltaport.bundle.tarblocks import parse_size_field
 
 SMALL_CHUNK = 4096
 
@@ -39,21 +43,33 @@ def build_bundle(
         return writer.finish(content if content is not None else {"kind": "test"}, key)
 
 
-def split_bundle(data: bytes) -> tuple[bytes, bytes, bytes]:
-    """The raw index.json bytes, index.sig bytes and payload region of a bundle."""
+def split_stored(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """The stored (compressed) index bytes, signature bytes and payload of a bundle."""
     head_size = required_head_bytes(data, BundleLimits())
-    index_size = parse_size_field(data[:BLOCK_SIZE])
-    sig_at = BLOCK_SIZE + index_size + (-index_size % BLOCK_SIZE)
-    sig_size = parse_size_field(data[sig_at : sig_at + BLOCK_SIZE])
-    index = data[BLOCK_SIZE : BLOCK_SIZE + index_size]
-    sig = data[sig_at + BLOCK_SIZE : sig_at + BLOCK_SIZE + sig_size]
-    return index, sig, data[head_size:]
+    index_size = int.from_bytes(data[12:16], "big")
+    index_end = HEAD_FIXED_SIZE + index_size
+    return data[HEAD_FIXED_SIZE:index_end], data[index_end:head_size], data[head_size:]
+
+
+def split_bundle(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """The index JSON bytes (decompressed), signature bytes and payload of a bundle."""
+    stored, sig, payload = split_stored(data)
+    return decode_index_bytes(stored, BundleLimits()), sig, payload
 
 
 def reassemble(
-    index: bytes, payload: bytes, *, key: Ed25519PrivateKey | None = None, sig: bytes | None = None
+    index: bytes,
+    payload: bytes,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    sig: bytes | None = None,
+    stored: bool = False,
 ) -> bytes:
-    """A bundle from parts: signs ``index`` with ``key`` unless ``sig`` bytes are given."""
+    """A bundle from index JSON (compressed here unless ``stored``) and payload.
+
+    Signs the stored index with ``key`` unless ``sig`` bytes are given.
+    """
+    stored_index = index if stored else encode_index_bytes(index)
     if sig is None:
-        sig = encode_signatures([sign_index(index, key)] if key else [])
-    return encode_head(index, sig) + payload
+        sig = encode_signatures([sign_index(stored_index, key)] if key else [])
+    return encode_head(stored_index, sig) + payload

@@ -1,11 +1,10 @@
-"""Writing and reading real bundle files: contents, layout, tar interoperability, cleanup."""
+"""Writing and reading real bundle files: contents, layout, the old format, cleanup."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -14,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deltaport.bundle import FORMAT_VERSION, BundleReader, BundleWriter, key_id
-from deltaport.bundle.format import BLOCK_SIZE
+from deltaport.bundle.format import HEAD_FIXED_SIZE, MAGIC
 from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
 from tests.bundle.helpers import DEFAULT_MEMBERS, SMALL_CHUNK, build_bundle
 
@@ -119,29 +118,36 @@ def test_same_input_gives_same_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.bundle").read_bytes() == (tmp_path / "b.bundle").read_bytes()
 
 
-def test_system_tar_lists_and_extracts_members(tmp_path: Path) -> None:
+def test_layout_is_fixed_head_index_signatures_then_members_back_to_back(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "t.bundle"
     build_bundle(path, key=Ed25519PrivateKey.generate())
-    listing = subprocess.run(
-        ["tar", "tf", str(path)], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert listing == ["index.json", "index.sig"] + [name for name, _ in DEFAULT_MEMBERS]
-    out = tmp_path / "x"
-    out.mkdir()
-    subprocess.run(["tar", "xf", str(path), "-C", str(out)], check=True)
-    for name, data in DEFAULT_MEMBERS:
-        assert (out / name).read_bytes() == data
+    data = path.read_bytes()
+    assert data[:8] == MAGIC
+    assert int.from_bytes(data[8:10], "big") == FORMAT_VERSION == 2
+    assert data[10:12] == b"\x00\x00"
+    index_len, sig_len = int.from_bytes(data[12:16], "big"), int.from_bytes(data[16:20], "big")
+    with BundleReader(path) as reader:
+        assert reader.index.payload_offset == HEAD_FIXED_SIZE + index_len + sig_len
+        assert data[HEAD_FIXED_SIZE + index_len : reader.index.payload_offset] == (
+            reader.signature_bytes
+        )
+        payload = data[reader.index.payload_offset :]
+        assert payload == b"".join(d for _, d in DEFAULT_MEMBERS)
+        for member, (name, member_data) in zip(reader.index.members, DEFAULT_MEMBERS, strict=True):
+            assert member.name == name
+            assert payload[member.offset : member.offset + member.size] == member_data
 
 
-def test_python_tarfile_agrees_with_index(tmp_path: Path) -> None:
-    path = tmp_path / "t.bundle"
-    build_bundle(path)
-    with BundleReader(path) as reader, tarfile.open(path, "r:") as archive:
-        infos = archive.getmembers()
-        assert [i.name for i in infos[2:]] == [m.name for m in reader.index.members]
-        for info, member in zip(infos[2:], reader.index.members, strict=True):
-            assert info.offset_data == reader.index.payload_offset + member.offset
-            assert info.size == member.size and info.mode == 0o644 and info.mtime == 0
+def test_format_1_tar_bundle_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    old = tmp_path / "v1.bundle"
+    src = tmp_path / "index.json"
+    src.write_text('{"format_version":1}')
+    with tarfile.open(old, "w", format=tarfile.USTAR_FORMAT) as archive:
+        archive.add(src, arcname="index.json")
+    with pytest.raises(FormatError, match="format-1 \\(tar\\) bundle"):
+        BundleReader(old)
 
 
 @pytest.mark.parametrize(
@@ -256,13 +262,3 @@ def test_reader_errors_for_missing_file_and_member(tmp_path: Path) -> None:
     build_bundle(tmp_path / "b.bundle")
     with BundleReader(tmp_path / "b.bundle") as reader, pytest.raises(FormatError, match="zzz"):
         reader.index.member("zzz")
-
-
-def test_head_is_block_aligned_and_payload_ends_with_zero_blocks(tmp_path: Path) -> None:
-    path = tmp_path / "b.bundle"
-    build_bundle(path)
-    data = path.read_bytes()
-    with BundleReader(path) as reader:
-        assert reader.index.payload_offset % BLOCK_SIZE == 0
-    assert len(data) % BLOCK_SIZE == 0
-    assert data[-2 * BLOCK_SIZE :] == bytes(2 * BLOCK_SIZE)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deltaport.bundle import BundleReader, key_id, read_head
 from deltaport.bundle.signing import SignatureEntry, encode_signatures, sign_index
 from deltaport.errors import SignatureError, UsageError
-from tests.bundle.helpers import build_bundle, reassemble, split_bundle
+from tests.bundle.helpers import build_bundle, reassemble, split_bundle, split_stored
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +91,12 @@ def test_tampered_index_that_is_not_json_is_still_a_signature_error(
 def test_tampered_signature_is_refused(tmp_path: Path, signer: Ed25519PrivateKey) -> None:
     path = tmp_path / "t.bundle"
     build_bundle(path, key=signer)
-    index, _, payload = split_bundle(path.read_bytes())
+    index, _, payload = split_stored(path.read_bytes())
     entry = sign_index(index, signer)
     bad = bytearray(entry.signature)
     bad[10] ^= 1
     forged = encode_signatures([SignatureEntry(entry.key_id, bytes(bad))])
-    path.write_bytes(reassemble(index, payload, sig=forged))
+    path.write_bytes(reassemble(index, payload, sig=forged, stored=True))
     with pytest.raises(SignatureError, match="does not verify"):
         BundleReader(path, trusted_keys=[signer.public_key()])
 
@@ -134,9 +134,9 @@ def test_untrusted_extra_signature_is_ignored(
 ) -> None:
     path = tmp_path / "t.bundle"
     build_bundle(path, key=signer)
-    index, _, payload = split_bundle(path.read_bytes())
+    index, _, payload = split_stored(path.read_bytes())
     both = encode_signatures([sign_index(index, stranger), sign_index(index, signer)])
-    path.write_bytes(reassemble(index, payload, sig=both))
+    path.write_bytes(reassemble(index, payload, sig=both, stored=True))
     with BundleReader(path, trusted_keys=[signer.public_key()]) as reader:
         assert reader.index.signer_key_id == key_id(signer.public_key())
         reader.verify_all()

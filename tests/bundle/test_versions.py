@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -128,22 +127,51 @@ def test_not_a_bundle(tmp_path: Path) -> None:
         BundleReader(path)
 
 
-def test_tar_framing_that_disagrees_with_the_index_is_refused(tmp_path: Path) -> None:
-    """A signer whose tar headers differ from the index (chunk digests made to match)."""
-    key = Ed25519PrivateKey.generate()
-    path = tmp_path / "f.bundle"
-    build_bundle(path, key=key)
-    index_bytes, _, payload = split_bundle(path.read_bytes())
-    document = json.loads(index_bytes)
-    header = bytearray(payload[:512])
-    header[100:108] = b"0000600\x00"  # mode of the first member's header
-    forged_payload = bytes(header) + payload[512:]
-    size = document["chunk_size"]
-    document["chunk_digests"] = [
-        "sha256:" + hashlib.sha256(forged_payload[i : i + size]).hexdigest()
-        for i in range(0, len(forged_payload), size)
-    ]
-    path.write_bytes(reassemble(json.dumps(document).encode(), forged_payload, key=key))
-    reader = BundleReader(path, trusted_keys=[key.public_key()])
-    with reader, pytest.raises(FormatError, match="framing"):
-        reader.verify_all()
+def _frame_without_size(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(write_content_size=False).compress(data)
+
+
+@pytest.mark.parametrize(
+    ("stored", "match"),
+    [
+        (b"{}", "zstd"),  # plain JSON, not compressed
+        (b"", "limit is 1"),
+        (None, "one complete zstd frame"),  # a good frame with a byte after it
+        ("nosize", "state its size"),
+        ("toobig", "state its size"),
+    ],
+)
+def test_stored_index_must_be_one_bounded_zstd_frame(
+    tmp_path: Path, stored: bytes | str | None, match: str
+) -> None:
+    from deltaport.bundle.head import encode_index_bytes
+
+    path = tmp_path / "b.bundle"
+    build_bundle(path)
+    index, _, payload = split_bundle(path.read_bytes())
+    limits = BundleLimits()
+    if stored is None:
+        raw = encode_index_bytes(index) + b"\x00"
+    elif stored == "nosize":
+        raw = _frame_without_size(index)
+    elif stored == "toobig":
+        raw = encode_index_bytes(index)
+        limits = BundleLimits(max_index_size=len(raw) + 1)  # stored fits, JSON does not
+    else:
+        assert isinstance(stored, bytes)
+        raw = stored
+    with pytest.raises(FormatError, match=match):
+        read_head(reassemble(raw, payload, stored=True), limits=limits)
+
+
+def test_head_version_newer_is_refused_before_anything_else(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    build_bundle(path)
+    data = bytearray(path.read_bytes())
+    data[8:10] = (FORMAT_VERSION + 1).to_bytes(2, "big")
+    data[20:] = bytes(len(data) - 20)  # nothing after the fixed head makes sense any more
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnsupportedVersionError, match="upgrade"):
+        BundleReader(path)

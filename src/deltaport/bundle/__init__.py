@@ -1,11 +1,10 @@
-"""The bundle file: a signed, versioned, self-describing tar that carries patches.
+"""The bundle file: a signed, versioned, self-describing container that carries patches.
 
 Format: docs/bundle-format.md. Layout of this package, one concept per module:
 
 - ``format``    constants and limits shared by writer and reader (no I/O)
-- ``tarblocks`` canonical tar header blocks (pure)
-- ``index``     the index.json model, encoding and strict parsing (pure)
-- ``signing``   index.sig and Ed25519 checks (pure)
+- ``index``     the index model, canonical JSON and strict parsing (pure)
+- ``signing``   the signature document and Ed25519 checks (pure)
 - ``head``      head assembly/parsing and per-chunk checks for downloaders (pure)
 - ``payload``   chunk hashing and one-pass payload verification (pure)
 - ``keys``      Ed25519 key files

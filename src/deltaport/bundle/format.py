@@ -11,33 +11,39 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
-"""The bundle format version this code writes, and the newest one it can read."""
+FORMAT_VERSION = 2
+"""The bundle format version this code writes, and the only one it reads.
 
-INDEX_NAME = "index.json"
-SIGNATURE_NAME = "index.sig"
-RESERVED_NAMES = frozenset({INDEX_NAME, SIGNATURE_NAME})
-
-SIGNING_CONTEXT = b"deltaport-bundle-index\x00"
-"""Prefixed to the exact index.json bytes to form the Ed25519 signing input.
-
-It separates bundle signatures from anything else the same key might sign. It carries
-no version: the head (index.json, index.sig, this signing input) is frozen across
-format versions so that any reader can check a signature, then refuse a newer format.
+Version 1 was a tar archive; version 2 drops the tar framing (3-4 KiB of headers,
+padding and end-of-archive blocks per bundle, more than a small update's patches).
 """
 
-BLOCK_SIZE = 512
-"""Tar block size: headers are one block, data is padded with zeros to a block."""
+MAGIC = b"\x89DPB\r\n\x1a\n"
+"""First 8 bytes of every bundle (PNG-style: catches 7-bit and newline-mangling copies)."""
 
-END_OF_ARCHIVE_SIZE = 2 * BLOCK_SIZE
-"""Two zero blocks end a tar archive (and a bundle's payload region)."""
+HEAD_FIXED_SIZE = 20
+"""magic (8) + format_version (u16) + flags (u16, zero) + index length (u32) + sig length (u32)."""
+
+RESERVED_NAMES = frozenset({"index.json", "index.sig"})
+"""Names a member may not take (they would clash with the head when a bundle is unpacked)."""
+
+V1_PREFIX = b"index.json\x00"
+"""How a version-1 (tar) bundle starts: recognised only to say so clearly."""
+
+SIGNING_CONTEXT = b"deltaport-bundle-index\x00"
+"""Prefixed to the exact stored index bytes to form the Ed25519 signing input.
+
+It separates bundle signatures from anything else the same key might sign. The fixed
+head and this signing input are frozen across format versions, so that any reader can
+check a signature, then refuse a newer format by the version the signed index states.
+"""
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 4 << 10
 MAX_CHUNK_SIZE = 64 << 20
 
 MAX_NAME_LENGTH = 100
-"""A member name must fit the ustar name field, so the tar needs no long-name headers."""
+"""Member names are short, portable identifiers (one path component when extracted)."""
 
 MAX_MEDIA_TYPE_LENGTH = 255
 
@@ -65,9 +71,9 @@ class BundleLimits:
     hostile or corrupt file cannot make the reader allocate or loop without end.
     """
 
-    max_index_size: int = 16 << 20  # bytes of index.json
-    max_signature_size: int = 64 << 10  # bytes of index.sig
-    max_signatures: int = 16  # entries in index.sig
+    max_index_size: int = 16 << 20  # bytes of the index, stored and decompressed
+    max_signature_size: int = 64 << 10  # bytes of the signature document
+    max_signatures: int = 16  # entries in the signature document
     max_members: int = 10_000
     max_member_name_length: int = MAX_NAME_LENGTH  # never more than MAX_NAME_LENGTH
     max_chunk_size: int = MAX_CHUNK_SIZE  # one chunk is held in memory while verified
@@ -79,11 +85,6 @@ def sha256_digest(data: bytes | bytearray | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def pad_length(size: int) -> int:
-    """Zero bytes that follow ``size`` bytes of tar data to reach a block boundary."""
-    return -size % BLOCK_SIZE
-
-
 def chunk_count(payload_size: int, chunk_size: int) -> int:
     """Number of fixed-size chunks (the last one may be short) covering the payload."""
     return -(-payload_size // chunk_size)
@@ -92,8 +93,8 @@ def chunk_count(payload_size: int, chunk_size: int) -> int:
 def member_name_problem(name: str, max_length: int = MAX_NAME_LENGTH) -> str | None:
     """Why ``name`` cannot be a member name, or None if it can.
 
-    Names become file names when someone runs ``tar xf`` on a bundle, so they are
-    restricted to one path component of portable characters.
+    Names become file names when ``deltaport bundle extract`` unpacks a bundle, so they
+    are restricted to one path component of portable characters.
     """
     if not name:
         return "empty name"

@@ -1,93 +1,150 @@
-"""The head of a bundle (index.json + index.sig): assembling it and reading it, purely.
+"""The head of a bundle (fixed part, index, signatures): assembling and reading it, purely.
 
 A downloader fetches the head first, checks it here, then fetches payload chunks and
 checks each one with :func:`verify_chunk`. The reader uses the same functions on a
 local file. Nothing here touches a file or a socket.
 
-Reading order (docs/bundle-format.md, "Verification order"): tar framing of the head
-with bounded sizes, then index.sig, then the signature over the raw index.json bytes,
-and only then the JSON of the index (format version first, then the schema).
+Reading order (docs/bundle-format.md, "Verification order"): the fixed head with
+bounded sizes, then the signature document, then the signature over the stored index
+bytes, and only then the index itself (decompressed within a limit, format version
+first, then the schema).
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.bundle.format import (
-    BLOCK_SIZE,
-    INDEX_NAME,
-    SIGNATURE_NAME,
+    FORMAT_VERSION,
+    HEAD_FIXED_SIZE,
+    MAGIC,
+    V1_PREFIX,
     BundleLimits,
-    pad_length,
 )
 from deltaport.bundle.index import BundleIndex, parse_index
 from deltaport.bundle.signing import check_signatures, parse_signatures
-from deltaport.bundle.tarblocks import expect_head_header, ustar_block
-from deltaport.errors import FormatError, IntegrityError, TruncatedError, UsageError
+from deltaport.errors import (
+    FormatError,
+    IntegrityError,
+    TruncatedError,
+    UnsupportedVersionError,
+    UsageError,
+)
+
+_FIXED = struct.Struct(">8sHHII")
+INDEX_LEVEL = 19
+"""zstd level of the stored index (a few KiB at most: the level costs nothing)."""
 
 
-def encode_head(index_bytes: bytes, signature_bytes: bytes) -> bytes:
-    """The head: tar member index.json then tar member index.sig, each block-padded."""
-    return b"".join(
-        (
-            ustar_block(INDEX_NAME.encode(), len(index_bytes)),
-            index_bytes,
-            bytes(pad_length(len(index_bytes))),
-            ustar_block(SIGNATURE_NAME.encode(), len(signature_bytes)),
-            signature_bytes,
-            bytes(pad_length(len(signature_bytes))),
-        )
+def encode_index_bytes(index_json: bytes) -> bytes:
+    """The stored form of the index: one zstd frame of its canonical JSON, size in the header."""
+    return zstandard.ZstdCompressor(level=INDEX_LEVEL, write_content_size=True).compress(
+        index_json
     )
 
 
-def _signature_header_offset(index_size: int) -> int:
-    return BLOCK_SIZE + index_size + pad_length(index_size)
+def decode_index_bytes(stored: bytes, limits: BundleLimits) -> bytes:
+    """The index JSON from its stored form, refusing more than ``limits.max_index_size``.
+
+    The frame must state its content size (the writer always does), so the limit is
+    checked before anything is decompressed; zstd itself checks the stated size.
+
+    Raises:
+        FormatError: not exactly one complete zstd frame, or over the limit.
+    """
+    try:
+        size = zstandard.get_frame_parameters(stored).content_size
+        if size == zstandard.CONTENTSIZE_UNKNOWN or size > limits.max_index_size:
+            raise FormatError(
+                f"bundle index must state its size, at most {limits.max_index_size} bytes"
+            )
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        data = dobj.decompress(stored)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"bundle index is not valid zstd data: {exc}") from exc
+    if not dobj.eof or dobj.unused_data or len(data) != size:
+        raise FormatError("bundle index is not exactly one complete zstd frame")
+    return data
+
+
+def encode_head(stored_index: bytes, signature_bytes: bytes) -> bytes:
+    """The head: the fixed part, then the stored index, then the signature document."""
+    return (
+        _FIXED.pack(MAGIC, FORMAT_VERSION, 0, len(stored_index), len(signature_bytes))
+        + stored_index
+        + signature_bytes
+    )
+
+
+def _fixed_part(data: bytes, limits: BundleLimits) -> tuple[int, int, int]:
+    """(format_version, index length, signature length) from the first 20 bytes.
+
+    Raises:
+        FormatError: not a deltaport bundle (or a version-1 one), flags set, over a limit.
+        UnsupportedVersionError: a newer format version.
+    """
+    magic, version, flags, index_size, sig_size = _FIXED.unpack(data[:HEAD_FIXED_SIZE])
+    if magic != MAGIC:
+        if data.startswith(V1_PREFIX):
+            raise FormatError(
+                "this is a format-1 (tar) bundle; this deltaport reads format "
+                f"{FORMAT_VERSION}: build the bundle again with this version"
+            )
+        raise FormatError("not a deltaport bundle (wrong magic bytes)")
+    if version > FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"bundle format version {version} is newer than this deltaport reads "
+            f"(up to {FORMAT_VERSION}); upgrade deltaport to read it"
+        )
+    if version != FORMAT_VERSION:
+        raise FormatError(f"bundle format version {version} is not one this deltaport reads")
+    if flags:
+        raise FormatError(f"bundle head has unknown flags {flags:#06x}")
+    if not 0 < index_size <= limits.max_index_size:
+        raise FormatError(
+            f"bundle index is {index_size} bytes, the limit is 1 to {limits.max_index_size}"
+        )
+    if sig_size > limits.max_signature_size:
+        raise FormatError(
+            f"bundle signature document is {sig_size} bytes, over the limit of "
+            f"{limits.max_signature_size}"
+        )
+    return version, index_size, sig_size
 
 
 def required_head_bytes(data: bytes, limits: BundleLimits = BundleLimits()) -> int:
     """How many leading bytes of the bundle the head needs, judging from ``data``.
 
     Call with what you have; while the answer exceeds ``len(data)``, fetch up to the
-    answer and call again (at most three rounds). When it does not exceed
+    answer and call again (at most two rounds). When it does not exceed
     ``len(data)``, it is the payload offset: the exact length of the head.
 
     Raises:
-        FormatError: the bytes so far are not the head of a bundle, or a head member
-            is larger than its limit.
+        FormatError: the bytes so far are not the head of a bundle, or a head part is
+            larger than its limit.
+        UnsupportedVersionError: the fixed head states a newer format version.
     """
-    if len(data) < BLOCK_SIZE:
-        return BLOCK_SIZE
-    index_size = expect_head_header(data[:BLOCK_SIZE], INDEX_NAME, limits.max_index_size)
-    sig_at = _signature_header_offset(index_size)
-    if len(data) < sig_at + BLOCK_SIZE:
-        return sig_at + BLOCK_SIZE
-    sig_size = expect_head_header(
-        data[sig_at : sig_at + BLOCK_SIZE], SIGNATURE_NAME, limits.max_signature_size
-    )
-    return sig_at + BLOCK_SIZE + sig_size + pad_length(sig_size)
+    if len(data) < HEAD_FIXED_SIZE:
+        if data and not (MAGIC.startswith(data[:8]) or V1_PREFIX.startswith(data[:11])):
+            raise FormatError("not a deltaport bundle (wrong magic bytes)")
+        return HEAD_FIXED_SIZE
+    _, index_size, sig_size = _fixed_part(data, limits)
+    return HEAD_FIXED_SIZE + index_size + sig_size
 
 
 def _split_head(data: bytes, limits: BundleLimits) -> tuple[bytes, bytes, int]:
-    """index.json bytes, index.sig bytes and the payload offset; padding must be zero."""
+    """Stored index bytes, signature bytes and the payload offset."""
     head_size = required_head_bytes(data, limits)
     if len(data) < head_size:
         raise TruncatedError(f"bundle ends after {len(data)} bytes, its head needs {head_size}")
-    index_size = expect_head_header(data[:BLOCK_SIZE], INDEX_NAME, limits.max_index_size)
-    sig_at = _signature_header_offset(index_size)
-    sig_size = expect_head_header(
-        data[sig_at : sig_at + BLOCK_SIZE], SIGNATURE_NAME, limits.max_signature_size
-    )
-    index_bytes = data[BLOCK_SIZE : BLOCK_SIZE + index_size]
-    sig_start = sig_at + BLOCK_SIZE
-    signature_bytes = data[sig_start : sig_start + sig_size]
-    index_padding = data[BLOCK_SIZE + index_size : sig_at]
-    sig_padding = data[sig_start + sig_size : head_size]
-    if index_padding.strip(b"\x00") or sig_padding.strip(b"\x00"):
-        raise FormatError("bundle head has non-zero tar padding")
-    return index_bytes, signature_bytes, head_size
+    _, index_size, _ = _fixed_part(data, limits)
+    index_end = HEAD_FIXED_SIZE + index_size
+    return data[HEAD_FIXED_SIZE:index_end], data[index_end:head_size], head_size
 
 
 def read_head(
@@ -97,10 +154,10 @@ def read_head(
     require_signature: bool | None = None,
     limits: BundleLimits = BundleLimits(),
 ) -> tuple[BundleIndex, bytes, int]:
-    """Parse and check a bundle head: the index, the raw index.sig bytes, the payload offset.
+    """Parse and check a bundle head: the index, the raw signature bytes, the payload offset.
 
     ``data`` may hold more than the head (the whole file, say). With ``trusted_keys``
-    the signature is checked before the index JSON is even parsed; ``require_signature``
+    the signature is checked before the index is even decompressed; ``require_signature``
     defaults to True exactly when trusted keys are given (see :func:`check_signatures`
     for what False means with keys).
 
@@ -121,7 +178,7 @@ def read_head(
         check_signatures(index_bytes, entries, keys, require_signature=required) if keys else None
     )
     index = parse_index(
-        index_bytes,
+        decode_index_bytes(index_bytes, limits),
         payload_offset=payload_offset,
         index_digest="sha256:" + hashlib.sha256(index_bytes).hexdigest(),
         signer_key_id=signer,

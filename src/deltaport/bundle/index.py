@@ -1,7 +1,7 @@
-"""The bundle index (index.json): its data model, canonical encoding and strict parsing.
+"""The bundle index: its data model, canonical JSON encoding and strict parsing.
 
-Pure: bytes in, values out. The index is the only authority on what a bundle holds;
-the tar framing around the members is redundant and is checked against it.
+Pure: bytes in, values out. The index is the only authority on what a bundle holds:
+the payload is the members' bytes back to back, with no framing of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 from deltaport.bundle.format import (
     DIGEST_RE,
-    END_OF_ARCHIVE_SIZE,
     FORMAT_VERSION,
     INDEX_FIELDS,
     MEMBER_FIELDS,
@@ -22,9 +21,7 @@ from deltaport.bundle.format import (
     chunk_count,
     media_type_problem,
     member_name_problem,
-    pad_length,
 )
-from deltaport.bundle.tarblocks import member_header_length
 from deltaport.errors import FormatError, UnsupportedVersionError
 
 
@@ -48,7 +45,7 @@ class BundleIndex:
     """A parsed, checked bundle index, plus what the head around it established.
 
     ``payload_offset`` (where the payload region starts in the file), ``bundle_size``,
-    ``index_digest`` and ``signer_key_id`` are not fields of index.json: they come from
+    ``index_digest`` and ``signer_key_id`` are not fields of the index: they come from
     the head that carried it. ``signer_key_id`` is the id of the trusted key whose
     signature verified, or None when no trusted key was given (or none was required).
     ``content`` is the free-form object the delta engine stored; treat it as read-only.
@@ -102,19 +99,17 @@ class BundleIndex:
         return tuple(m.name for m in self.members if m.offset < end and m.offset + m.size > start)
 
 
-def member_data_offsets(names_and_sizes: Sequence[tuple[str, int]]) -> tuple[list[int], int]:
+def member_data_offsets(sizes: Sequence[int]) -> tuple[list[int], int]:
     """Where each member's data starts in the payload, and the payload's total size.
 
-    The payload is, for each member in order: its tar header blocks, its data, zero
-    padding to a block; then the two zero blocks that end the archive.
+    The payload is the members' data back to back, in index order.
     """
     offsets: list[int] = []
     pos = 0
-    for name, size in names_and_sizes:
-        pos += member_header_length(name, size)
+    for size in sizes:
         offsets.append(pos)
-        pos += size + pad_length(size)
-    return offsets, pos + END_OF_ARCHIVE_SIZE
+        pos += size
+    return offsets, pos
 
 
 def encode_index(
@@ -125,7 +120,9 @@ def encode_index(
     members: Sequence[MemberInfo],
     content: Mapping[str, Any],
 ) -> bytes:
-    """Canonical index.json bytes: sorted keys, no whitespace, ASCII only.
+    """Canonical index JSON bytes: sorted keys, no whitespace, ASCII only.
+
+    The bundle stores them zstd-compressed (``head.encode_index_bytes``).
 
     Raises:
         FormatError: ``content`` is not JSON data (sets, bytes, NaN, objects...).
@@ -216,8 +213,10 @@ def check_format_version(document: Any) -> int:
             f"bundle format version {version} is newer than this deltaport reads "
             f"(up to {FORMAT_VERSION}); upgrade deltaport to read it"
         )
-    if version < 1:
-        raise FormatError(f"bundle format version {version} is not valid")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"bundle format version {version} in the index is not one this deltaport reads"
+        )
     return int(version)
 
 
@@ -252,13 +251,13 @@ def _parse_members(value: Any, limits: BundleLimits) -> tuple[MemberInfo, ...]:
 
 
 def _check_layout(members: Sequence[MemberInfo], payload_size: int) -> None:
-    """The offsets and payload size must be exactly those of the canonical tar layout."""
-    offsets, expected_size = member_data_offsets([(m.name, m.size) for m in members])
+    """The offsets and payload size must be exactly those of members back to back."""
+    offsets, expected_size = member_data_offsets([m.size for m in members])
     for member, offset in zip(members, offsets, strict=True):
         if member.offset != offset:
             raise FormatError(
                 f"bundle member {member.name!r} is at offset {member.offset}, "
-                f"the tar layout puts it at {offset}"
+                f"the members before it end at {offset}"
             )
     if payload_size != expected_size:
         raise FormatError(
@@ -283,20 +282,20 @@ def parse_index(
     signer_key_id: str | None,
     limits: BundleLimits,
 ) -> BundleIndex:
-    """Parse and check index.json bytes (already size-bounded and, if required, verified).
+    """Parse and check the index JSON (already size-bounded and, if required, verified).
 
     Raises:
         UnsupportedVersionError: a newer format version.
-        FormatError: anything malformed or inconsistent with the tar layout.
+        FormatError: anything malformed or inconsistent with the payload layout.
     """
-    document = loads_strict(data, "index.json")
+    document = loads_strict(data, "index")
     version = check_format_version(document)
     fields = _check_fields(document, INDEX_FIELDS, "index")
     chunk_size = _int_field(
         fields["chunk_size"], "chunk_size", MIN_CHUNK_SIZE, limits.max_chunk_size
     )
     payload_size = _int_field(
-        fields["payload_size"], "payload_size", END_OF_ARCHIVE_SIZE, limits.max_bundle_size
+        fields["payload_size"], "payload_size", 0, limits.max_bundle_size
     )
     if payload_offset + payload_size > limits.max_bundle_size:
         raise FormatError(f"bundle would be larger than the limit of {limits.max_bundle_size}")

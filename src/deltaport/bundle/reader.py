@@ -180,12 +180,11 @@ class BundleReader:
             stream.close()
 
     def verify_all(self) -> None:
-        """Check every chunk digest, every member digest and the tar framing, in one pass.
+        """Check every chunk digest and every member digest, in one pass.
 
         Raises:
             TruncatedError: the file is shorter than the index says.
             IntegrityError: a chunk or member does not match (the message names it).
-            FormatError: the tar framing disagrees with the index.
         """
         verifier = PayloadVerifier(self.index)
         for chunk_no in range(self.index.chunk_count):

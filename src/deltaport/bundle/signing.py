@@ -1,8 +1,8 @@
-"""The signature document (index.sig): encoding, strict parsing and Ed25519 checks.
+"""The signature document of a bundle head: encoding, strict parsing and Ed25519 checks.
 
 Pure: bytes and key objects in, a verdict out. A bundle is accepted by a reader with
 trusted keys when one entry names a trusted key id and its signature over
-``SIGNING_CONTEXT + index.json bytes`` verifies. Entries by keys the reader does not
+``SIGNING_CONTEXT + stored index bytes`` verifies. Entries by keys the reader does not
 trust are ignored; a bad signature by a trusted key is refused outright.
 """
 
@@ -42,13 +42,13 @@ def signing_input(index_bytes: bytes) -> bytes:
 
 
 def sign_index(index_bytes: bytes, private_key: Ed25519PrivateKey) -> SignatureEntry:
-    """Sign index.json bytes with ``private_key``."""
+    """Sign the stored index bytes with ``private_key``."""
     signature = private_key.sign(signing_input(index_bytes))
     return SignatureEntry(key_id(private_key.public_key()), signature)
 
 
 def encode_signatures(entries: Sequence[SignatureEntry]) -> bytes:
-    """Canonical index.sig bytes; an unsigned bundle has an empty list."""
+    """Canonical signature document bytes; an unsigned bundle has an empty list."""
     document = {
         "signatures": [
             {"key_id": e.key_id, "signature": base64.b64encode(e.signature).decode("ascii")}
@@ -60,10 +60,10 @@ def encode_signatures(entries: Sequence[SignatureEntry]) -> bytes:
 
 def _parse_entry(obj: object) -> SignatureEntry:
     if not isinstance(obj, dict) or obj.keys() != SIGNATURE_FIELDS:
-        raise SignatureError("bundle index.sig entry must have exactly key_id and signature")
+        raise SignatureError("bundle signature entry must have exactly key_id and signature")
     kid, text = obj["key_id"], obj["signature"]
     if not isinstance(kid, str) or not KEY_ID_RE.fullmatch(kid):
-        raise SignatureError("bundle index.sig entry has an invalid key_id")
+        raise SignatureError("bundle signature document entry has an invalid key_id")
     if not isinstance(text, str):
         raise SignatureError(f"bundle signature by {kid} is not a string")
     try:
@@ -76,21 +76,21 @@ def _parse_entry(obj: object) -> SignatureEntry:
 
 
 def parse_signatures(data: bytes, limits: BundleLimits) -> tuple[SignatureEntry, ...]:
-    """Parse index.sig bytes (already bounded by ``limits.max_signature_size``).
+    """Parse signature document bytes (already bounded by ``limits.max_signature_size``).
 
     Raises:
         SignatureError: the document is malformed or holds too many entries.
     """
     try:
-        document = loads_strict(data, "index.sig")
+        document = loads_strict(data, "signature document")
     except FormatError as exc:
         raise SignatureError(str(exc)) from exc
     if not isinstance(document, dict) or document.keys() != {"signatures"}:
-        raise SignatureError("bundle index.sig must be an object with only 'signatures'")
+        raise SignatureError("bundle signature document must be an object with only 'signatures'")
     entries = document["signatures"]
     if not isinstance(entries, list) or len(entries) > limits.max_signatures:
         raise SignatureError(
-            f"bundle index.sig must list at most {limits.max_signatures} signatures"
+            f"bundle signature document must list at most {limits.max_signatures} signatures"
         )
     return tuple(_parse_entry(obj) for obj in entries)
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,19 +24,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deltaport.bundle.format import (
     DEFAULT_CHUNK_SIZE,
-    END_OF_ARCHIVE_SIZE,
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     BundleLimits,
     media_type_problem,
     member_name_problem,
-    pad_length,
 )
-from deltaport.bundle.head import encode_head, read_head
+from deltaport.bundle.head import encode_head, encode_index_bytes, read_head
 from deltaport.bundle.index import MemberInfo, encode_index
 from deltaport.bundle.payload import ChunkHasher
 from deltaport.bundle.signing import encode_signatures, sign_index
-from deltaport.bundle.tarblocks import member_header
 from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
 from deltaport.fsutil import fsync_dir
 
@@ -51,7 +47,7 @@ class BundleInfo:
     path: Path
     size: int
     digest: str  # "sha256:<hex>" of the whole file
-    index_digest: str  # "sha256:<hex>" of the exact index.json bytes
+    index_digest: str  # "sha256:<hex>" of the exact stored index bytes
     signer_key_id: str | None
     members: tuple[MemberInfo, ...]
 
@@ -59,19 +55,6 @@ class BundleInfo:
     def sha256(self) -> str:
         """Hex sha256 of the whole file (``digest`` without its prefix)."""
         return self.digest.removeprefix("sha256:")
-
-
-def _stream_size(source: IO[bytes]) -> int | None:
-    """Bytes left in a seekable stream, or None if it cannot tell."""
-    try:
-        if not source.seekable():
-            return None
-        here = source.tell()
-        end = source.seek(0, io.SEEK_END)
-        source.seek(here)
-    except (OSError, ValueError):
-        return None
-    return end - here
 
 
 class BundleWriter:
@@ -152,8 +135,7 @@ class BundleWriter:
         """Append member ``name`` with the bytes of ``source`` (bytes or a binary stream).
 
         For a stream, exactly ``size`` bytes are read if given; otherwise it is read to
-        its end (a non-seekable stream of unknown size is first copied to a temp file,
-        since the tar header that precedes the data states the size).
+        its end.
 
         Raises:
             UsageError: invalid or duplicate name, writer not open.
@@ -164,43 +146,39 @@ class BundleWriter:
         self._check_new_member(name, media_type)
         if isinstance(source, bytes | bytearray | memoryview):
             return self._add(name, io.BytesIO(source), len(source), media_type)
-        known = size if size is not None else _stream_size(source)
-        if known is not None:
-            return self._add(name, source, known, media_type)
-        with tempfile.TemporaryFile(dir=self._path.parent) as staged:
-            shutil.copyfileobj(source, staged, COPY_BUFFER_SIZE)
-            length = staged.tell()
-            staged.seek(0)
-            return self._add(name, staged, length, media_type)
+        return self._add(name, source, size, media_type)
 
-    def _add(self, name: str, source: IO[bytes], size: int, media_type: str) -> MemberInfo:
-        if size < 0:
+    def _add(
+        self, name: str, source: IO[bytes], size: int | None, media_type: str
+    ) -> MemberInfo:
+        if size is not None and size < 0:
             raise UsageError(f"bundle member {name!r}: negative size")
         self._state = "failed"  # until the member is complete
-        self._emit(member_header(name, size))
         offset = self._position
-        digest = self._copy(name, source, size)
-        self._emit(bytes(pad_length(size)))
+        digest, length = self._copy(name, source, size)
         self._state = "open"
-        info = MemberInfo(name, offset, size, digest, media_type)
+        info = MemberInfo(name, offset, length, digest, media_type)
         self._members.append(info)
         self._names.add(name)
         return info
 
-    def _copy(self, name: str, source: IO[bytes], size: int) -> str:
-        """Stream exactly ``size`` bytes of ``source`` into the spool; their digest."""
+    def _copy(self, name: str, source: IO[bytes], size: int | None) -> tuple[str, int]:
+        """Stream ``size`` bytes (or all) of ``source`` into the spool; digest and length."""
         member_hash = hashlib.sha256()
-        left = size
-        while left:
-            block = source.read(min(left, COPY_BUFFER_SIZE))
+        done = 0
+        while size is None or done < size:
+            want = COPY_BUFFER_SIZE if size is None else min(size - done, COPY_BUFFER_SIZE)
+            block = source.read(want)
             if not block:
+                if size is None:
+                    break
                 raise TruncatedError(
-                    f"bundle member {name!r}: source ended after {size - left} of {size} bytes"
+                    f"bundle member {name!r}: source ended after {done} of {size} bytes"
                 )
             member_hash.update(block)
             self._emit(block)
-            left -= len(block)
-        return "sha256:" + member_hash.hexdigest()
+            done += len(block)
+        return "sha256:" + member_hash.hexdigest(), done
 
     def finish(
         self, content: Mapping[str, Any], signing_key: Ed25519PrivateKey | None
@@ -214,19 +192,19 @@ class BundleWriter:
         """
         self._check_open()
         self._state = "failed"  # until the file is in place
-        self._emit(bytes(END_OF_ARCHIVE_SIZE))
-        index_bytes = encode_index(
+        index_json = encode_index(
             chunk_size=self._chunk_size,
             payload_size=self._position,
             chunk_digests=self._chunks.finish(),
             members=self._members,
             content=content,
         )
-        if len(index_bytes) > self._limits.max_index_size:
+        if len(index_json) > self._limits.max_index_size:
             raise FormatError(
-                f"bundle index would be {len(index_bytes)} bytes, over the limit of "
+                f"bundle index would be {len(index_json)} bytes, over the limit of "
                 f"{self._limits.max_index_size}"
             )
+        index_bytes = encode_index_bytes(index_json)
         entries = [sign_index(index_bytes, signing_key)] if signing_key else []
         head = encode_head(index_bytes, encode_signatures(entries))
         index, _, _ = read_head(head)  # the writer's output must satisfy the reader

@@ -24,6 +24,7 @@ err_console = Console(stderr=True)
 COMMAND_GROUPS: list[tuple[str, str]] = [
     ("image", "image"),
     ("keys", "keys"),
+    ("bundle", "bundle"),
     ("signature", "signature"),
     ("delta", "delta"),
     ("device", "device"),

@@ -1,0 +1,101 @@
+"""`deltaport bundle inspect` — what a bundle file holds, checked, without applying it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Look inside bundle files.", no_args_is_help=True)
+
+
+def bundle_summary(path: Path, trust_keys: list[Path], verify: bool) -> dict[str, Any]:
+    """The checked head of a bundle (and, with ``verify``, every chunk and member) as data.
+
+    Raises:
+        SignatureError, FormatError, TruncatedError, IntegrityError: see BundleReader.
+    """
+    from deltaport.bundle import BundleReader, load_public_key
+
+    keys = [load_public_key(k) for k in trust_keys]
+    with BundleReader(path, trusted_keys=keys or None) as reader:
+        if verify:
+            reader.verify_all()
+        index = reader.index
+        content = dict(index.content)
+        return {
+            "path": str(path),
+            "format_version": index.format_version,
+            "size": index.bundle_size,
+            "head_size": index.payload_offset,
+            "index_digest": index.index_digest,
+            "signer": index.signer_key_id,
+            "signature_checked": bool(keys),
+            "payload_verified": verify,
+            "chunk_size": index.chunk_size,
+            "chunks": index.chunk_count,
+            "members": [
+                {"name": m.name, "offset": m.offset, "size": m.size, "digest": m.digest,
+                 "media_type": m.media_type}
+                for m in index.members
+            ],
+            "content": content,
+        }
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from deltaport.cli.common import human_bytes
+
+    console = Console()
+    signer = doc["signer"] or ("unsigned or not checked" if not doc["signature_checked"] else "-")
+    console.print(
+        f"[bold]{doc['path']}[/]: bundle format {doc['format_version']}, "
+        f"{human_bytes(doc['size'])} ({doc['size']} bytes; head {doc['head_size']}), "
+        f"{doc['chunks']} chunk(s) of {human_bytes(doc['chunk_size'])}"
+    )
+    verified = "yes" if doc["payload_verified"] else "no"
+    console.print(f"signer: {signer}; payload verified: {verified}")
+    members = Table("member", "offset", "size", "media type", "digest")
+    for m in doc["members"]:
+        members.add_row(m["name"], str(m["offset"]), str(m["size"]), m["media_type"],
+                        m["digest"][:19] + "…")
+    console.print(members)
+    content = doc["content"]
+    if content.get("kind") == "deltaport.image-delta":
+        target = content.get("target", {})
+        console.print(f"image delta to {target.get('name')} ({target.get('image_id')})")
+        layers = Table("layer", "encoding", "bytes", "sources")
+        for i, layer in enumerate(content.get("layers", [])):
+            srcs = layer.get("sources", [layer.get("source")])
+            layers.add_row(
+                str(i), str(layer.get("kind", layer.get("encoding"))),
+                str(layer.get("length", 0)), ", ".join(str(s) for s in srcs if s is not None),
+            )
+        console.print(layers)
+        for i, diff_id in enumerate(content.get("sources", [])):
+            console.print(f"  source {i}: {diff_id}")
+
+
+@app.command("inspect")
+def inspect(
+    bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
+    trust_key: Annotated[
+        list[Path] | None,
+        typer.Option("--trust-key", help="Public key whose signature is required (repeatable)."),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Also check every chunk and member digest.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Show a bundle's format, signer, members and content (the head is always checked)."""
+    doc = bundle_summary(bundle, list(trust_key or []), verify)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _print_summary(doc)
