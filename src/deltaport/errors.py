@@ -20,7 +20,8 @@ class to its exit code, so scripts can tell failures apart::
     ├── MissingSourceError              exit 8   a patch needs source layers the device lacks
     ├── StorageError                    exit 9   local disk: full, unwritable, missing file
     ├── StateError                      exit 10  fleet state: illegal transition, conflict
-    │   └── UnknownObjectError          exit 10  no such device, image or deployment set
+    │   ├── UnknownObjectError          exit 10  no such device, image or deployment set
+    │   └── InstallationError           exit 10  deltaport's own install is broken (pinned zlib)
     └── AccessError                     exit 11  hub: token missing/unknown (401), refused (403)
 
 Other libraries' exceptions are translated at the adapter that calls them
@@ -141,4 +142,13 @@ class UntrustedCertificateError(TransferError):
 
     Not transient: retrying cannot help; the user must add the CA (--ca-file) or
     choose --insecure.
+    """
+
+
+class InstallationError(StateError):
+    """deltaport's own installation is broken: a pinned component is missing or wrong.
+
+    E.g. the zlib 1.3.2 that re-gzips ``.gz`` files exactly (cmeel-zlib) is absent or
+    another release. Never retried, never worked around with another library: the
+    fix is to reinstall deltaport.
     """

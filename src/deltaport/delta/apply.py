@@ -8,7 +8,6 @@ gzip member (each bounded by ApplyLimits) is held at a time.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +20,8 @@ from deltaport.delta.container import PatchMeta, read_head, verify_patch
 from deltaport.delta.gzipcodec import gunzip_exact, gzip_member
 from deltaport.delta.headers import HeaderReader, HeaderStream
 from deltaport.delta.model import ApplyLimits, PatchRequirements
+from deltaport.delta.pinned_zlib import VERSION as PINNED_DEFLATE
+from deltaport.delta.pinned_zlib import require as require_pinned_deflate
 from deltaport.delta.protocol import Op
 from deltaport.delta.streams import CHUNK, BufferedDecoder, HashingSink, SectionReader, open_decoder
 from deltaport.delta.tarscan import (
@@ -414,11 +415,13 @@ def apply_layer_patch(
     meta = head.meta
     opened = _open_sources(meta, sources)
     try:
-        if meta.zlib_version is not None and meta.zlib_version != zlib.ZLIB_RUNTIME_VERSION:
-            raise FormatError(
-                f"patch re-gzips with zlib {meta.zlib_version}, this device has "
-                f"{zlib.ZLIB_RUNTIME_VERSION}"
-            )
+        if meta.zlib_version is not None:
+            if meta.zlib_version != PINNED_DEFLATE:
+                raise FormatError(
+                    f"patch re-gzips with deflate {meta.zlib_version!r}, this deltaport "
+                    f"re-gzips only with {PINNED_DEFLATE!r}"
+                )
+            require_pinned_deflate()
         verify_patch(patch, head)
         sink = HashingSink(out, meta.target_size)
         _Applier(patch, meta, opened, sink, limits).run()

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import tempfile
-import zlib
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +30,7 @@ from deltaport.delta.container import PatchMeta, Section, encode_meta, write_pre
 from deltaport.delta.gzipcodec import GzipSplit, gunzip_exact, split_gzip
 from deltaport.delta.headers import HeaderStream, HeaderWriter
 from deltaport.delta.model import DeltaConfig, LayerPatchStats, SourceLayer
+from deltaport.delta.pinned_zlib import VERSION as PINNED_DEFLATE
 from deltaport.delta.protocol import Op
 from deltaport.delta.sections import (
     Encoded,
@@ -776,7 +776,7 @@ def _build(
             target_size=builder.size,
             sources=tuple((s.layer.diff_id, s.layout.size) for s in used),
             mtime_field=mtime,
-            zlib_version=zlib.ZLIB_RUNTIME_VERSION if builder.w.counts.get("gzip_delta", 0)
+            zlib_version=PINNED_DEFLATE if builder.w.counts.get("gzip_delta", 0)
             or builder.w.counts.get("gzip_literal", 0) else None,
             sections=tuple(Section(e.name, e.codec, e.length) for e in encoded),
             literal_dict=lit_range,

@@ -1,8 +1,11 @@
 """Exact gzip re-compression: split a .gz into header + content, and rebuild it.
 
-The device re-compresses with Python's zlib at the level the builder verified; the
-patch records zlib's runtime version and the applier refuses a different one, so a
-device never silently produces other bytes (the layer digest would catch it anyway).
+Builder and device both compress with the zlib deltaport ships (``pinned_zlib``:
+zlib 1.3.2 from cmeel-zlib), never the host's libz, at the level the builder
+verified; the patch meta names that deflate (``pinned_zlib.VERSION``) and an applier
+refuses any other, so a device never silently produces other bytes (the layer
+digest would catch it anyway). Decompression uses Python's zlib: inflate output is
+unique, whichever release runs it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+
+from deltaport.delta import pinned_zlib
 
 _FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 0x02, 0x04, 0x08, 0x10
 LEVELS = (9, 6, 1, 2, 3, 4, 5, 7, 8)
@@ -54,15 +59,19 @@ def gunzip_exact(data: bytes, max_size: int) -> bytes | None:
 
 
 def gzip_member(header: bytes, raw: bytes, level: int) -> bytes:
-    """header + raw deflate of raw at level + CRC32 + size: one gzip member."""
-    comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
-    body = comp.compress(raw) + comp.flush()
+    """header + raw deflate (pinned zlib) of raw at level + CRC32 + size: one gzip member.
+
+    Raises:
+        FormatError: level is not 0..9.
+        InstallationError: the pinned zlib is missing or another release.
+    """
+    body = pinned_zlib.deflate_raw(raw, level)
     return header + body + struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
 class GzipSplit:
-    """A .gz file this zlib reproduces exactly: its header, content and level."""
+    """A .gz file the pinned zlib reproduces exactly: its header, content and level."""
 
     header: bytes
     raw: bytes
@@ -70,7 +79,7 @@ class GzipSplit:
 
 
 def split_gzip(data: bytes, max_size: int) -> GzipSplit | None:
-    """Find the level at which zlib rebuilds data byte for byte, or None."""
+    """Find the level at which the pinned zlib rebuilds data byte for byte, or None."""
     raw = gunzip_exact(data, max_size)
     if raw is None:
         return None
