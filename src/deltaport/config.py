@@ -72,6 +72,11 @@ class Settings:
         """Where the bundle-signing keys are kept."""
         return self.data_dir / "keys"
 
+    @property
+    def patch_cache_dir(self) -> Path:
+        """Layer patches already built, reused by later bundles (``delta.patchcache``)."""
+        return self.data_dir / "patch-cache"
+
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
     """The per-user default data directory (XDG data home, else ~/.local/share)."""

@@ -55,10 +55,18 @@ def create(
         False
     ),
     ca_file: CaFileOpt = None,
+    patch_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--patch-cache",
+            help="Folder of layer patches built before: reuse them, and keep new ones there.",
+        ),
+    ] = None,
 ) -> None:
     """Build one bundle that turns the content of all --from images into --to."""
     from deltaport.bundle import load_private_key
     from deltaport.delta.image import create_image_delta
+    from deltaport.delta.patchcache import PatchCache
 
     key = load_private_key(sign_key) if sign_key else None
     with _layer_progress("building") as report:
@@ -69,6 +77,7 @@ def create(
             signing_key=key,
             options=transport_options(insecure, ca_file),
             progress=report,
+            patch_cache=PatchCache(patch_cache) if patch_cache else None,
         )
     if as_json:
         out.print_json(json.dumps(summary.to_json()))
@@ -81,10 +90,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for col in ("layer", "diff_id", "encoding", "layer size", "bytes sent"):
         table.add_column(col, justify="right" if "size" in col or "bytes" in col else "left")
     for layer in summary["layers"]:
+        cached = " (cached)" if (layer.get("stats") or {}).get("cached") else ""
         table.add_row(
             str(layer["index"]),
             layer["diff_id"][:19],
-            layer["encoding"],
+            layer["encoding"] + cached,
             human_bytes(layer["size"]),
             human_bytes(layer["patch_bytes"]),
         )

@@ -48,7 +48,7 @@ def _builder(s: Settings, insecure: bool) -> Any:
 
     key_path = s.keys_dir / PRIVATE_KEY_NAME
     key = load_private_key(key_path) if key_path.exists() else None
-    return DeltaBundleBuilder(TransportOptions(insecure=insecure), key)
+    return DeltaBundleBuilder(TransportOptions(insecure=insecure), key, s.patch_cache_dir)
 
 
 def deploy_command(

@@ -39,6 +39,7 @@ from deltaport.delta.content import (
     parse_content,
 )
 from deltaport.delta.model import DeltaConfig, SourceLayer
+from deltaport.delta.patchcache import PatchCache, patch_key
 from deltaport.delta.spool import COPY_BUFSIZE, FileWindow, LayerSpool, WriteOnly, verify_window
 from deltaport.errors import FormatError, IntegrityError, MissingSourceError
 from deltaport.oci import (
@@ -179,10 +180,13 @@ def create_image_delta(
     scratch: Path | None = None,
     progress: ProgressFn | None = None,
     extra_content: Mapping[str, Any] | None = None,
+    patch_cache: PatchCache | None = None,
 ) -> DeltaSummary:
     """Build one bundle that turns the content of all ``source_refs`` into ``target_ref``.
 
     With no sources the bundle is self-contained (every layer sent in full, compressed).
+    With ``patch_cache``, a layer patch built before for the same target layer,
+    candidate sources and config is reused instead of built again.
     ``extra_content`` adds signed fields to the bundle's content (the hub puts
     ``devices`` and ``deployment`` there); it cannot replace the image-delta fields.
     """
@@ -215,7 +219,8 @@ def create_image_delta(
                 if progress:
                     progress(f"layer {plan.index + 1}/{len(plans)}", plan.index, len(plans))
                 result, entry = _encode_layer(
-                    plan, layer, target, by_diff_id, source_layers, payload, work, cfg
+                    plan, layer, target, by_diff_id, source_layers, payload, work, cfg,
+                    patch_cache,
                 )
                 results.append(result)
                 entries.append(entry)
@@ -255,26 +260,37 @@ def _encode_layer(
     payload: BinaryIO,
     work: Path,
     cfg: DeltaConfig,
+    cache: PatchCache | None = None,
 ) -> tuple[LayerResult, LayerEntry]:
     """Encode one target layer: nothing for a layer the device has, else a patch."""
     if plan.encoding == "source":
         size = by_diff_id[plan.diff_id][1].uncompressed_size or layer.uncompressed_size or 0
         result = LayerResult(plan.index, plan.diff_id, "source", "source", size, 0)
         return result, LayerEntry("source", sources=(plan.diff_id,))
-    target_tar = work / f"target-{plan.index}.tar"
-    with target.open_layer(layer) as stream, open(target_tar, "wb") as f:
-        shutil.copyfileobj(stream, f, COPY_BUFSIZE)
-    size = target_tar.stat().st_size
-    patch_path = work / f"layer-{plan.index}.patch"
-    with open(patch_path, "wb") as patch_out:
-        stats = build_layer_patch(target_tar, sources, patch_out, config=cfg)
+    key = patch_key(plan.diff_id, [s.diff_id for s in sources], cfg)
+    hit = cache.get(key) if cache is not None else None
     offset = payload.tell()
-    with open(patch_path, "rb") as patch_in:
-        shutil.copyfileobj(patch_in, payload, COPY_BUFSIZE)
+    if hit is not None:
+        with open(hit.path, "rb") as patch_in:
+            shutil.copyfileobj(patch_in, payload, COPY_BUFSIZE)
+        stats_json = {**hit.stats, "cached": True}
+        size = int(stats_json.get("target_size", 0))
+    else:
+        target_tar = work / f"target-{plan.index}.tar"
+        with target.open_layer(layer) as stream, open(target_tar, "wb") as f:
+            shutil.copyfileobj(stream, f, COPY_BUFSIZE)
+        size = target_tar.stat().st_size
+        patch_path = work / f"layer-{plan.index}.patch"
+        with open(patch_path, "wb") as patch_out:
+            stats = build_layer_patch(target_tar, sources, patch_out, config=cfg)
+        with open(patch_path, "rb") as patch_in:
+            shutil.copyfileobj(patch_in, payload, COPY_BUFSIZE)
+        target_tar.unlink()
+        stats_json = stats.to_json()
+        if cache is not None:
+            cache.put(key, patch_path, stats_json)
+        patch_path.unlink()
     length = payload.tell() - offset
-    target_tar.unlink()
-    patch_path.unlink()
-    stats_json = stats.to_json()
     kind = str(stats_json.get("kind", "delta"))
     needed = tuple(str(d) for d in stats_json.get("required_sources", []))
     result = LayerResult(plan.index, plan.diff_id, "patch", kind, size, length, stats_json)

@@ -51,5 +51,5 @@ def real_toolkit(settings: HubServerSettings) -> Toolkit:
         reader=OciIdentityReader(options),
         signer=DeltaSignatureMaker(options),
         ranker=SignatureRanker(),
-        builder=DeltaBundleBuilder(options, key),
+        builder=DeltaBundleBuilder(options, key, settings.fleet.patch_cache_dir),
     )

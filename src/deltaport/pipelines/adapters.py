@@ -157,13 +157,17 @@ class SignatureRanker:
 class DeltaBundleBuilder:
     """BundleBuilder over ``deltaport.delta.image.create_image_delta``."""
 
-    def __init__(self, options: Any = None, signing_key: Any = None) -> None:
+    def __init__(
+        self, options: Any = None, signing_key: Any = None, patch_cache: Path | None = None
+    ) -> None:
         self.options = options
         self.signing_key = signing_key
+        self.patch_cache = patch_cache  # folder of layer patches built once, reused
 
     def build(self, spec: BundleSpec, work_dir: Path) -> BuiltBundle:
         """Build the bundle for SPEC into WORK_DIR/<key>.dpb and hash it."""
         from deltaport.delta.image import create_image_delta
+        from deltaport.delta.patchcache import PatchCache
 
         work_dir.mkdir(parents=True, exist_ok=True)
         out = work_dir / f"{spec.key}.dpb"
@@ -178,6 +182,7 @@ class DeltaBundleBuilder:
             signing_key=self.signing_key,
             options=self.options,
             scratch=work_dir,
+            patch_cache=PatchCache(self.patch_cache) if self.patch_cache else None,
         )
         return BuiltBundle(path=out, size=int(summary.bundle_bytes), digest=file_digest(out))
 
