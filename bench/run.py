@@ -304,6 +304,7 @@ def results_markdown(opts: Options, meta: dict[str, Any],
         "## Bytes sent (% of target docker-save size)", "",
         *report.summary_table(scens), "",
         "## Targets", "", *report.targets_section(checks), "",
+        *notes_section(),
         "## Chart (bytes sent, log scale from 1 KB)", "", "```", *report.chart_lines(scens),
         "```", "",
         "## Per scenario", "",
@@ -315,8 +316,9 @@ def results_markdown(opts: Options, meta: dict[str, Any],
     lines += [
         "## How each number is measured", "",
         "- **deltaport**: `deltaport delta create --to docker-archive:NEW --from "
-        "docker-archive:OLD -o BUNDLE --json` (no `--from` for S0); bytes = bundle file size. "
-        "`deltaport delta apply BUNDLE --from docker-archive:OLD "
+        "docker-archive:OLD --sign-key KEY -o BUNDLE --json` (no `--from` for S0); bytes = "
+        "bundle file size, Ed25519 signature included. "
+        "`deltaport delta apply BUNDLE --from docker-archive:OLD --trust-key PUB "
         f"--to {opts.deltaport.apply_dest}:…`; "
         "the rebuilt image is checked independently (bench/verify.py): config sha256 = "
         "target image ID, every layer's uncompressed sha256 = target diff_id.",
@@ -333,6 +335,16 @@ def results_markdown(opts: Options, meta: dict[str, Any],
         "the polled sum over the process tree.", "",
     ]
     return "\n".join(lines)
+
+
+NOTES = REPO / "bench" / "NOTES.md"
+
+
+def notes_section() -> list[str]:
+    """bench/NOTES.md (hand-written, dated: why a target is missed, what was tried)."""
+    if not NOTES.is_file():
+        return []
+    return [NOTES.read_text().rstrip(), ""]
 
 
 def plan_section(doc: dict[str, Any]) -> list[str]:
