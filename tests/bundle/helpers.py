@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,14 @@ from deltaport.bundle.head import (
 from deltaport.bundle.signing import encode_signatures, sign_index
 
 SMALL_CHUNK = 4096
+DELTAPORT = Path(sys.executable).parent / "deltaport"  # the installed console script
+
+
+def deltaport_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``deltaport`` command, as a user would."""
+    return subprocess.run(
+        [str(DELTAPORT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 DEFAULT_MEMBERS: tuple[tuple[str, bytes], ...] = (
     ("config.json", b'{"architecture":"amd64"}'),

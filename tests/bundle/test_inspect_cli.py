@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from deltaport.bundle import generate_keypair
-from tests.bundle.helpers import DEFAULT_MEMBERS, build_bundle
-
-DELTAPORT = Path(sys.executable).parent / "deltaport"  # the installed console script
-
-
-def _deltaport(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(DELTAPORT), *args], capture_output=True, text=True, timeout=60, check=False
-    )
+from tests.bundle.helpers import DEFAULT_MEMBERS, build_bundle, deltaport_cli
 
 
 def test_inspect_shows_signer_members_and_verifies(tmp_path: Path) -> None:
@@ -25,7 +15,7 @@ def test_inspect_shows_signer_members_and_verifies(tmp_path: Path) -> None:
 
     path = tmp_path / "b.bundle"
     info = build_bundle(path, key=load_private_key(pair.private_key_path))
-    done = _deltaport(
+    done = deltaport_cli(
         "bundle", "inspect", str(path), "--trust-key", str(pair.public_key_path), "--verify",
         "--json",
     )
@@ -34,7 +24,7 @@ def test_inspect_shows_signer_members_and_verifies(tmp_path: Path) -> None:
     assert doc["format_version"] == 2 and doc["size"] == info.size == path.stat().st_size
     assert doc["signer"] == pair.key_id and doc["payload_verified"] is True
     assert [m["name"] for m in doc["members"]] == [n for n, _ in DEFAULT_MEMBERS]
-    table = _deltaport("bundle", "inspect", str(path))
+    table = deltaport_cli("bundle", "inspect", str(path))
     assert table.returncode == 0 and "layer-0.patch" in table.stdout
 
 
@@ -42,14 +32,16 @@ def test_inspect_fails_with_exit_codes_on_bad_bundles(tmp_path: Path) -> None:
     path = tmp_path / "b.bundle"
     build_bundle(path)
     other = generate_keypair(tmp_path / "other")
-    unsigned = _deltaport("bundle", "inspect", str(path), "--trust-key", str(other.public_key_path))
+    unsigned = deltaport_cli(
+        "bundle", "inspect", str(path), "--trust-key", str(other.public_key_path)
+    )
     assert unsigned.returncode == 4 and "unsigned" in unsigned.stderr
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # inside the last member
     path.write_bytes(bytes(data))
-    head_only = _deltaport("bundle", "inspect", str(path))
+    head_only = deltaport_cli("bundle", "inspect", str(path))
     assert head_only.returncode == 0  # the head is intact; members are not read
-    damaged = _deltaport("bundle", "inspect", str(path), "--verify")
+    damaged = deltaport_cli("bundle", "inspect", str(path), "--verify")
     assert damaged.returncode == 4 and "does not match" in damaged.stderr
     path.write_bytes(bytes(data[:-10]))
-    assert _deltaport("bundle", "inspect", str(path)).returncode == 3
+    assert deltaport_cli("bundle", "inspect", str(path)).returncode == 3

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +16,7 @@ from deltaport.bundle import generate_keypair, key_id, load_private_key, load_pu
 from deltaport.cli import keys as keys_cli
 from deltaport.cli.main import COMMAND_GROUPS
 from deltaport.errors import FormatError, StorageError, UsageError
-
-DELTAPORT = Path(sys.executable).parent / "deltaport"  # the installed console script
-
-
-def _deltaport(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``deltaport`` command, as a user would."""
-    return subprocess.run(
-        [str(DELTAPORT), *args], capture_output=True, text=True, timeout=120, check=False
-    )
+from tests.bundle.helpers import deltaport_cli
 
 
 def test_generate_writes_a_usable_pair(tmp_path: Path) -> None:
@@ -98,7 +88,7 @@ def test_keys_group_is_registered() -> None:
 
 def test_cli_generate_then_refuse(tmp_path: Path) -> None:
     target = tmp_path / "signing"
-    first = _deltaport("keys", "generate", str(target))
+    first = deltaport_cli("keys", "generate", str(target))
     assert first.returncode == 0, first.stderr
     private, public = target / "deltaport.key", target / "deltaport.pub"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
@@ -107,12 +97,12 @@ def test_cli_generate_then_refuse(tmp_path: Path) -> None:
     assert str(private) in first.stdout and str(public) in first.stdout
     key_before = private.read_bytes()
 
-    second = _deltaport("keys", "generate", str(target))
+    second = deltaport_cli("keys", "generate", str(target))
     assert second.returncode == UsageError.exit_code
     assert "already exists" in second.stderr
     assert private.read_bytes() == key_before
 
-    shown = _deltaport("keys", "show", str(public), "--json")
+    shown = deltaport_cli("keys", "show", str(public), "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["key_id"] == expected_id
 

@@ -5,7 +5,7 @@ everything is re-verified):
 
 - ``offer.json``  the hub's listing entry, so a finished download is reconstructed
   even while the hub is unreachable;
-- ``head``        the bundle head (index.json + index.sig), written once it verified;
+- ``head``        the bundle head (fixed part, index, signatures), written once it verified;
 - ``payload`` / ``payload.part``  the payload region, grown by ``deltaport.transfer``
   against the signed chunk digests;
 - ``bundle``      head + payload, written once the whole file hashed to the offer's
