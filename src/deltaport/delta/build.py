@@ -300,7 +300,13 @@ class _Delta:
 
 
 def _best_delta(old: bytes, new: bytes, zstd_max: int) -> _Delta:
-    """HDiffPatch, or for small inputs a zstd frame with old as dictionary if smaller."""
+    """HDiffPatch, or for small inputs a zstd frame with old as dictionary if smaller.
+
+    Costs are in the unit of the literal estimate (zstd level 3), so callers can
+    compare them with ``_estimate(new)``: the level-19 zstd frame's size is scaled by
+    how much level 19 alone gains on ``new``. Unscaled, level 19 against level 3
+    passed files whose base did not help at all (S1: 3 MB of "deltas" at 13 %).
+    """
     hd = _hdiff(old, new)
     best = _Delta(p.DELTA_HDIFF, hd, _estimate(hd))
     if len(new) <= zstd_max and old:
@@ -310,8 +316,10 @@ def _best_delta(old: bytes, new: bytes, zstd_max: int) -> _Delta:
             19, source_size=len(new), window_log=window_log
         )
         zs = zstandard.ZstdCompressor(compression_params=params, dict_data=zdict).compress(new)
-        if len(zs) < best.cost:
-            best = _Delta(p.DELTA_ZSTD, zs, len(zs))
+        alone = zstandard.ZstdCompressor(compression_params=params).compress(new)
+        cost = len(zs) * _estimate(new) // max(len(alone), 1)
+        if cost < best.cost:
+            best = _Delta(p.DELTA_ZSTD, zs, cost)
     return best
 
 
@@ -341,6 +349,19 @@ def _run_segment(job: _SegmentJob) -> _Delta | None:
     old = _read_at(job.source, job.old_abs, job.old_len)
     delta = _best_delta(old, new, 0)
     return delta if delta.cost < job.min_gain * _estimate(new) else None
+
+
+def _delta_pays(job: _SegmentJob) -> bool:
+    """Whether the base makes the file cheaper than its literal by job.min_gain (worker side).
+
+    Measured with the literal estimate's own zstd level, the base as raw-content
+    dictionary: several times faster than HDiffPatch, and in the same unit.
+    """
+    new = _read_at(job.target, job.new_abs, job.new_len)
+    old = _read_at(job.source, job.old_abs, job.old_len)
+    zdict = zstandard.ZstdCompressionDict(old, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    with_base = zstandard.ZstdCompressor(level=_ESTIMATE_LEVEL, dict_data=zdict).compress(new)
+    return len(with_base) < job.min_gain * _estimate(new)
 
 
 class _Builder:
@@ -423,15 +444,49 @@ class _Builder:
             return _Plan("small", similar)
         return _Plan("delta", similar, elf=elf)
 
+    def _small_job(self, entry: TarEntry, ref: _FileRef) -> _SegmentJob:
+        return _SegmentJob(
+            str(self.target), entry.data_offset, entry.data_len, str(ref.src.layer.path),
+            ref.entry.data_offset, 0, ref.entry.data_len, self.config.min_delta_gain,
+        )
+
+    def _screen_small(self) -> set[int]:
+        """Header offsets of the small files whose own delta beats their literal.
+
+        Only those join a solid group: a group is accepted or refused as a whole, and
+        mixing a few good pairs with many poor ones (renamed paths, other package
+        versions) made groups lose to literals on the S1 benchmark (3 % of the patch).
+        The screen is a fast zstd-with-dictionary probe (the group then uses HDiffPatch
+        or zstd -19), in ``workers`` processes: L2 has 300 MB of small changed files.
+        """
+        assert self.layout is not None
+        small = [
+            (entry, plan.ref)
+            for entry in self.layout.entries
+            if (plan := self.plans[entry.header_offset]).kind == "small" and plan.ref
+        ]
+        jobs = [self._small_job(entry, ref) for entry, ref in small]
+        if len(jobs) < 64 or self.config.workers < 2:
+            pays = [_delta_pays(job) for job in jobs]
+        else:
+            ctx = multiprocessing.get_context("fork")  # spawn would re-run the caller's __main__
+            with ProcessPoolExecutor(self.config.workers, mp_context=ctx) as pool:
+                pays = list(pool.map(_delta_pays, jobs, chunksize=32))
+        return {entry.header_offset for (entry, _), ok in zip(small, pays, strict=True) if ok}
+
     def _form_groups(self) -> None:
         assert self.layout is not None
         current: list[TarEntry] = []
         total = 0
+        pays = self._screen_small()
         for entry in self.layout.entries:
             plan = self.plans[entry.header_offset]
             if plan.kind != "small":
                 continue
             assert plan.ref is not None
+            if entry.header_offset not in pays:
+                self.plans[entry.header_offset] = _Plan("literal")
+                continue
             if current and total + entry.data_len > self.config.group_max_bytes:
                 self._close_group(current)
                 current, total = [], 0
@@ -691,7 +746,23 @@ class _Builder:
         start = max(0, min(start, src.layout.size - limit))
         return index, start, min(limit, src.layout.size - start)
 
-    def encode_sections(self, literal_dict: bytes | None = None) -> list[Encoded]:
+    def _text_xz(self, raw: RawSection, delta_mode: bool) -> bool:
+        """Whether a literal/delta section goes to xz (text filters) rather than zstd.
+
+        Only in delta patches, whose literal sections are small: a single LZMA2 stream
+        runs at ~2.2 MB/s, too slow for the whole-layer sections of full builds.
+        """
+        c = self.config
+        return (
+            delta_mode
+            and raw.name in (p.SECTION_LITERALS, p.SECTION_DELTAS)
+            and 0 < raw.length <= c.text_xz_max
+            and xz_wins(raw, level=c.zstd_level, preset=c.text_xz_preset, text=True)
+        )
+
+    def encode_sections(
+        self, literal_dict: bytes | None = None, delta_mode: bool = False
+    ) -> list[Encoded]:
         c = self.config
         encoded: list[Encoded] = []
         if self.headers is not None and self.headers.length:
@@ -714,6 +785,9 @@ class _Builder:
                 encoded.append(
                     xz_compress(raw, preset=c.xz_preset, workers=c.workers, piece=c.xz_piece)
                 )
+                continue
+            if self._text_xz(raw, delta_mode):
+                encoded.append(xz_compress(raw, preset=c.text_xz_preset, text=True))
                 continue
             encoded.append(
                 zstd_compress(
@@ -769,7 +843,9 @@ def _build(
             lit_src = used[lit_range[0]]
             lit_src.file.seek(lit_range[1])
             lit_dict = lit_src.file.read(lit_range[2])
-        encoded = builder.encode_sections(lit_dict)
+        encoded = builder.encode_sections(lit_dict, delta_mode=bool(used))
+        if any(e.name == p.SECTION_LITERALS and e.codec == p.CODEC_XZ for e in encoded):
+            lit_range = None  # xz has no dictionary: the applier must not read one
         meta = PatchMeta(
             mode="delta" if used else "full",
             target_diff_id=diff_id,
@@ -792,6 +868,7 @@ def _build(
             counts=dict(builder.w.counts),
             new_bytes=dict(builder.w.new_bytes),
             section_bytes=section_bytes,
+            section_codecs={e.name: e.codec for e in encoded},
         )
     finally:
         builder.close()
@@ -852,7 +929,12 @@ def _full_pays(stats: LayerPatchStats) -> bool:
     The full encoding compresses everything about as well as this patch compresses
     its literals, so it is estimated from their ratio; only a close call on a patch
     that is nearly all literal is built (the trial costs a second compression).
+    Never when the literals went to xz: the full encoding compresses the same
+    literals (and more) with zstd, which the codec probe found larger, and every
+    delta of this patch beat its literal estimate.
     """
+    if stats.section_codecs.get(p.SECTION_LITERALS) == p.CODEC_XZ:
+        return False  # the full encoding's zstd lost to this xz on the sample (trial: 18 s on S1)
     kinds = ("literal", "raw", "gzip_l")
     lit_raw = sum(v for k, v in stats.new_bytes.items() if k.startswith(kinds))
     content = sum(stats.new_bytes.values())

@@ -30,7 +30,8 @@ class DeltaConfig:
     xz_piece: int = 64 << 20  # ELF bytes per independent .xz stream (compressed in parallel)
     segment_size: int = 8 << 20  # new bytes per hdiff segment (bounds apply memory)
     segment_margin: int = 1 << 20  # old window = matching new range widened by this each side
-    group_max_file: int = 256 << 10  # files up to this size are diffed in solid groups
+    group_max_file: int = 256 << 10  # files up to this size whose own delta pays are diffed
+    # together in solid groups (the others are literal)
     group_max_bytes: int = 4 << 20  # new bytes per solid group
     zstd_delta_max: int = 1 << 20  # also try zstd-with-dictionary deltas up to this size
     min_delta_gain: float = 0.9  # delta must be < this × literal estimate to be used
@@ -41,6 +42,9 @@ class DeltaConfig:
     header_dict_size: int = 6 << 20  # bytes of source headers used as one chunk's dictionary
     header_level: int = 19  # zstd level of header chunks
     literal_dict_size: int = 8 << 20  # source tar bytes: the literal section's dictionary
+    text_xz_max: int = 64 << 20  # delta patches: literal/delta sections up to this use xz if
+    # a sample says it wins (one stream, no BCJ, pb 0, nice_len 273: ~2.2 MB/s); 0 = never
+    text_xz_preset: int = 9  # LZMA2 preset of those sections (dictionary ≤ 64 MiB)
     verify: bool = True  # apply delta/group/gzip patches after building and compare
     try_full: bool = True  # also build the self-contained encoding; keep the smaller
 
@@ -75,6 +79,7 @@ class LayerPatchStats:
     counts: dict[str, int] = field(default_factory=dict)  # files per kind
     new_bytes: dict[str, int] = field(default_factory=dict)  # target bytes per kind
     section_bytes: dict[str, int] = field(default_factory=dict)  # patch bytes per section
+    section_codecs: dict[str, str] = field(default_factory=dict)  # codec of each section
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (``kind`` is the mode: "delta" or "full")."""
