@@ -88,6 +88,9 @@ class FakeBuilder:
         path.write_bytes(data)
         return BuiltBundle(path, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
 
+    def prebuild(self, reference: str, work_dir: Path) -> int:
+        return 0  # nothing to cache: fake bundles are not made of layer patches
+
 
 @dataclass
 class RecordingNotifier:

@@ -126,3 +126,36 @@ def test_image_register_command(registry: Registry, tmp_path: Path) -> None:
     from deltaport.errors import NotFoundError
 
     assert isinstance(missing.exception, NotFoundError)
+
+
+def test_image_register_prebuild_fills_the_patch_cache(registry: Registry, tmp_path: Path) -> None:
+    """`image register --prebuild`: every layer's self-contained patch is built once, ahead."""
+    import typer
+    from typer.testing import CliRunner
+
+    from deltaport.cli import fleet as cli_fleet
+    from deltaport.delta.image import create_image_delta
+    from deltaport.delta.patchcache import PatchCache
+
+    copy_image(
+        f"oci:{write_oci_layout(tmp_path / 'l', build_image(1), tag='v')}:v",
+        registry.ref("svc:2"),
+        TransportOptions(insecure=True),
+    )
+    app = typer.Typer()
+    cli_fleet.add_global_options(app)
+    app.command("register")(cli_fleet.image_register_command)
+    app.command("unused")(lambda: None)
+    home = tmp_path / "home"
+    args = ["--data-dir", str(home), "register", registry.ref("svc:2"), "--insecure", "--json"]
+    first = CliRunner().invoke(app, [*args, "--prebuild"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["prebuilt_layers"] == 3
+    assert len(list((home / "patch-cache").glob("*.patch"))) == 3
+    again = CliRunner().invoke(app, [*args, "--prebuild"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["prebuilt_layers"] == 0
+    summary = create_image_delta(
+        registry.ref("svc:2"), [], tmp_path / "first.dpb",
+        options=TransportOptions(insecure=True), patch_cache=PatchCache(home / "patch-cache"),
+    ).to_json()
+    assert [layer["stats"]["cached"] for layer in summary["layers"]] == [True, True, True]

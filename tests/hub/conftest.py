@@ -66,6 +66,10 @@ class SizedBuilder:
         self.built.append(spec.key)
         return BuiltBundle(path, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
 
+    def prebuild(self, reference: str, work_dir: Path) -> int:
+        self.built.append(f"prebuild {reference}")
+        return 0
+
 
 def fake_toolkit(registry: FakeRegistry, bundle_size: int = 300 * 1024) -> Toolkit:
     """A toolkit of fakes over REGISTRY."""

@@ -4,6 +4,7 @@ through the device API and rebuilt, verified, then reported present."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def test_register_deploy_download_rebuild(registry: Registry, tmp_path: Path) ->
         ids = {
             t: hc.register_image(registry.ref(f"demo/app:{t}"))["image_id"] for t in ("v1", "v2")
         }
+        # prebuild: answered at once, the layer patches appear in the hub's cache after
+        again = hc.register_image(registry.ref("demo/app:v1"), prebuild=True)
+        assert again["prebuild"] == "started"
+        cache = data / "patch-cache"
+        deadline = time.monotonic() + 120
+        while len(list(cache.glob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(cache.glob("*.patch"))) == 3
         # the device has v1 (its inventory), and gets v2
         device = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=device, timeout=30) as dev:

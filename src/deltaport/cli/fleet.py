@@ -247,6 +247,14 @@ def image_register_command(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plain HTTP registry (local database only).")
     ] = False,
+    prebuild: Annotated[
+        bool,
+        typer.Option(
+            "--prebuild",
+            help="Also build every layer's self-contained patch into the patch cache now "
+            "(with --hub: in the background), so first-image bundles cost no compression.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: hub_cli.HubUrlOpt = None,
     token: hub_cli.HubTokenOpt = None,
@@ -278,13 +286,34 @@ def image_register_command(
         return registered_image_doc(image)
 
     def remote(client: HubClient) -> dict[str, Any]:
-        return client.register_image(reference, name=name, build_id=build_id, by=by)
+        return client.register_image(
+            reference, name=name, build_id=build_id, by=by, prebuild=prebuild
+        )
 
     doc = on_hub_or_db(ctx, hub, token, remote, local)
+    if prebuild and not hub:  # after the database session: it takes a while
+        doc["prebuilt_layers"] = _prebuild_here(ctx, reference, insecure)
     if as_json:
         print_json(doc)
-    else:
-        typer.echo(f"registered {doc['image']} ({doc['image_id']}, {doc['layers']} layers)")
+        return
+    typer.echo(f"registered {doc['image']} ({doc['image_id']}, {doc['layers']} layers)")
+    if "prebuilt_layers" in doc:
+        typer.echo(f"prebuilt {doc['prebuilt_layers']} layer patch(es) into the patch cache")
+    elif doc.get("prebuild") == "started":
+        typer.echo("the hub is prebuilding its layer patches in the background")
+
+
+def _prebuild_here(ctx: typer.Context, reference: str, insecure: bool) -> int:
+    """Build REFERENCE's self-contained layer patches into the data dir's patch cache."""
+    from rich.console import Console
+
+    from deltaport.oci import TransportOptions
+    from deltaport.pipelines.adapters import DeltaBundleBuilder
+
+    s = settings(ctx)
+    builder = DeltaBundleBuilder(TransportOptions(insecure=insecure), None, s.patch_cache_dir)
+    with Console(stderr=True).status(f"prebuilding the layer patches of {reference}"):
+        return builder.prebuild(reference, s.data_dir)
 
 
 def add_global_options(app: typer.Typer) -> None:

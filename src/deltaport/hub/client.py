@@ -164,9 +164,13 @@ class HubClient:
         name: str | None = None,
         build_id: str | None = None,
         by: str | None = None,
+        prebuild: bool = False,
     ) -> dict[str, Any]:
         """``deltaport image register``."""
-        body = {"reference": reference, "name": name, "build_id": build_id, "by": by}
+        body = {
+            "reference": reference, "name": name, "build_id": build_id, "by": by,
+            "prebuild": prebuild,
+        }
         result: dict[str, Any] = self._call("POST", "/images", json=body)
         return result
 

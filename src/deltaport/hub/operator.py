@@ -8,14 +8,15 @@ with ``--json``, so :mod:`deltaport.hub.client` can stand in for the local datab
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 from pydantic import BaseModel, ValidationError
 
-from deltaport.errors import FormatError
+from deltaport.errors import DeltaportError, FormatError
 from deltaport.fleet import queries
 from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import session_scope
@@ -31,6 +32,7 @@ from deltaport.pipelines.image_to_device import (
 from deltaport.pipelines.manifest import parse_manifest
 from deltaport.pipelines.manifest_to_device import activate
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.ERRORS)
 M = TypeVar("M", bound=BaseModel)
 
@@ -133,8 +135,13 @@ def get_image(reference: str, operator: CurrentOperator, hub: Hub) -> dict[str, 
 
 
 @router.post("/images", status_code=201, openapi_extra=schemas.body_doc(schemas.RegisterImageDoc))
-def register_image(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
-    """Record an image (CI pushed it to the cloud registry) and store its signature file."""
+def register_image(
+    operator: CurrentOperator, body: OperatorBody, hub: Hub, background: BackgroundTasks
+) -> dict[str, Any]:
+    """Record an image (CI pushed it to the cloud registry) and store its signature file.
+
+    With ``prebuild``, its layer patches are built after the answer is sent.
+    """
     doc = parse_body(schemas.RegisterImageDoc, body)
     with session_scope(hub.engine) as session:
         image = register(
@@ -147,7 +154,22 @@ def register_image(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> d
             build_id=doc.build_id,
             registered_by=doc.by or operator.name,
         )
-        return registered_image_doc(image)
+        answer = registered_image_doc(image)
+    if doc.prebuild:
+        background.add_task(_prebuild, hub, doc.reference)
+        answer["prebuild"] = "started"
+    return answer
+
+
+def _prebuild(hub: Any, reference: str) -> None:
+    """Fill the patch cache for REFERENCE; a failure is logged (deploy builds anyway)."""
+    data_dir = hub.settings.fleet.data_dir
+    try:
+        built = hub.toolkit.builder.prebuild(reference, data_dir)
+    except DeltaportError as exc:
+        log.warning("prebuilding layer patches of %s failed: %s", reference, exc)
+        return
+    log.info("prebuilt %d layer patch(es) of %s", built, reference)
 
 
 @router.get("/history")

@@ -104,6 +104,11 @@ class RegisterImageDoc(BaseModel):
     name: str | None = None
     build_id: str | None = None
     by: str | None = None
+    prebuild: bool = Field(
+        default=False,
+        description="after answering, build every layer's self-contained patch into the "
+        "hub's patch cache, so first-image bundles of it cost no compression",
+    )
 
 
 class AddDeviceDoc(BaseModel):

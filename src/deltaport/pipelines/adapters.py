@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deltaport.errors import StorageError
+from deltaport.errors import StorageError, UsageError
 from deltaport.fsutil import write_atomic
 from deltaport.pipelines.interfaces import (
     BuiltBundle,
@@ -185,6 +186,28 @@ class DeltaBundleBuilder:
             patch_cache=PatchCache(self.patch_cache) if self.patch_cache else None,
         )
         return BuiltBundle(path=out, size=int(summary.bundle_bytes), digest=file_digest(out))
+
+    def prebuild(self, reference: str, work_dir: Path) -> int:
+        """Self-contained patches of every layer of REFERENCE into the patch cache.
+
+        A first-image bundle is built and thrown away: its layer patches stay in the
+        cache under the keys a later first-image build of any image with those layers
+        looks up. Returns how many were built (not found in the cache).
+        """
+        from deltaport.delta.image import create_image_delta
+        from deltaport.delta.patchcache import PatchCache
+
+        if self.patch_cache is None:
+            raise UsageError("prebuilding layer patches needs a patch cache")
+        work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix="prebuild-") as tmp:
+            summary = create_image_delta(
+                reference, [], Path(tmp) / "first-image.dpb", options=self.options,
+                scratch=Path(tmp), patch_cache=PatchCache(self.patch_cache),
+            )
+        return sum(
+            1 for la in summary.layers if la.encoding == "patch" and not la.stats.get("cached")
+        )
 
 
 def file_digest(path: Path) -> str:

@@ -108,3 +108,15 @@ class BundleBuilder(Protocol):
             MissingSourceError, TransferError, StorageError from the builder.
         """
         ...
+
+    def prebuild(self, reference: str, work_dir: Path) -> int:
+        """Build ahead the self-contained patch of every layer of REFERENCE (kept in the
+        patch cache), so a later first-image bundle of it costs no compression.
+
+        Returns how many layer patches were built (the others were cached already).
+
+        Raises:
+            UsageError: the builder has no patch cache.
+            TransferError, StorageError from the builder.
+        """
+        ...
