@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import typer
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
 
 from deltaport.bundle.keys import generate_keypair, load_private_key, load_public_key
 from deltaport.delta.image import apply_image_delta
@@ -96,22 +98,25 @@ def test_three_devices_one_deployment(engine: Engine, registry: Registry, tmp_pa
     assert desired["images"][0]["reference"] == "localhost:5000/app:2"
 
 
-def test_image_register_command(registry: Registry, tmp_path: Path) -> None:
-    """The `image register` command function (the lead mounts it in deltaport.cli.image)."""
-    import typer
-    from typer.testing import CliRunner
-
+def _register_app(registry: Registry, tmp_path: Path, ref: str, variant: int) -> typer.Typer:
+    """The `image register` command function (mounted in deltaport.cli.image) as an app,
+    with image REF (build_image(VARIANT)) pushed to REGISTRY."""
     from deltaport.cli import fleet as cli_fleet
 
     copy_image(
-        f"oci:{write_oci_layout(tmp_path / 'l', build_image(0), tag='v')}:v",
-        registry.ref("svc:1"),
+        f"oci:{write_oci_layout(tmp_path / 'l', build_image(variant), tag='v')}:v",
+        registry.ref(ref),
         TransportOptions(insecure=True),
     )
     app = typer.Typer()
     cli_fleet.add_global_options(app)
     app.command("register")(cli_fleet.image_register_command)
     app.command("unused")(lambda: None)
+    return app
+
+
+def test_image_register_command(registry: Registry, tmp_path: Path) -> None:
+    app = _register_app(registry, tmp_path, "svc:1", 0)
     home = tmp_path / "home"
     args = ["--data-dir", str(home), "register", registry.ref("svc:1"), "--insecure", "--json"]
     out = CliRunner().invoke(app, [*args, "--build-id", "ci-9", "--by", "ci"])
@@ -130,22 +135,10 @@ def test_image_register_command(registry: Registry, tmp_path: Path) -> None:
 
 def test_image_register_prebuild_fills_the_patch_cache(registry: Registry, tmp_path: Path) -> None:
     """`image register --prebuild`: every layer's self-contained patch is built once, ahead."""
-    import typer
-    from typer.testing import CliRunner
-
-    from deltaport.cli import fleet as cli_fleet
     from deltaport.delta.image import create_image_delta
     from deltaport.delta.patchcache import PatchCache
 
-    copy_image(
-        f"oci:{write_oci_layout(tmp_path / 'l', build_image(1), tag='v')}:v",
-        registry.ref("svc:2"),
-        TransportOptions(insecure=True),
-    )
-    app = typer.Typer()
-    cli_fleet.add_global_options(app)
-    app.command("register")(cli_fleet.image_register_command)
-    app.command("unused")(lambda: None)
+    app = _register_app(registry, tmp_path, "svc:2", 1)
     home = tmp_path / "home"
     args = ["--data-dir", str(home), "register", registry.ref("svc:2"), "--insecure", "--json"]
     first = CliRunner().invoke(app, [*args, "--prebuild"])
