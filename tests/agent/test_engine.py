@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from deltaport.agent import Agent
 from deltaport.agent.engine import engine_client, load_errors
+from deltaport.demo.processes import stop_process
 from tests.agent.conftest import World, agent_config, image_id_in
 from tests.fixtures.services import Registry
 
@@ -53,12 +53,7 @@ def podman_socket(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.1)
         yield f"unix://{sock}"
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc)
 
 
 def test_load_errors_are_found_in_the_stream() -> None:

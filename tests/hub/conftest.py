@@ -30,6 +30,7 @@ import pytest
 import uvicorn
 
 from deltaport.config import Settings, SmtpSettings
+from deltaport.demo.processes import stop_process
 from deltaport.fleet import queries
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
@@ -309,14 +310,8 @@ class HubProcess:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15, sig=sig)
 
 
 @pytest.fixture

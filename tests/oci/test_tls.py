@@ -15,8 +15,6 @@ import datetime
 import hashlib
 import ipaddress
 import json
-import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from deltaport.demo.processes import stop_process
 from deltaport.errors import TransferError, UntrustedCertificateError
 from deltaport.oci import TransportOptions, copy_image, inspect_image
 from tests.fixtures.netns import Netns, close_namespace, join_with_veth, open_namespace
@@ -172,13 +171,7 @@ def tls_registry(netns: Netns, tmp_path_factory: pytest.TempPathFactory) -> Iter
         _wait_https(f"https://{netns.ns_ip}:{PORT}/v2/", pki.ca_file, proc, log_path)
         yield TlsRegistry(f"{netns.ns_ip}:{PORT}", storage, pki)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

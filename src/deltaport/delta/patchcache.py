@@ -22,7 +22,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -116,14 +115,18 @@ class PatchCache:
             StorageError: the cache folder cannot be written (disk full, read-only...).
         """
         patch, meta = self._paths(key)
+        digest = hashlib.sha256()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
             try:
                 with os.fdopen(fd, "wb") as out, open(patch_path, "rb") as src:
-                    shutil.copyfileobj(src, out, _HASH_CHUNK)
+                    while chunk := src.read(_HASH_CHUNK):  # copied and hashed in one pass
+                        digest.update(chunk)
+                        out.write(chunk)
                     out.flush()
                     os.fsync(out.fileno())
+                    size = out.tell()
                 os.replace(tmp, patch)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -131,7 +134,7 @@ class PatchCache:
                 raise
         except OSError as exc:
             raise StorageError(f"cannot write patch cache {self.root}: {exc}") from exc
-        record = {"size": patch.stat().st_size, "sha256": _file_sha256(patch), "stats": stats}
+        record = {"size": size, "sha256": digest.hexdigest(), "stats": stats}
         write_atomic(meta, json.dumps(record, sort_keys=True).encode())
         self.trim()
 

@@ -26,6 +26,23 @@ STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGTERM before SIGKILL
 LOG_TAIL_BYTES = 2000  # bytes of a child's log quoted in an error
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM
+) -> int | None:
+    """SIG (SIGTERM), wait up to TIMEOUT, then SIGKILL; returns the exit status.
+
+    A process that already exited is left alone.
+    """
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
 def deltaport_command(*args: str) -> list[str]:
     """The argv running ``deltaport ARGS`` with this interpreter (works without a venv on PATH)."""
     return [sys.executable, "-m", "deltaport.cli.main", *args]
@@ -72,14 +89,7 @@ class Child:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM, wait up to TIMEOUT, then SIGKILL; returns the exit status."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL now (a crash, for fault tests)."""

@@ -20,14 +20,13 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from deltaport.errors import FormatError, ImageNotFoundError, StorageError, UsageError
+from deltaport.errors import FormatError, ImageNotFoundError, UsageError
 from deltaport.oci import mediatypes as mt
-from deltaport.oci.base import COPY_CHUNK, ImageDestination, ImageSource
+from deltaport.oci.base import COPY_CHUNK, ImageDestination, ImageSource, archive_staging
 from deltaport.oci.compression import Compression, detect_compression
 from deltaport.oci.digest import digest_hex, new_hasher, sha256_digest
 from deltaport.oci.files import Files, read_limited
@@ -190,11 +189,7 @@ class DockerArchiveDestination(ImageDestination):
 
     def __init__(self, reference: ImageReference, options: TransportOptions) -> None:
         super().__init__(reference, options)
-        assert reference.path is not None
-        self._target = reference.path.absolute()
-        if not self._target.parent.is_dir():
-            raise StorageError(f"{reference}: directory {self._target.parent} does not exist")
-        self._staging = Path(tempfile.mkdtemp(prefix=".docker-archive-", dir=self._target.parent))
+        self._target, self._staging = archive_staging(reference, ".docker-archive-")
 
     def accepts(self, compression: Compression) -> bool:
         return compression is Compression.NONE

@@ -241,6 +241,23 @@ def spool_verified(stream: BinaryIO, layer: Layer, spool_dir: Path, what: str) -
     return path
 
 
+
+def archive_staging(reference: ImageReference, prefix: str) -> tuple[Path, Path]:
+    """(target file, new staging dir beside it) for a destination written as one archive.
+
+    The staging dir is in the target's folder, so the finished archive is renamed into
+    place atomically.
+
+    Raises:
+        StorageError: the target's folder does not exist.
+    """
+    assert reference.path is not None
+    target = reference.path.absolute()
+    if not target.parent.is_dir():
+        raise StorageError(f"{reference}: directory {target.parent} does not exist")
+    return target, Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+
+
 class ImageDestination:
     """Where an image is written. Subclasses implement the hooks below."""
 

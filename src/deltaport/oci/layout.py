@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 from deltaport.errors import FormatError, ImageNotFoundError, StorageError
 from deltaport.fsutil import write_atomic
 from deltaport.oci import mediatypes as mt
-from deltaport.oci.base import ImageDestination, ImageSource, manifest_matches
+from deltaport.oci.base import ImageDestination, ImageSource, archive_staging, manifest_matches
 from deltaport.oci.digest import sha256_digest, verify_bytes
 from deltaport.oci.files import DirFiles, Files, TarFiles, read_limited
 from deltaport.oci.model import (
@@ -250,11 +249,7 @@ class OciArchiveDestination(ImageDestination):
 
     def __init__(self, reference: ImageReference, options: TransportOptions) -> None:
         super().__init__(reference, options)
-        assert reference.path is not None
-        self._target = reference.path.absolute()
-        if not self._target.parent.is_dir():
-            raise StorageError(f"{reference}: directory {self._target.parent} does not exist")
-        self._staging = Path(tempfile.mkdtemp(prefix=".oci-archive-", dir=self._target.parent))
+        self._target, self._staging = archive_staging(reference, ".oci-archive-")
         self._writer = LayoutWriter(self._staging / "layout")
 
     def _spool_dir(self) -> Path:
