@@ -262,6 +262,22 @@ class AgentState:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
+    def commit(self, values: Mapping[str, str | None],
+               messages: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+        """Set (None: delete) small values and enqueue messages in ONE transaction.
+
+        What the runtime's crash safety rests on: a recorded outcome and the message
+        reporting it are never apart. Returns the new message ids.
+        """
+        with self._tx() as db:
+            for key, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM kv WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                               (key, value))
+            return [self._enqueue(db, m) for m in messages]
+
     def counts(self) -> OutboxCounts:
         pending = self._query(
             "SELECT COUNT(*) FROM outbox WHERE delivered IS NULL AND rejected IS NULL")[0][0]

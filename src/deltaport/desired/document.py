@@ -199,7 +199,8 @@ def _check_signatures(
             ) from exc
         return kid
     if not signers:
-        raise SignatureError("desired manifest is unsigned; a signature by a trusted key is required")
+        raise SignatureError(
+            "desired manifest is unsigned; a signature by a trusted key is required")
     raise SignatureError(
         f"desired manifest is signed by {', '.join(signers)}, none of which is trusted "
         f"(trusted: {', '.join(trusted) or 'none'})"
