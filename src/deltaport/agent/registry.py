@@ -4,6 +4,10 @@ Lists repositories (``/v2/_catalog``) and tags (``/v2/<name>/tags/list``), follo
 ``Link`` pagination with a bound on the total, and names each tag's image by its
 config digest (the image ID) through ``deltaport.oci``. Everything it lists can be a
 source for the next delta: every layer of every image on the device.
+
+For the image GC (``agent.runtime.gc``) it also resolves a tag to its manifest digest
+and deletes manifests by digest (the registry refuses deletes by tag, and needs
+``storage.delete.enabled``); blobs are only freed by the registry's garbage-collect.
 """
 
 from __future__ import annotations
@@ -14,16 +18,30 @@ from collections.abc import Iterator
 from typing import Any
 
 from deltaport.agent.messages import LocalImage
-from deltaport.errors import DeltaportError, FormatError, NotFoundError
+from deltaport.errors import DeltaportError, FormatError, NotFoundError, RegistryError
 from deltaport.fleet.documents import INVENTORY_MAX_IMAGES
 from deltaport.oci import TransportOptions, open_source
+from deltaport.oci.digest import is_digest, sha256_digest
 from deltaport.oci.registry import RegistryClient
+from deltaport.oci.registry.image import fetch_manifest
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000  # names per _catalog / tags/list request
 MAX_NAMES = INVENTORY_MAX_IMAGES  # repositories and tags listed at most (each)
 _NEXT_RE = re.compile(r'<([^>]{1,2000})>\s*;\s*rel="?next"?')
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """("repo", "tag") of ``name`` = "repo:tag" (pure).
+
+    Raises:
+        FormatError: not "repo:tag".
+    """
+    repo, sep, tag = name.rpartition(":")
+    if not sep or not repo or not tag or "/" in tag:
+        raise FormatError(f"local image name {name!r} is not 'repository:tag'")
+    return repo, tag
 
 
 def next_page(link_header: str | None) -> str | None:
@@ -111,3 +129,65 @@ class LocalRegistry:
         for image in images:
             by_id.setdefault(image.image_id, self.ref(image.name))
         return sorted(by_id.values())
+
+    def manifest_digest(self, name: str) -> str | None:
+        """The digest of the manifest (or index) that ``repo:tag`` names, None if absent.
+
+        Asked with every manifest type in ``Accept``: without it the registry answers
+        404 for an OCI manifest and converts a Docker v2 one to schema 1, whose digest
+        is another one. The digest is computed from the bytes, not taken from a header.
+
+        Raises:
+            TransferError/RegistryError: the registry failed. FormatError: bad name.
+        """
+        repo, tag = split_name(name)
+        client = RegistryClient(self.host, self.options)
+        try:
+            body, _ = fetch_manifest(client, repo, tag, self.options.max_manifest_bytes)
+        except NotFoundError:
+            return None
+        finally:
+            client.close()
+        return sha256_digest(body)
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """``DELETE /v2/<repo>/manifests/<digest>``: every tag of REPO naming it goes too.
+
+        Returns False when the registry does not have it (already deleted).
+
+        Raises:
+            RegistryError: refused (405: deletes are not enabled in its configuration).
+            TransferError: the registry cannot be reached. FormatError: not a digest.
+        """
+        if not is_digest(digest):
+            raise FormatError(f"cannot delete {repo}@{digest!r}: not a digest")
+        client = RegistryClient(self.host, self.options)
+        what = f"delete manifest {repo}@{digest}"
+        try:
+            client.request("DELETE", f"/v2/{repo}/manifests/{digest}",
+                           scope=(f"repository:{repo}:delete",), what=what,
+                           ok=(200, 202)).close()
+            return True
+        except NotFoundError:
+            return False
+        except RegistryError as exc:
+            if exc.status == 405:
+                raise RegistryError(f"{exc} - deletes are disabled in the registry: set "
+                                    "storage.delete.enabled: true in its config", 405) from exc
+            raise
+        finally:
+            client.close()
+
+    def delete(self, name: str) -> str | None:
+        """Delete the manifest ``repo:tag`` names, by its digest (every tag of the
+        repository naming that manifest goes with it). Returns the digest deleted, or
+        None when the tag was not there (already gone).
+
+        Raises:
+            see manifest_digest and delete_manifest.
+        """
+        repo, _ = split_name(name)
+        digest = self.manifest_digest(name)
+        if digest is None or not self.delete_manifest(repo, digest):
+            return None
+        return digest
