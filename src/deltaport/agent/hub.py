@@ -31,6 +31,7 @@ API = "/api/v1/device"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a bundle list, an answer to a status post
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # a desired manifest
 MAX_BUNDLES = 1000  # offers in one bundle list
+MAX_SOURCES = 1000  # source image IDs announced in one bundle list entry
 MAX_STATUS_BATCH = 100  # messages per POST /status
 MAX_REJECTION_CHARS = 2000  # a rejection's error text is cut to this (kept in the outbox)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -48,6 +49,7 @@ class BundleOffer:
     deployment: str | None = None
     priority: int = 0  # lower downloads first
     position: int = 0  # place in the hub's list (tie-breaker)
+    sources: tuple[str, ...] = ()  # image IDs the bundle patches from: the image GC keeps them
 
     @property
     def key(self) -> str:
@@ -87,6 +89,20 @@ def _optional_text(entry: Mapping[str, Any], key: str, where: str) -> str | None
     return value
 
 
+def _sources(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """The optional ``sources`` list of image IDs (absent or null: none)."""
+    value = entry.get("sources")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SOURCES:
+        raise FormatError(f"{where}.sources must be a list of at most {MAX_SOURCES} image IDs")
+    for i, image_id in enumerate(value):
+        if not isinstance(image_id, str) or not _DIGEST_RE.match(image_id):
+            raise FormatError(f"{where}.sources[{i}] must be a sha256 image ID, "
+                              f"not {str(image_id)[:80]!r}")
+    return tuple(dict.fromkeys(value))
+
+
 def parse_bundle_list(doc: Any, base_url: str) -> list[BundleOffer]:
     """Check a ``GET /bundles`` answer; relative URLs are resolved against ``base_url``.
 
@@ -118,7 +134,7 @@ def parse_bundle_list(doc: Any, base_url: str) -> list[BundleOffer]:
             digest=digest, url=urljoin(base_url + "/", url), size=size, image_id=image_id,
             target=_optional_text(entry, "target", where),
             deployment=_optional_text(entry, "deployment", where),
-            priority=priority, position=i,
+            priority=priority, position=i, sources=_sources(entry, where),
         ))
     return offers
 
@@ -276,3 +292,13 @@ class HubClient:
     def download_headers(self, url: str) -> dict[str, str]:
         """Headers for downloading ``url``: the token only when the hub itself serves it."""
         return self.auth_headers if same_origin(url, self.base_url) else {}
+
+    def post_runtime(self, report: Mapping[str, Any]) -> None:
+        """``POST /runtime`` with the whole runtime report (docs/device-runtime.md §4)."""
+        self._call("POST", f"{API}/runtime", body={"report": dict(report)})
+
+    def runtime_heartbeat(self, digest: str) -> bool:
+        """``POST /runtime`` with only the digest of the last report; whether the hub knows it."""
+        _, data, _ = self._call("POST", f"{API}/runtime", body={"report_digest": digest})
+        answer = self._json(data, "runtime")
+        return bool(isinstance(answer, dict) and answer.get("known") is True)
