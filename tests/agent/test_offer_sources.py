@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deltaport.agent.fetch import load_offer, save_offer
 from deltaport.agent.hub import MAX_SOURCES, BundleOffer, parse_bundle_list
 from deltaport.agent.runtime.gc import sources_in_flight
 from deltaport.errors import FormatError
@@ -59,3 +61,11 @@ def test_the_sources_in_flight_are_every_offers_sources() -> None:
     found = offers(entry(sources=[digest(3)]), entry(digest=digest(9)),
                    entry(digest=digest(8), sources=[digest(4), digest(3)]))
     assert sources_in_flight(found) == {digest(3), digest(4)}
+
+
+def test_an_offer_with_sources_round_trips_through_its_saved_json(tmp_path: Path) -> None:
+    [offer] = offers(entry(sources=[digest(5), digest(3)]))
+    save_offer(tmp_path, offer)
+    loaded = load_offer(tmp_path)
+    assert loaded == offer and isinstance(loaded.sources, tuple)
+    hash(loaded)

@@ -51,6 +51,10 @@ class BundleOffer:
     position: int = 0  # place in the hub's list (tie-breaker)
     sources: tuple[str, ...] = ()  # image IDs the bundle patches from: the image GC keeps them
 
+    def __post_init__(self) -> None:
+        # a tuple even when read back from offer.json (fetch.load_offer), where it is a list
+        object.__setattr__(self, "sources", tuple(self.sources))
+
     @property
     def key(self) -> str:
         """The ledger key of this bundle in the agent state."""
