@@ -413,3 +413,25 @@ def test_registrygc_refuses_a_pid_file_naming_another_process(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "is not `serve" in done.stderr and running(device.pid())
+
+
+@pytest.mark.parametrize("collect_status", [0, 4])
+def test_registrygc_with_a_systemd_unit_stops_collects_and_always_starts(
+        tmp_path: Path, collect_status: int) -> None:
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, status in (("systemctl", 0), ("docker-registry", collect_status)):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\nexit {status}\n')
+        tool.chmod(0o755)
+    command = registrygc_command("--config", "/etc/docker/registry/config.yml",
+                                 "--systemd-unit", "docker-registry",
+                                 "--registry-bin", str(bin_dir / "docker-registry"))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == (1 if collect_status else 0), done.stderr
+    assert calls.read_text().splitlines() == [
+        "systemctl stop docker-registry",
+        "docker-registry garbage-collect --delete-untagged /etc/docker/registry/config.yml",
+        "systemctl start docker-registry"]
