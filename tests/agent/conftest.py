@@ -47,6 +47,8 @@ class World:
     cloud: Registry
     trusted_pub: Path
     untrusted_pub: Path
+    manifest_key: Path  # signs desired manifests (the hub's manifest key)
+    manifest_pub: Path
     v1_diff_ids: tuple[str, ...]
     v1_image_id: str
     small: BuiltBundle  # v2 from v1, for dev-1, deployment dep-1
@@ -72,6 +74,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("agent-world")
     trusted = generate_keypair(root / "trusted")
     untrusted = generate_keypair(root / "untrusted")
+    manifest = generate_keypair(root / "manifest")
     big_layers = [*default_layers(1), [
         Entry("data", "dir"),
         Entry("data/blob.bin", data=random.Random(7).randbytes(BIG_LAYER)),
@@ -88,6 +91,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             cloud=cloud,
             trusted_pub=trusted.public_key_path,
             untrusted_pub=untrusted.public_key_path,
+            manifest_key=manifest.private_key_path,
+            manifest_pub=manifest.public_key_path,
             v1_diff_ids=tuple(images["v1"].diff_ids),
             v1_image_id=images["v1"].image_id,
             small=_bundle(b / "small.bundle", cloud, "v2", trusted.private_key_path, mine),

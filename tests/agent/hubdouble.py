@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from deltaport.agent.runtime.reports import report_digest
+
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _PIECE = 16 * 1024
 
@@ -48,6 +50,7 @@ class HubDouble:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # message_id -> message
     status_posts: list[list[str]] = field(default_factory=list)  # ids of each post
     checkins: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    runtime: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # POST /runtime bodies
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, status
     drop_status_answers: int = 0
     retire_on_present: bool = True  # stop offering a bundle once its image is reported
@@ -181,6 +184,15 @@ def _handler(hub: HubDouble) -> type[BaseHTTPRequestHandler]:
                         self.connection.shutdown(2)
                     return
                 self._json(200, {"accepted": accepted, "rejected": rejected})
+            elif self.path == "/api/v1/device/runtime":
+                with hub._lock:
+                    hub.runtime.append((device, body))
+                    reports = [b["report"] for d, b in hub.runtime if d == device and "report" in b]
+                if "report" in body:
+                    self._json(200, {"ok": True})
+                else:  # a heartbeat: known if it names the last report received
+                    known = bool(reports) and report_digest(reports[-1]) == body["report_digest"]
+                    self._json(200, {"known": known})
             else:
                 self._json(404, {"detail": "not found"})
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from deltaport.agent import Agent
+from deltaport.agent.runtime.model import RuntimeKind, RuntimeSettings
+from deltaport.bundle import load_private_key
+from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_envelope
 from tests.agent.conftest import DEVICE, World, agent_config
 from tests.agent.hubdouble import HubDouble
 from tests.fixtures.proxy import TcpProxy
@@ -38,9 +41,17 @@ def test_download_through_a_link_cut_every_64k(
     big = world.big
     hub.add_bundle(DEVICE, big.path, image_id=big.image_id, target=big.target,
                    deployment="dep-3")
-    hub.desired[DEVICE] = json.dumps({"modules": {"app": {"image": big.target}}}).encode()
+    desired = DesiredState(
+        device=DEVICE, version=1, deployment="dep-3", issued_at="2026-12-02T00:00:00Z",
+        kind=ManifestKind.COMPOSE,
+        modules=(DesiredModule("app", f"{device_registry.host}/{big.target}", big.image_id),),
+        manifest={"services": {"app": {"image": f"{device_registry.host}/{big.target}"}}})
+    hub.desired[DEVICE] = encode_envelope(desired, [load_private_key(world.manifest_key)])
+    runtime = RuntimeSettings(kind=RuntimeKind.FILE, manifest_keys=(world.manifest_pub,),
+                              desired_file=tmp_path / "desired.json")
     with TcpProxy(("127.0.0.1", hub.port), rate=4_000_000, cut_after=64 * KiB) as link:
-        config = agent_config(tmp_path, world, device_registry.host, hub_url=link.url)
+        config = agent_config(tmp_path, world, device_registry.host, hub_url=link.url,
+                              runtime=runtime)
         with Agent(config) as agent:
             report = agent.run_once()
             assert report.hub_error is None
@@ -57,9 +68,10 @@ def test_download_through_a_link_cut_every_64k(
     assert 0 < statuses[0]["bytes"]["downloaded"] <= 1.05 * big.size
     names = {(i["name"], i["image_id"]) for i in hub.checkins[-1][1]["images"]}
     assert (big.target, big.image_id) in names and ("demo/app:v1", world.v1_image_id) in names
-    assert config.desired_manifest is not None
-    assert json.loads(config.desired_manifest.read_bytes())["modules"]["app"]["image"] == \
-        big.target
+    written = json.loads((tmp_path / "desired.json").read_bytes())  # verified, then written
+    assert (written["deployment"], written["version"]) == ("dep-3", 1)
+    assert written["images"] == [{"module": "app", "image_id": big.image_id,
+                                  "reference": f"{device_registry.host}/{big.target}"}]
     assert ("GET", "/api/v1/device/desired-manifest", 304) in hub.requests  # ETag honoured
 
 

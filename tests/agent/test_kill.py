@@ -37,7 +37,6 @@ def write_toml(path: Path, config: AgentConfig) -> Path:
     path.write_text(
         f'device = "{config.device}"\ntrusted_keys = [{keys}]\ninbox = "{config.inbox}"\n'
         f'state_dir = "{config.state_dir}"\nregistry = "{config.registry}"\n'
-        f'desired_manifest = "{config.desired_manifest}"\n'
         f"poll_interval = {config.poll_interval}\n"
         f'[hub]\nurl = "{config.hub.url}"\ntoken = "{config.hub.token}"\ntimeout = 5.0\n')
     return path

@@ -73,6 +73,8 @@ from deltaport.agent.reconstruct import (
     target_of,
 )
 from deltaport.agent.registry import LocalRegistry
+from deltaport.agent.runtime.model import RuntimeKind
+from deltaport.agent.runtime.service import DeviceRuntime, describe
 from deltaport.agent.state import AgentState
 from deltaport.bundle import BundleIndex, BundleReader, load_public_key
 from deltaport.errors import (
@@ -86,7 +88,6 @@ from deltaport.errors import (
     StorageError,
     TransferError,
 )
-from deltaport.fsutil import write_atomic
 from deltaport.oci import TransportOptions
 from deltaport.transfer import DownloadConfig
 
@@ -110,6 +111,8 @@ class PassReport:
     rejected: int = 0  # status messages the hub refused for good (kept, not re-sent)
     bytes_fetched: int = 0
     hub_error: str | None = None
+    runtime: str | None = None  # what the device runtime did with the desired manifest
+    runtime_error: str | None = None
     failures: list[str] = field(default_factory=list)
 
 
@@ -147,6 +150,23 @@ class Agent:
                                       TransportOptions(insecure=True, temp_dir=self.scratch))
         self.hub = HubClient(config.hub, http) if config.hub is not None else None
         self._next_forced_checkin = 0.0  # monotonic time; 0: at the first pass
+        self.device_runtime = self._device_runtime()
+
+    def _device_runtime(self) -> DeviceRuntime | None:
+        """The runtime the config names (docs/device-runtime.md), or None for images only."""
+        settings = self.config.runtime
+        if settings.kind is RuntimeKind.NONE:
+            return None
+        engine = None
+        if settings.kind is RuntimeKind.ENGINE:
+            from deltaport.agent.runtime.engine import DockerEngine  # the docker SDK: lazily
+
+            assert settings.docker_host is not None  # checked by config_from_mapping
+            engine = DockerEngine(settings.docker_host, self.config.registry_host)
+        return DeviceRuntime(settings, device=self.config.device, state=self.state,
+                             state_dir=self.config.state_dir, registry=self.registry,
+                             keys=[load_public_key(p) for p in settings.manifest_keys],
+                             engine=engine, stop=self.stop)
 
     def close(self) -> None:
         """Release the database, the hub connection and the state-dir lock."""
@@ -187,7 +207,30 @@ class Agent:
         self._resume_downloads(report)
         if self.hub is not None and not self.stop.is_set():
             self._sync_hub(self.hub, report)
+        if self.device_runtime is not None and not self.stop.is_set():
+            self._run_runtime(self.device_runtime, report)
+            if self.hub is not None and report.hub_error is None:
+                self._deliver_quietly(self.hub, report)
         return report
+
+    def _run_runtime(self, runtime: DeviceRuntime, report: PassReport) -> None:
+        """Act on the kept desired manifest (even with the hub unreachable)."""
+        try:
+            result = runtime.step()
+        except DeltaportError as exc:  # the engine is down: the journal makes it safe to retry
+            report.runtime_error = f"{type(exc).__name__}: {exc}"
+            log.error("device runtime: %s", exc)
+            return
+        report.runtime = describe(result)
+        if result is not None and result.outcome is not None:
+            self._queue_inventory(force=True)
+
+    def _deliver_quietly(self, hub: HubClient, report: PassReport) -> None:
+        try:
+            self._deliver(hub, report)
+        except TransferError as exc:
+            report.hub_error = str(exc)
+            log.warning("hub unreachable, will retry: %s", exc)
 
     # -- inventory -------------------------------------------------------------------
     def _images(self) -> list[LocalImage]:
@@ -496,6 +539,17 @@ class Agent:
         if pending is not None:
             hub.checkin(pending[0])
             self.state.mark_inventory_delivered(pending[1])
+        if self.device_runtime is not None:
+            self._deliver_runtime(hub, self.device_runtime)
+
+    def _deliver_runtime(self, hub: HubClient, runtime: DeviceRuntime) -> None:
+        """The runtime report when it changed; else a heartbeat digest when one is due."""
+        pending = runtime.pending()
+        if pending.report is not None:
+            hub.post_runtime(pending.report)
+            runtime.delivered(report=pending.report)
+        elif pending.heartbeat is not None:
+            runtime.delivered(report=None, known=hub.runtime_heartbeat(pending.heartbeat))
 
     def _note_rejected(self, rejections: Sequence[Rejection], sent: set[str]) -> dict[str, str]:
         """Mark the messages the hub refused (of those SENT and not accepted) as rejected.
@@ -512,19 +566,20 @@ class Agent:
         return refused
 
     def _fetch_desired_manifest(self, hub: HubClient) -> None:
-        path = self.config.desired_manifest
-        if path is None:
+        """Keep the desired manifest the hub serves; the runtime checks and acts on it."""
+        runtime = self.device_runtime
+        if runtime is None:
             return
-        etag = self.state.get("desired_manifest_etag") if path.exists() else None
+        etag = self.state.get("desired_manifest_etag") if runtime.kept() is not None else None
         try:
             manifest = hub.desired_manifest(etag)
         except NotFoundError:
             return  # none published for this device yet
         if manifest is None:
             return
-        write_atomic(path, manifest.body)
+        runtime.receive(manifest.body)
         self.state.put("desired_manifest_etag", manifest.etag or "")
-        log.info("desired manifest written to %s", path)
+        log.info("desired manifest received (%d bytes)", len(manifest.body))
 
 
 def _deployment(offer: BundleOffer | None, target: Target | None) -> str | None:

@@ -15,6 +15,18 @@ Example ``agent.toml`` (relative paths are relative to the file's directory)::
     url = "https://hub.example:8443"
     token = "dp_dev_..."         # or token_file = "hub.token"
 
+    [runtime]                    # what runs the modules (docs/device-runtime.md)
+    kind = "engine"              # engine: the agent drives a Docker-API engine;
+                                 # file: write the verified manifest to desired_manifest;
+                                 # none (default without desired_manifest): images only
+    docker_host = "unix:///run/podman/podman.sock"
+    manifest_keys = ["keys/manifest.pub"]  # who may sign desired manifests
+    health_window = 60           # seconds every module must stay up (and healthy)
+    health_grace = 120           # extra seconds to get there
+    keep_free = 0.2              # fraction of the registry's disk kept free
+    registry_root = "/var/lib/registry"
+    registry_gc_command = ["/usr/local/sbin/registry-gc"]  # stop, garbage-collect, start
+
 Only :func:`load_config` touches the file system; :func:`config_from_mapping` is pure.
 """
 
@@ -22,10 +34,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deltaport.agent.runtime.model import RuntimeKind, RuntimeSettings
 from deltaport.errors import UsageError
 
 CONFIG_MAX_BYTES = 256 * 1024  # an agent.toml larger than this is not one
@@ -66,6 +79,7 @@ class AgentConfig:
     head_probe_bytes: int = 4096  # bytes of a bundle fetched first to read its head
     min_free_bytes: int = 64 * 1024 * 1024  # disk kept free beyond a reconstruction's estimate
     docker_host: str | None = None  # "unix:///run/podman.sock": also pull into this engine
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     @property
     def registry_host(self) -> str:
@@ -81,7 +95,12 @@ class AgentConfig:
 _KNOWN = {
     "device", "trusted_keys", "inbox", "state_dir", "registry", "desired_manifest", "hub",
     "max_rate", "poll_interval", "inventory_interval", "inbox_settle_seconds",
-    "inbox_stale_seconds", "download_max_attempts", "min_free_bytes", "docker_host",
+    "inbox_stale_seconds", "download_max_attempts", "min_free_bytes", "docker_host", "runtime",
+}
+_RUNTIME_KNOWN = {
+    "kind", "docker_host", "manifest_keys", "health_window", "health_grace", "health_poll",
+    "stop_timeout", "max_interruptions", "heartbeat_interval", "keep_free", "registry_root",
+    "registry_gc_command",
 }
 
 
@@ -120,6 +139,58 @@ def config_from_mapping(doc: Mapping[str, Any], base: Path,
         download_max_attempts=_number(doc, "download_max_attempts", 8, int),
         min_free_bytes=_number(doc, "min_free_bytes", 64 << 20, int, zero_ok=True),
         docker_host=doc.get("docker_host") if isinstance(doc.get("docker_host"), str) else None,
+        runtime=_runtime(doc.get("runtime"), base, manifest),
+    )
+
+
+def _paths(base: Path, raw: Any, where: str) -> tuple[Path, ...]:
+    if not isinstance(raw, list) or not all(isinstance(k, str) and k for k in raw):
+        raise UsageError(f"agent config: {where} must be a list of paths")
+    return tuple(_path(base, k) for k in raw)
+
+
+def _runtime(raw: Any, base: Path, desired_manifest: Any) -> RuntimeSettings:
+    """The ``[runtime]`` table; a top-level ``desired_manifest`` alone means kind "file"."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise UsageError("agent config: [runtime] must be a table")
+    unknown = sorted(set(raw) - _RUNTIME_KNOWN)
+    if unknown:
+        raise UsageError(f"agent config: unknown runtime setting(s) {', '.join(unknown)}")
+    default = RuntimeKind.FILE if isinstance(desired_manifest, str) else RuntimeKind.NONE
+    try:
+        kind = RuntimeKind(raw.get("kind", default))
+    except ValueError as exc:
+        raise UsageError("agent config: runtime.kind must be engine, file or none") from exc
+    keys = _paths(base, raw.get("manifest_keys", []), "runtime.manifest_keys")
+    if kind is not RuntimeKind.NONE and not keys:
+        raise UsageError(f"agent config: runtime kind {kind} needs runtime.manifest_keys "
+                         "(the public keys that may sign desired manifests)")
+    host = raw.get("docker_host")
+    if kind is RuntimeKind.ENGINE and not (isinstance(host, str) and host):
+        raise UsageError("agent config: runtime kind engine needs runtime.docker_host")
+    if kind is RuntimeKind.FILE and not isinstance(desired_manifest, str):
+        raise UsageError("agent config: runtime kind file needs desired_manifest (a path)")
+    keep_free = _number(raw, "keep_free", 0.2, float, zero_ok=True, where="runtime.keep_free")
+    if keep_free >= 1:
+        raise UsageError("agent config: runtime.keep_free is a fraction below 1")
+    root = raw.get("registry_root")
+    gc = raw.get("registry_gc_command", [])
+    if not isinstance(gc, list) or not all(isinstance(a, str) for a in gc):
+        raise UsageError("agent config: runtime.registry_gc_command must be a list of strings")
+
+    def number(key: str, default: float, kind: type = float) -> Any:
+        return _number(raw, key, default, kind, where=f"runtime.{key}")
+
+    return RuntimeSettings(
+        kind=kind, docker_host=host if isinstance(host, str) else None, manifest_keys=keys,
+        desired_file=_path(base, desired_manifest) if isinstance(desired_manifest, str) else None,
+        health_window=number("health_window", 60.0), health_grace=number("health_grace", 120.0),
+        health_poll=number("health_poll", 1.0), stop_timeout=number("stop_timeout", 10.0),
+        max_interruptions=number("max_interruptions", 3, int),
+        heartbeat_interval=number("heartbeat_interval", 6 * 3600.0), keep_free=keep_free,
+        registry_root=_path(base, root) if isinstance(root, str) else None,
+        registry_gc_command=tuple(gc),
     )
 
 
