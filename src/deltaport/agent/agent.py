@@ -73,6 +73,9 @@ from deltaport.agent.reconstruct import (
     target_of,
 )
 from deltaport.agent.registry import LocalRegistry
+from deltaport.agent.runtime.activation import Memory
+from deltaport.agent.runtime.disk import DiskKeeper
+from deltaport.agent.runtime.gc import sources_in_flight
 from deltaport.agent.runtime.model import RuntimeKind
 from deltaport.agent.runtime.service import DeviceRuntime, describe
 from deltaport.agent.state import AgentState
@@ -150,7 +153,11 @@ class Agent:
                                       TransportOptions(insecure=True, temp_dir=self.scratch))
         self.hub = HubClient(config.hub, http) if config.hub is not None else None
         self._next_forced_checkin = 0.0  # monotonic time; 0: at the first pass
+        self._offers: list[BundleOffer] = []  # the hub's last bundle list (announced sources)
         self.device_runtime = self._device_runtime()
+        self.disk = DiskKeeper(config.runtime, device=config.device, state=self.state,
+                               registry=self.registry, runtime=self.device_runtime,
+                               on_removed=lambda: self._queue_inventory(force=True))
 
     def _device_runtime(self) -> DeviceRuntime | None:
         """The runtime the config names (docs/device-runtime.md), or None for images only."""
@@ -166,7 +173,12 @@ class Agent:
         return DeviceRuntime(settings, device=self.config.device, state=self.state,
                              state_dir=self.config.state_dir, registry=self.registry,
                              keys=[load_public_key(p) for p in settings.manifest_keys],
-                             engine=engine, stop=self.stop)
+                             engine=engine, stop=self.stop, on_active=self._after_active)
+
+    def _after_active(self, new: Memory, previous: Memory | None) -> None:
+        """A proven activation: remove the images neither it nor its rollback needs."""
+        self.disk.collect({*new.images.values(), *(previous.images.values() if previous else ())},
+                          sources_in_flight(self._offers))
 
     def close(self) -> None:
         """Release the database, the hub connection and the state-dir lock."""
@@ -428,6 +440,7 @@ class Agent:
         try:
             self._deliver(hub, report)
             offers = hub.list_bundles()
+            self._offers = offers
             self._drop_abandoned(offers)
             for offer in offers:
                 if self.stop.is_set():
@@ -512,6 +525,7 @@ class Agent:
         needed = disk_needed(target, 2 * offer.size, self.config.min_free_bytes)
         try:
             check_disk(self.downloads, needed)
+            self.disk.check_watermark(target.size, sources_in_flight(self._offers))
         except StorageError as exc:
             self._deferred(key, offer, target, str(exc), report, tell_hub=True)
             return True
