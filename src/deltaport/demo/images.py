@@ -5,6 +5,10 @@ executables, a "runtime" of the Python standard library, and an "app" of source 
 Version 2 is what a CI rebuild of an application update looks like: the base is
 unchanged (same diff_id), the runtime gets a patch bump (a few files edited) and every
 rebuilt layer carries new mtimes, the app has a few files edited and one added.
+Version 3 is a broken release: its start script exits at once (the device's health
+gate must catch it and roll back). The images really run: the base carries this
+machine's static busybox, the app starts ``busybox httpd`` and the image config
+names a HEALTHCHECK that fetches its page.
 A third image, "tools", shares only the base layer: content a device may hold for
 another reason, which a delta can still draw on. :class:`DemoSizes` sets how much of
 this machine goes into the base and runtime layers (the demo shrinks them so a
@@ -74,8 +78,21 @@ def _stdlib_dir() -> str:
     return str(debian) if debian.is_dir() else sysconfig.get_paths()["stdlib"]
 
 
+START_SCRIPT = b"""#!/bin/busybox sh
+echo "demo app v$APP_VERSION starting"
+exec /bin/busybox httpd -f -v -p 127.0.0.1:8080 -h /app/www
+"""
+BROKEN_START_SCRIPT = b"""#!/bin/busybox sh
+echo "demo app v$APP_VERSION starting"
+echo "fatal: /app/config/settings.json: no such file or directory" >&2
+exit 3
+"""
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: one real, static executable
+
+
 def _app_source(n: int, version: int) -> list[LayerFile]:
-    """N deterministic, code-like source files; version 2 edits four and adds one."""
+    """N deterministic, code-like source files; version 2 edits four and adds one;
+    version 3 is version 2 with a start script that fails."""
     rng = random.Random(1234)
     words = ["request", "response", "device", "image", "layer", "bundle", "status", "retry",
              "timeout", "config", "return", "const", "await", "async", "function", "if"]
@@ -86,11 +103,13 @@ def _app_source(n: int, version: int) -> list[LayerFile]:
             for j in range(rng.randint(40, 400))
         ]
         text = "\n".join(lines)
-        if version == 2 and i in (3, 17, 42, 77):
+        if version >= 2 and i in (3, 17, 42, 77):
             text = text.replace("retry", "retryWithBackoff") + "\n// v2: handle link drops\n"
         files.append(LayerFile(f"app/src/module{i:03d}.js", text.encode()))
-    if version == 2:
+    if version >= 2:
         files.append(LayerFile("app/src/health.js", b"export const health = () => 'ok';\n"))
+    files.append(LayerFile("app/www/index.html", f"demo app v{version}\n".encode()))
+    files.append(LayerFile("app/start.sh", BROKEN_START_SCRIPT if version == 3 else START_SCRIPT))
     return files
 
 
@@ -106,9 +125,10 @@ def _runtime_files(version: int, budget: int = RUNTIME_BUDGET) -> list[LayerFile
 
 
 def _base_files(budget: int = BASE_BUDGET) -> list[LayerFile]:
-    return [
+    files = [LayerFile("bin/busybox", BUSYBOX.read_bytes())] if BUSYBOX.is_file() else []
+    return files + [
         LayerFile(str(p).lstrip("/"), p.read_bytes())
-        for p in _host_files(BASE_DIRS, budget)
+        for p in _host_files(BASE_DIRS, budget - sum(len(f.data) for f in files))
     ]
 
 
@@ -133,10 +153,10 @@ def _layer_tar(files: list[LayerFile], mtime: int) -> bytes:
 
 
 def demo_layers(version: int, sizes: DemoSizes | None = None) -> list[bytes]:
-    """The uncompressed layer tars of demo image VERSION (1 or 2)."""
+    """The uncompressed layer tars of demo image VERSION (1, 2 or the broken 3)."""
     sizes = sizes or DemoSizes()
     base = _layer_tar(_base_files(sizes.base), V1_EPOCH)
-    epoch = V1_EPOCH if version == 1 else V2_EPOCH
+    epoch = {1: V1_EPOCH, 2: V2_EPOCH}.get(version, V2_EPOCH + 7 * 86_400)
     runtime = _layer_tar(_runtime_files(version, sizes.runtime), epoch + 60)
     app = _layer_tar(_app_source(sizes.app_files, version), epoch + 120)
     return [base, runtime, app]
@@ -161,12 +181,21 @@ _HISTORY = {
 
 
 def _config(diff_ids: list[str], version: int, kind: str = "app") -> bytes:
-    created = "2026-09-10T00:00:00Z" if version == 1 else "2026-10-10T00:00:00Z"
+    created = {1: "2026-09-10T00:00:00Z", 2: "2026-10-10T00:00:00Z"}.get(
+        version, "2026-10-17T00:00:00Z")
+    config: dict[str, object] = {"Cmd": ["/usr/bin/true"], "Env": [f"APP_VERSION={version}"]}
+    if kind == "app":
+        config["Cmd"] = ["/bin/busybox", "sh", "/app/start.sh"]
+        config["Healthcheck"] = {  # nanoseconds, as the image config spec has it
+            "Test": ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null",
+                     "http://127.0.0.1:8080/"],
+            "Interval": 2_000_000_000, "Timeout": 2_000_000_000, "Retries": 3,
+        }
     doc = {
         "architecture": "amd64",
         "os": "linux",
         "created": created,
-        "config": {"Cmd": ["/usr/bin/true"], "Env": [f"APP_VERSION={version}"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": created, "created_by": step} for step in _HISTORY[kind]],
     }
