@@ -64,7 +64,7 @@ def one(specs: SpecSet) -> ModuleSpec:
 
 # -- IoT Edge --------------------------------------------------------------------------
 
-CREATE = {"Env": ["A=1", "B=2"], "Labels": {"x": "y"},
+CREATE: dict[str, Any] = {"Env": ["A=1", "B=2"], "Labels": {"x": "y"},
           "HostConfig": {"Binds": ["/srv/data:/data"], "NetworkMode": "none"}}
 
 
@@ -466,6 +466,6 @@ def test_compose_document_without_services_is_refused() -> None:
 
 
 def test_compose_service_without_a_signed_image_is_refused() -> None:
-    doc = {"services": {"app": {}, "sidecar": {}}}
+    doc: dict[str, Any] = {"services": {"app": {}, "sidecar": {}}}
     with pytest.raises(FormatError, match="service sidecar: is not in the signed modules"):
         module_specs(state(ManifestKind.COMPOSE, doc, ["app"]))
