@@ -346,6 +346,7 @@ class Agent:
                                   deployment=_deployment(job.offer, target),
                                   bundle=job.key, extra=extra)
         self.state.record(job.key, DONE, image_id=target.image_id, message=message)
+        self.disk.note_delivery(target.image_id, _deployment(job.offer, target))
         self.state.put(f"deferred:{job.key}", "")
         log.info("%s is present (%s)", target.name, target.image_id)
         report.reconstructed += 1

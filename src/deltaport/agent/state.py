@@ -262,6 +262,12 @@ class AgentState:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
+    def items(self, prefix: str) -> dict[str, str]:
+        """Every small value whose key starts with PREFIX (key → value)."""
+        rows = self._query("SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?",
+                           (len(prefix), prefix))
+        return {str(k): str(v) for k, v in rows}
+
     def commit(self, values: Mapping[str, str | None],
                messages: Sequence[Mapping[str, Any]] = ()) -> list[str]:
         """Set (None: delete) small values and enqueue messages in ONE transaction.

@@ -4,11 +4,17 @@ docs/device-runtime.md §5. The choices are pure (``gc.choose_removals``,
 ``gc.free_needed``); this class sequences them for the agent between bundles — never
 while one is being applied, since the agent is single-threaded — and reports each
 removed image ``removed`` so the hub never plans a patch from it again.
+
+An image delivered for a deployment the device has not tried yet is kept too: over
+slow links a fleet is staged first and activated later (rollouts), and removing
+staged images would throw away days of transfer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable, Collection
 
 from deltaport.agent.registry import LocalRegistry
@@ -25,6 +31,9 @@ from deltaport.agent.state import AgentState
 from deltaport.errors import DeltaportError, StorageError
 
 log = logging.getLogger("deltaport.agent.runtime")
+
+DELIVERED_PREFIX = "delivered."  # kv: image ID → {"deployment", "at"} of its delivery
+STAGED_KEEP_SECONDS = 30 * 86_400.0  # an image staged for a deployment never tried is kept so long
 
 
 class DiskKeeper:
@@ -45,6 +54,27 @@ class DiskKeeper:
         running = self.runtime.running if self.runtime is not None else None
         return set(running.images.values()) if running is not None else set()
 
+    def note_delivery(self, image_id: str, deployment: str | None) -> None:
+        """Remember that IMAGE_ID arrived for DEPLOYMENT (staged until it is tried)."""
+        self.state.put(DELIVERED_PREFIX + image_id,
+                       json.dumps({"deployment": deployment or "", "at": time.time()}))
+
+    def staged(self, now: float | None = None) -> set[str]:
+        """Image IDs delivered for a deployment neither running nor last tried, recently."""
+        runtime = self.runtime
+        tried = set()
+        if runtime is not None:
+            for deployed in (runtime.running, runtime.last_attempt):
+                if deployed is not None:
+                    tried.add(deployed.deployment)
+        now = time.time() if now is None else now
+        staged = set()
+        for key, value in self.state.items(DELIVERED_PREFIX).items():
+            doc = json.loads(value)
+            if doc["deployment"] not in tried and now - doc["at"] < STAGED_KEEP_SECONDS:
+                staged.add(key.removeprefix(DELIVERED_PREFIX))
+        return staged
+
     def collect(self, keep: Collection[str], sources: Collection[str]) -> int:
         """Delete every image neither in KEEP nor an announced source; the bytes freed.
 
@@ -54,7 +84,7 @@ class DiskKeeper:
         if not self.settings.registry_gc_command or not keep:
             return 0
         try:
-            result = collect_garbage(self.registry, keep=keep, sources=sources,
+            result = collect_garbage(self.registry, keep={*keep, *self.staged()}, sources=sources,
                                      settings=self.settings,
                                      engine=self.runtime.engine if self.runtime else None)
         except GcCommandError as exc:

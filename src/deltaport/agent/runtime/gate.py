@@ -73,7 +73,8 @@ def check_module(before: ModuleObservation | None, now: ModuleObservation | None
                        f"last exit code {now.exit_code})")
     if not now.running:
         code = f" with code {now.exit_code}" if now.exit_code is not None else ""
-        state = "is restarting" if now.status is RuntimeStatus.BACKOFF else f"exited{code}"
+        state = (f"is restarting (it exited{code})" if now.status is RuntimeStatus.BACKOFF
+                 else f"exited{code}")
         return False, f"module {module} {state}{': ' + now.description if now.description else ''}"
     if now.health is Health.UNHEALTHY:
         return False, f"module {module} is unhealthy"
