@@ -59,7 +59,8 @@ def test_fleet_over_links_cut_every_64k(
             link = stack.enter_context(TcpProxy(("127.0.0.1", hub.port), cut_after=CUT))
             files = write_agent_config(tmp_path / "devices" / name, agent_config_text(
                 device=name, token=token, hub_url=link.url, registry_host=reg.host,
-                public_key=hub.files.public_key, poll_interval=2.0))
+                public_key=hub.files.public_key, poll_interval=2.0,
+                manifest_key=hub.files.manifest_public_key))
             group.start(f"agent {name}", agent_command(files.config), files.log)
             registries[name], links[name], agents[name] = reg, link, files
         logs = (tmp_path / "hub.log", *(f.log for f in agents.values()))

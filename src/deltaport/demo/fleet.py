@@ -55,7 +55,8 @@ class HubFiles:
 
     data_dir: Path
     operator_token: str
-    public_key: Path  # the key agents trust
+    public_key: Path  # the key agents trust for bundles
+    manifest_public_key: Path  # the key agents trust for desired manifests
 
 
 def _toml_str(value: str) -> str:
@@ -83,12 +84,13 @@ def prepare_hub_dir(data_dir: Path, *, smtp: tuple[str, int] | None = None) -> H
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     keys = generate_keypair(data_dir / "keys")
+    manifest_keys = generate_keypair(data_dir / "keys", "manifest")
     hub_toml, config_toml = hub_config_text(smtp=smtp)
     (data_dir / "hub.toml").write_text(hub_toml)
     if config_toml:
         (data_dir / "config.toml").write_text(config_toml)
     token = add_operator_token(data_dir / "hub.toml", OPERATOR)
-    return HubFiles(data_dir, token, keys.public_key_path)
+    return HubFiles(data_dir, token, keys.public_key_path, manifest_keys.public_key_path)
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ def agent_config_text(
     registry_host: str,
     public_key: Path,
     poll_interval: float,
+    manifest_key: Path,
+    docker_host: str | None = None,
+    registry_root: Path | None = None,
 ) -> str:
     """agent.toml for DEVICE (paths relative to the file's folder)."""
     lines = [
@@ -135,7 +140,17 @@ def agent_config_text(
         f"url = {_toml_str(hub_url)}",
         f"token = {_toml_str(token)}",
         "timeout = 20",
+        "",
+        "[runtime]",
+        f"kind = {_toml_str('engine' if docker_host else 'file')}",
+        f"manifest_keys = [{_toml_str(str(manifest_key))}]",
     ]
+    if docker_host is not None:
+        lines += [f"docker_host = {_toml_str(docker_host)}",
+                  "health_window = 5", "health_grace = 60", "health_poll = 0.5",
+                  "stop_timeout = 2"]
+    if registry_root is not None:
+        lines.append(f"registry_root = {_toml_str(str(registry_root))}")
     return "\n".join(lines) + "\n"
 
 

@@ -190,7 +190,8 @@ def _start_device(stack: ExitStack, group: ProcessGroup, hub: HubClient, hub_por
                                         cut_between=options.cut_between, seed=seed))
     text = agent_config_text(device=setup.name, token=token, hub_url=link.url,
                              registry_host=registry.host, public_key=files.public_key,
-                             poll_interval=options.poll_interval)
+                             poll_interval=options.poll_interval,
+                             manifest_key=files.manifest_public_key)
     agent_files = write_agent_config(work / "devices" / setup.name, text)
     device = Device(setup, registry, link, agent_files)
     device.agent = group.start(f"agent {setup.name}", agent_command(agent_files.config),
