@@ -117,6 +117,8 @@ class DiskKeeper:
         root = self.settings.registry_root
         if root is None:
             return
+        while not root.exists() and root.parent != root:
+            root = root.parent  # a registry that stored nothing yet has no storage folder
         try:
             check_watermark(root, incoming, self.settings.keep_free)
         except StorageError:
