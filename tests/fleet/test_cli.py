@@ -14,6 +14,8 @@ from unittest import mock
 
 import pytest
 
+from deltaport.bundle.keys import load_public_key
+from deltaport.desired import DesiredModule, decode_envelope
 from deltaport.fleet import queries
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.pipelines import image_to_device as i2d
@@ -170,6 +172,11 @@ def test_activate_and_event_apply(data_dir: Path, tmp_path: Path) -> None:
     dep = result.deployment_id
     early = run(data_dir, "activate", dep, ok=False)
     assert early.returncode == 10 and "dev-1: reg.io/app:2 (in_transit)" in early.stderr
+    keys = json.loads(
+        run(data_dir, "keys", "generate", str(data_dir / "keys"), "--name", "manifest", "--json")
+        .stdout
+    )
+    assert keys["private_key"] == str(data_dir / "keys" / "manifest.key")
     msg = tmp_path / "msg.json"
     msg.write_text(
         json.dumps(
@@ -186,9 +193,15 @@ def test_activate_and_event_apply(data_dir: Path, tmp_path: Path) -> None:
     assert out["completed"] == [dep] and out["activated"] == [dep]
     again = json.loads(run(data_dir, "event", "apply", str(msg), "--json").stdout)
     assert again["results"][0]["outcome"] == "duplicate" and again["completed"] == []
-    desired = json.loads((data_dir / "outbox" / "devices" / "dev-1" / "desired.json").read_text())
-    assert desired["images"] == [{"module": "a", "reference": "localhost:5000/app:2"}]
-    assert json.loads(run(data_dir, "activate", dep, "--json").stdout)["deployment"] == dep
+    envelope = (data_dir / "outbox" / "devices" / "dev-1" / "desired.json").read_bytes()
+    desired = decode_envelope(
+        envelope, [load_public_key(Path(keys["public_key"]))], device="dev-1"
+    )
+    app2 = image_id(data_dir, "reg.io/app:2")
+    assert desired.modules == (DesiredModule("a", "localhost:5000/app:2", app2),)
+    assert desired.version == 1 and desired.deployment == dep
+    again_activated = json.loads(run(data_dir, "activate", dep, "--json").stdout)
+    assert again_activated["deployment"] == dep and again_activated["versions"] == {"dev-1": 2}
     listing = json.loads(run(data_dir, "status", "deployments", "--by", "carol", "--json").stdout)
     assert [d["state"] for d in listing] == ["active"]
     assert (

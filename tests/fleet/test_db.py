@@ -28,6 +28,9 @@ TABLES = {
     "deployment_devices",
     "deployment_images",
     "events",
+    "desired_manifests",
+    "device_deployments",
+    "device_modules",
     "alembic_version",
 }
 

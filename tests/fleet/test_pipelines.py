@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from deltaport.bundle.keys import KeyPair, generate_keypair, load_public_key
 from deltaport.config import SmtpSettings
+from deltaport.desired import DesiredState, decode_envelope
 from deltaport.errors import StateError
 from deltaport.fleet import queries, status
 from deltaport.fleet.db import session_scope
@@ -45,6 +47,16 @@ class Fleet:
     ranker: CountingRanker
     work: Path
     tokens: dict[str, str]
+    keys: KeyPair  # the hub's manifest key pair
+
+    @property
+    def manifest_key(self) -> Path:
+        return self.keys.private_key_path
+
+    def desired(self, device: str) -> DesiredState:
+        """The signed desired manifest published for DEVICE, verified."""
+        data = (self.store.root / desired_key(device)).read_bytes()
+        return decode_envelope(data, [load_public_key(self.keys.public_key_path)], device=device)
 
     def image_id(self, name: str) -> str:
         return self.registry.images[name].image_id
@@ -63,6 +75,7 @@ class Fleet:
             builder=self.builder,
             store=self.store,
             work_dir=self.work,
+            manifest_key=self.manifest_key,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -96,6 +109,7 @@ def fleet(engine: Engine, tmp_path: Path) -> Iterator[Fleet]:
         CountingRanker(),
         tmp_path / "work",
         {},
+        generate_keypair(tmp_path / "keys", "manifest"),
     )
     with session_scope(engine) as s:
         for name in IMAGES:
@@ -162,8 +176,11 @@ def test_deploy_builds_each_bundle_once_and_records_everything(fleet: Fleet) -> 
 def test_nothing_to_send_finishes_and_activates(fleet: Fleet) -> None:
     result = fleet.deploy(("d",))
     assert result.state == "active" and result.activated and not fleet.builder.built
-    desired = json.loads((fleet.store.root / desired_key("d")).read_text())
-    assert desired["manifest"]["services"]["app"]["image"] == "localhost:5000/app:2"
+    desired = fleet.desired("d")
+    assert desired.manifest["services"]["app"]["image"] == "localhost:5000/app:2"
+    assert desired.version == 1 and desired.deployment == result.deployment_id
+    assert desired.image_of("app").image_id == fleet.image_id("reg.io/app:2")
+    assert desired.image_of("web").reference == "localhost:5000/web:2"
     with session_scope(fleet.engine) as s:
         dset = s.get(DeploymentSet, result.deployment_id)
         assert dset is not None and dset.finished_at is not None
@@ -196,7 +213,9 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
         fleet.msg("m2", "a", "reg.io/web:2"),
         fleet.msg("m3", "c", "reg.io/app:2"),
     ]
-    r1 = handle_status_messages(fleet.engine, msgs, notifier=notifier, store=fleet.store)
+    r1 = handle_status_messages(
+        fleet.engine, msgs, notifier=notifier, store=fleet.store, manifest_key=fleet.manifest_key
+    )
     assert [x.outcome for x in r1.results] == ["applied"] * 3 and r1.completed == ()
     # failure: email to the contact, set failed
     r2 = handle_status_messages(
@@ -204,6 +223,7 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
         [fleet.msg("m4", "c", "reg.io/web:2", ok=False)],
         notifier=notifier,
         store=fleet.store,
+        manifest_key=fleet.manifest_key,
     )
     assert r2.results[0].status == "failed"
     with session_scope(fleet.engine) as s:
@@ -214,6 +234,7 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
         [fleet.msg("m5", "c", "reg.io/web:2"), fleet.msg("m5", "c", "reg.io/web:2")],
         notifier=notifier,
         store=fleet.store,
+        manifest_key=fleet.manifest_key,
     )
     assert [x.outcome for x in r3.results] == ["applied", "duplicate"]
     assert r3.completed == (dep,) and r3.activated == (dep,)
@@ -283,17 +304,21 @@ def test_bad_messages(fleet: Fleet) -> None:
 def test_activate_lists_what_is_missing(fleet: Fleet) -> None:
     result = fleet.deploy(("a", "c"))
     with pytest.raises(StateError) as err, session_scope(fleet.engine) as s:
-        activate(s, set_id=result.deployment_id, store=fleet.store)
+        activate(
+            s, set_id=result.deployment_id, store=fleet.store, manifest_key=fleet.manifest_key
+        )
     text = str(err.value)
     assert "4 image(s) missing on 2 device(s)" in text
     assert "a: reg.io/app:2 (in_transit)" in text and "c: reg.io/web:2 (in_transit)" in text
     with pytest.raises(StateError, match="unknown deployment"), session_scope(fleet.engine) as s:
-        activate(s, set_id="d-nope", store=fleet.store)
+        activate(s, set_id="d-nope", store=fleet.store, manifest_key=fleet.manifest_key)
     # inventories report everything: activation now succeeds (pending → complete → active)
     fleet.report("a", "reg.io/app:2", "reg.io/web:2")
     fleet.report("c", "reg.io/app:2", "reg.io/web:2", "reg.io/base:1")
     with session_scope(fleet.engine) as s:
-        done = activate(s, set_id=result.deployment_id, store=fleet.store)
+        done = activate(
+            s, set_id=result.deployment_id, store=fleet.store, manifest_key=fleet.manifest_key
+        )
     assert set(done.desired) == {"a", "c"}
 
 

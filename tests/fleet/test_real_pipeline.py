@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from deltaport.bundle.keys import generate_keypair, load_private_key, load_public_key
 from deltaport.delta.image import apply_image_delta
+from deltaport.desired import decode_envelope
 from deltaport.fleet import queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry, StatusMessage
@@ -92,10 +93,18 @@ def test_three_devices_one_deployment(engine: Engine, registry: Registry, tmp_pa
         StatusMessage(f"m-{d}", d, ids["2"], "present", deployment=result.deployment_id)
         for d in ("a", "b")
     ]
-    done = handle_status_messages(engine, msgs, store=store)
+    manifest_keys = generate_keypair(tmp_path / "keys", "manifest")
+    done = handle_status_messages(
+        engine, msgs, store=store, manifest_key=manifest_keys.private_key_path
+    )
     assert done.completed == (result.deployment_id,) and done.activated == done.completed
-    desired = json.loads((store.root / "devices" / "b" / "desired.json").read_text())
-    assert desired["images"][0]["reference"] == "localhost:5000/app:2"
+    desired = decode_envelope(
+        (store.root / "devices" / "b" / "desired.json").read_bytes(),
+        [load_public_key(manifest_keys.public_key_path)],
+        device="b",
+    )
+    assert desired.modules[0].reference == "localhost:5000/app:2"
+    assert desired.modules[0].image_id == ids["2"]
 
 
 def _register_app(registry: Registry, tmp_path: Path, ref: str, variant: int) -> typer.Typer:

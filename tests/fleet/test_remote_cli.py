@@ -120,6 +120,7 @@ def fleet(module_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -
             )
         )
     )
+    ok(deltaport("keys", "generate", str(data / "keys"), "--name", "manifest"))
     hub = HubProcess(data, f"sqlite:///{data / 'deltaport.db'}", free_port(), tmp / "hub.log")
     hub.start()
     try:
@@ -216,10 +217,33 @@ def test_register_add_deploy_activate_status_on_a_remote_hub(
     activated = json.loads(ok(fleet.remote("activate", deployment, "--json")))
     assert activated["deployment"] == deployment
     assert sorted(activated["desired"]) == ["edge-1", "edge-2"]
-    assert activated == json.loads(ok(fleet.local_here("activate", deployment, "--json")))
+    assert activated["versions"] == {"edge-1": 2, "edge-2": 2}  # v1: the event handler's
+    again = json.loads(ok(fleet.local_here("activate", deployment, "--json")))
+    assert again["desired"] == activated["desired"]
+    assert again["versions"] == {"edge-1": 3, "edge-2": 3}  # each activation: a new version
     table = ok(fleet.remote_here("activate", deployment))
     assert f"deployment {deployment} activated" in table
-    assert table == ok(fleet.local_here("activate", deployment))
+    assert table.replace("│ 4 ", "│ 5 ") == ok(fleet.local_here("activate", deployment))
+
+    # edge-1 reports it activated v5 and what it runs: the status shows both sides
+    with fleet.device_api(tokens["edge-1"]) as dev:
+        active = {
+            "message_id": str(uuid.uuid4()), "kind": "activation", "device": "edge-1",
+            "deployment": deployment, "version": 5, "outcome": "active",
+        }
+        assert dev.post("/status", json={"messages": [active]}).json()["rejected"] == []
+        report = {
+            "deployment": {"id": deployment, "version": 5},
+            "last_attempt": {"id": deployment, "version": 5, "outcome": "active", "reason": ""},
+            "modules": [{
+                "module": "app", "desired_image_id": fleet.image_ids["v2"],
+                "running_image_id": fleet.image_ids["v2"], "runtime_status": "running",
+                "health": None, "exit_code": None, "restart_count": 0,
+                "started_at": "2026-12-02T10:00:00Z", "exited_at": None,
+                "status_description": "running",
+            }],
+        }
+        assert dev.post("/runtime", json={"report": report}).json()["ok"] is True
 
     # every status query prints the same, table and JSON, remote or local; each runs
     # once as its own process against the hub
@@ -251,6 +275,17 @@ def test_register_add_deploy_activate_status_on_a_remote_hub(
     chart = out["history", False]
     assert "status changes per minute" in chart and "in_transit" in chart and "█" in chart
     assert "edge-1" in out["device", False] and deployment in out["deployments", False]
+    device = json.loads(out["device", True])
+    assert device["runtime"]["running"] == {"id": deployment, "version": 5}
+    assert device["runtime"]["desired"]["version"] == 5
+    [app] = device["runtime"]["modules"]
+    assert app["matches"] and app["runtime_status"] == "running"
+    assert "desired vs running" in out["device", False]
+    states = {r["device"]: r["activation"]["state"] for r in dep["devices"]}
+    assert states == {"edge-1": "active", "edge-2": "delivered"}
+    table = flat(out["deployment", False])
+    assert "activation" in table and "active" in table and "delivered" in table
+    assert "running: " + deployment + " v5" in out["device", False]
 
 
 def _same_plan_locally(

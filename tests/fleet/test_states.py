@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from deltaport.errors import StateError
 from deltaport.fleet.states import (
+    ACTIVATION_TRANSITIONS,
+    BAD_ACTIVATION_STATES,
     IMAGE_TRANSITIONS,
     SET_TRANSITIONS,
+    ActivationOutcome,
+    ActivationState,
     ImageEvent,
     ImageStatus,
     SetEvent,
     SetState,
     apply_message,
+    next_activation_state,
     next_image_status,
     next_set_state,
 )
@@ -103,3 +110,67 @@ def test_applied_messages_change_nothing_when_redelivered(
 def test_seen_message_never_changes_state(status: ImageStatus, event: ImageEvent, mid: str) -> None:
     out = apply_message(status, event, mid, {mid})
     assert out.duplicate and not out.changed and out.status is status
+
+
+# --- activation of a deployment on a device (docs/device-runtime.md §3) ---------------
+
+outcomes = st.sampled_from(list(ActivationOutcome))
+FINAL = {ActivationState.ACTIVE, *BAD_ACTIVATION_STATES}
+
+
+def _run(outcome_list: list[ActivationOutcome]) -> list[ActivationState]:
+    """Apply OUTCOMES (same version) in order, skipping the ones the table refuses."""
+    state, seen = ActivationState.DELIVERED, []
+    for outcome in outcome_list:
+        try:
+            state = next_activation_state(state, 1, outcome, 1)
+        except StateError:
+            continue
+        seen.append(state)
+    return seen
+
+
+@given(st.lists(outcomes, max_size=12))
+def test_activation_never_leaves_a_final_state_for_a_worse_or_earlier_one(
+    sequence: list[ActivationOutcome],
+) -> None:
+    states = _run(sequence)
+    for before, after in itertools.pairwise(states):
+        if before is ActivationState.ACTIVE:
+            assert after is ActivationState.ACTIVE  # a late message never regresses it
+        if before in FINAL:
+            assert after is not ActivationState.ACTIVATING
+        if before in BAD_ACTIVATION_STATES:
+            assert after in BAD_ACTIVATION_STATES  # a bad version is never active later
+
+
+@given(st.sampled_from(list(ActivationState)), outcomes)
+def test_activation_table_is_total_or_refuses(
+    state: ActivationState, outcome: ActivationOutcome
+) -> None:
+    if (state, outcome) in ACTIVATION_TRANSITIONS:
+        assert next_activation_state(state, 3, outcome, 3) is ACTIVATION_TRANSITIONS[state, outcome]
+    else:
+        with pytest.raises(StateError, match=f"v3 cannot go from {state} on {outcome}"):
+            next_activation_state(state, 3, outcome, 3)
+
+
+@given(st.sampled_from(list(ActivationState)), outcomes)
+def test_activation_versions_newer_start_over_older_change_nothing(
+    state: ActivationState, outcome: ActivationOutcome
+) -> None:
+    assert next_activation_state(state, 5, outcome, 4) is state  # stale: an older version
+    fresh = ACTIVATION_TRANSITIONS[ActivationState.DELIVERED, outcome]
+    assert next_activation_state(state, 5, outcome, 6) is fresh  # the operator activated again
+
+
+def test_activation_examples() -> None:
+    a, o = ActivationState, ActivationOutcome
+    assert next_activation_state(a.ACTIVE, 1, o.ACTIVATING, 1) is a.ACTIVE  # late
+    assert next_activation_state(a.ACTIVATING, 1, o.ROLLED_BACK, 1) is a.ROLLED_BACK
+    assert next_activation_state(a.ACTIVE, 1, o.REFUSED, 1) is a.ACTIVE  # a replay refused
+    with pytest.raises(StateError):
+        next_activation_state(a.ROLLED_BACK, 1, o.ACTIVE, 1)
+    with pytest.raises(StateError):
+        next_activation_state(a.REFUSED, 1, o.ACTIVATING, 1)
+    assert set(a) - {a.PENDING, a.DELIVERED} == {s for s in ACTIVATION_TRANSITIONS.values()}

@@ -29,6 +29,7 @@ import httpx
 import pytest
 import uvicorn
 
+from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings, SmtpSettings
 from deltaport.demo.processes import stop_process
 from deltaport.fleet import queries
@@ -100,6 +101,10 @@ class World:
     def store(self) -> FolderStore:
         return FolderStore(self.data_dir / "outbox")
 
+    @property
+    def manifest_public_key(self) -> Path:
+        return self.data_dir / "keys" / "manifest.pub"
+
     def bundle_path(self, device: str) -> Path:
         matches = [
             p
@@ -118,6 +123,7 @@ class World:
 
 def build_world(data_dir: Path, db_url: str, bundle_size: int = 300 * 1024) -> World:
     """Register v1/v2, add dev-1 (has v1) and dev-2, deploy v2 to both (two bundles)."""
+    generate_keypair(data_dir / "keys", "manifest")  # the hub signs desired manifests
     registry = FakeRegistry()
     registry.add(f"{REGISTRY}/demo/app:v1", ["base", "lib1", "app1"])
     registry.add(f"{REGISTRY}/demo/app:v2", ["base", "lib1", "app2"])

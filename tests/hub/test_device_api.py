@@ -7,7 +7,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from deltaport.bundle.keys import load_public_key
+from deltaport.desired import DesiredModule, decode_envelope
 from deltaport.fleet.db import init_db, session_scope
+from deltaport.fleet.documents import report_digest
 from deltaport.fleet.models import DeploymentSet, Device, DeviceImage, Event
 from deltaport.hub.client import HubClient
 from tests.hub.conftest import OPERATOR_TOKEN, REGISTRY, LiveHub, World
@@ -279,17 +282,22 @@ def test_desired_manifest_after_activation(any_hub: LiveHub) -> None:
         assert d2.post(API + "/status", json={"messages": [message(w, "dev-2")]}).is_success
         r = d1.get(API + "/desired-manifest")
         assert r.status_code == 200, r.text
-        doc = r.json()
-        assert doc["deployment"] == w.deployment
-        assert doc["images"][0]["reference"] == "localhost:5000/demo/app:v2"
+        trusted = [load_public_key(w.manifest_public_key)]
+        doc = decode_envelope(r.content, trusted, device="dev-1")
+        assert doc.deployment == w.deployment and doc.version == 1
+        assert doc.modules == (DesiredModule("app", "localhost:5000/demo/app:v2", w.v2),)
+        assert decode_envelope(d2.get(API + "/desired-manifest").content, trusted, device="dev-2")
         etag = r.headers["etag"]
         again = d1.get(API + "/desired-manifest", headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.headers["etag"] == etag
         stale = d1.get(API + "/desired-manifest", headers={"If-None-Match": '"other"'})
         assert stale.status_code == 200 and stale.content == r.content
-        # activating again (operator) is allowed and publishes the same document
-        assert op.post(f"/api/v1/deployments/{w.deployment}/activate").status_code == 200
-        assert d1.get(API + "/desired-manifest", headers={"If-None-Match": etag}).status_code == 304
+        # activating again (operator) is allowed and publishes a new, higher version
+        answer = op.post(f"/api/v1/deployments/{w.deployment}/activate")
+        assert answer.status_code == 200 and answer.json()["versions"] == {"dev-1": 2, "dev-2": 2}
+        newer = d1.get(API + "/desired-manifest", headers={"If-None-Match": etag})
+        assert newer.status_code == 200 and newer.headers["etag"] != etag
+        assert decode_envelope(newer.content, trusted, device="dev-1").version == 2
     state = db_rows(w, select(DeploymentSet.state).where(DeploymentSet.id == w.deployment))
     assert state[0][0] == "active"
 
@@ -310,3 +318,68 @@ def test_completion_email_through_real_smtp(world: World, smtp_server: Any) -> N
     subjects = [m["Subject"] for m in smtp_server.messages()]
     assert subjects == [f"deltaport: deployment {world.deployment} complete"]
     assert smtp_server.messages()[0]["To"] == "alice@example.com"
+
+
+# --- device runtime (docs/device-runtime.md) -----------------------------------------
+
+
+def test_offers_announce_their_source_images(any_hub: LiveHub) -> None:
+    w = any_hub.world
+    with any_hub.device("dev-1") as d1, any_hub.device("dev-2") as d2:
+        (one,) = d1.get(API + "/bundles").json()["bundles"]
+        (two,) = d2.get(API + "/bundles").json()["bundles"]
+    assert one["sources"] == [w.v1]  # dev-1 rebuilds v2 from its v1: GC must keep v1
+    assert two["sources"] == []  # dev-2 had nothing
+
+
+def test_activation_and_removed_messages_over_http(any_hub: LiveHub) -> None:
+    w = any_hub.world
+    with any_hub.device("dev-1") as d1, any_hub.device("dev-2") as d2:
+        for c, name in ((d1, "dev-1"), (d2, "dev-2")):
+            assert c.post(API + "/status", json={"messages": [message(w, name)]}).is_success
+        act = {"message_id": str(uuid.uuid4()), "kind": "activation", "device": "dev-1",
+               "deployment": w.deployment, "version": 1, "outcome": "rolled_back",
+               "reason": "module app exited with code 3", "module": "app", "exit_code": 3,
+               "restart_count": 0, "logs": ["boom"]}
+        unknown = {**act, "message_id": str(uuid.uuid4()), "deployment": "d-unknown"}
+        removed = message(w, "dev-1", "removed", image_id=w.v1, reason="gc: freed 10 bytes")
+        r = d1.post(API + "/status", json={"messages": [act, unknown, removed, act]})
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == [act["message_id"], removed["message_id"]]
+        assert [x["message_id"] for x in r.json()["rejected"]] == [unknown["message_id"]]
+        bad = d1.post(API + "/status", json={"messages": [{**act, "logs": ["x"] * 21}]})
+        assert bad.status_code == 422
+    assert image_status(w, "dev-1", w.v1) == "removed"
+    with HubClient(any_hub.url, OPERATOR_TOKEN) as hc:
+        rows = {r["device"]: r["activation"] for r in hc.deployment(w.deployment)["devices"]}
+    assert rows["dev-1"]["state"] == "rolled_back" and rows["dev-1"]["detail"]["exit_code"] == 3
+    assert rows["dev-2"]["state"] == "delivered" and rows["dev-2"]["published_version"] == 1
+
+
+def test_runtime_report_and_heartbeat(any_hub: LiveHub) -> None:
+    w = any_hub.world
+    report = {
+        "deployment": {"id": w.deployment, "version": 1},
+        "last_attempt": {"id": w.deployment, "version": 1, "outcome": "active", "reason": ""},
+        "modules": [{"module": "app", "desired_image_id": w.v2, "running_image_id": w.v2,
+                     "runtime_status": "running", "health": "healthy", "exit_code": None,
+                     "restart_count": 0, "started_at": "2026-12-02T10:00:00Z",
+                     "exited_at": None, "status_description": "up"}],
+    }
+    digest = report_digest(report)
+    with any_hub.device("dev-1") as d1:
+        early = d1.post(API + "/runtime", json={"report_digest": digest})
+        assert early.status_code == 200 and early.json() == {"known": False}
+        stored = d1.post(API + "/runtime", json={"report": report})
+        assert stored.status_code == 200 and stored.json() == {"ok": True, "digest": digest}
+        assert d1.post(API + "/runtime", json={"report_digest": digest}).json() == {"known": True}
+        other = "sha256:" + "0" * 64
+        assert d1.post(API + "/runtime", json={"report_digest": other}).json() == {"known": False}
+        assert d1.post(API + "/runtime", json={"report": {"modules": "x"}}).status_code == 422
+    with HubClient(any_hub.url, OPERATOR_TOKEN) as hc:
+        runtime = hc.device("dev-1")["runtime"]
+    assert runtime["running"] == {"id": w.deployment, "version": 1}
+    assert runtime["report_digest"] == digest
+    (app,) = runtime["modules"]
+    assert app["running_image_id"] == w.v2 and app["health"] == "healthy"
+    assert app["desired_image_id"] is None  # nothing published for dev-1 yet

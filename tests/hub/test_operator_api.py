@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from deltaport.bundle.keys import load_public_key
+from deltaport.desired import decode_envelope
 from deltaport.errors import AccessError, FormatError, StateError, UsageError
 from deltaport.hub.client import HubClient
 from tests.hub.conftest import OPERATOR_TOKEN, REGISTRY, LiveHub
@@ -128,7 +130,9 @@ def test_register_deploy_activate_through_the_api(hub: LiveHub) -> None:
         }
         assert dev.post("/api/v1/device/status", json={"messages": [msg]}).status_code == 200
         desired = dev.get("/api/v1/device/desired-manifest")
-        assert desired.status_code == 200 and desired.json()["deployment"] == dep
+        assert desired.status_code == 200
+        trusted = [load_public_key(w.manifest_public_key)]
+        assert decode_envelope(desired.content, trusted, device="dev-1").deployment == dep
     with client(hub) as hc:
         assert hc.deployment(dep)["state"] == "active"
         assert hc.activate(dep)["deployment"] == dep

@@ -13,6 +13,7 @@ import httpx
 from deltaport.bundle.keys import generate_keypair, load_public_key
 from deltaport.config import Settings
 from deltaport.delta.image import apply_image_delta
+from deltaport.desired import DesiredModule, decode_envelope
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.queries import add_device, hash_token
 from deltaport.hub.client import HubClient
@@ -33,6 +34,7 @@ def test_register_deploy_download_rebuild(registry: Registry, tmp_path: Path) ->
         copy_image(layouts[tag], registry.ref(f"demo/app:{tag}"), opts)
     data = tmp_path / "data"
     keys = generate_keypair(data / "keys")
+    manifest_keys = generate_keypair(data / "keys", "manifest")
     db_url = f"sqlite:///{data / 'deltaport.db'}"
     engine = init_db(db_url)
     with session_scope(engine) as s:
@@ -70,6 +72,7 @@ def test_register_deploy_download_rebuild(registry: Registry, tmp_path: Path) ->
             assert row["sending"] == [f"{registry.host}/demo/app:v2"] and row["bytes"] > 0
             (offer,) = dev.get("/api/v1/device/bundles").json()["bundles"]
             assert offer["image_id"] == ids["v2"] and offer["size"] == row["bytes"]
+            assert offer["sources"] == [ids["v1"]]  # the agent's GC must keep v1 for now
             bundle = tmp_path / "bundle.dpb"
             download(
                 url + offer["url"],
@@ -98,5 +101,8 @@ def test_register_deploy_download_rebuild(registry: Registry, tmp_path: Path) ->
             assert dev.post("/api/v1/device/status", json={"messages": [msg]}).status_code == 200
             desired = dev.get("/api/v1/device/desired-manifest")
             assert desired.status_code == 200
-            assert desired.json()["images"][0]["reference"] == "localhost:5000/demo/app:v2"
+            doc = decode_envelope(
+                desired.content, [load_public_key(manifest_keys.public_key_path)], device="edge-1"
+            )
+            assert doc.modules == (DesiredModule("app", "localhost:5000/demo/app:v2", ids["v2"]),)
         assert hc.deployment(plan["deployment"])["state"] == "active"

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from deltaport.agent import Agent, AgentConfig, HubSettings
+from deltaport.agent.runtime.model import RuntimeKind, RuntimeSettings
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings
 from deltaport.fleet.queries import hash_token
@@ -36,6 +37,7 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
         copy_image(layouts[tag], registry.ref(f"demo/app:{tag}"), OPTS)
     data = tmp_path / "data"
     keys = generate_keypair(data / "keys")
+    manifest_keys = generate_keypair(data / "keys", "manifest")
     settings = HubServerSettings(
         fleet=Settings(data_dir=data, db_url=f"sqlite:///{data / 'deltaport.db'}"),
         registry_insecure=True,
@@ -60,6 +62,11 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
                 state_dir=tmp_path / "state",
                 registry=f"docker://{device_registry.host}",
                 desired_manifest=tmp_path / "desired.json",
+                runtime=RuntimeSettings(  # an external runtime: the agent writes the file
+                    kind=RuntimeKind.FILE,
+                    manifest_keys=(manifest_keys.public_key_path,),
+                    desired_file=tmp_path / "desired.json",
+                ),
                 hub=HubSettings(link.url, token, timeout=10.0),
                 poll_interval=0.2,
             )
@@ -73,16 +80,27 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
                     devices=["edge-1"],
                 )
                 assert plan["devices"][0]["bytes"] > 0
-                for _ in range(3):
+                for _ in range(6):
                     agent.run_once()
-                    if (tmp_path / "desired.json").exists():
+                    activation = hc.deployment(plan["deployment"])["devices"][0]["activation"]
+                    if (tmp_path / "desired.json").exists() and activation["state"] == "active":
                         break
         status = hc.deployment(plan["deployment"])
         assert status["state"] == "active", status
         assert status["devices"][0]["images"] == {f"{registry.host}/demo/app:v2": "present"}
         with open_source(device_registry.ref("demo/app:v2"), OPTS) as rebuilt:
             assert rebuilt.image_id() == ids["v2"]
+        # the agent verified the signed manifest (trusting manifest.pub) and wrote it
         desired = json.loads((tmp_path / "desired.json").read_text())
-        assert desired["deployment"] == plan["deployment"]
-        assert desired["images"][0]["reference"] == f"{device_registry.host}/demo/app:v2"
+        assert desired["deployment"] == plan["deployment"] and desired["version"] == 1
+        assert desired["images"] == [
+            {"module": "app", "reference": f"{device_registry.host}/demo/app:v2",
+             "image_id": ids["v2"]}
+        ]
+        # ... and told the hub: activation message, runtime report
+        activation = status["devices"][0]["activation"]
+        assert activation["state"] == "active" and activation["version"] == 1, activation
+        runtime = hc.device("edge-1")["runtime"]
+        assert runtime["desired"]["version"] == 1
+        assert runtime["last_attempt"]["outcome"] == "active", runtime
         assert link.bytes_down >= plan["devices"][0]["bytes"]  # the bundle came over the link

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from deltaport.errors import FormatError, StorageError, UsageError
 from deltaport.fsutil import fsync_dir
 
-PRIVATE_KEY_NAME = "deltaport.key"
-PUBLIC_KEY_NAME = "deltaport.pub"
+KEY_PAIR_NAME = "deltaport"  # the bundle-signing pair
+PRIVATE_KEY_NAME = f"{KEY_PAIR_NAME}.key"
+PUBLIC_KEY_NAME = f"{KEY_PAIR_NAME}.pub"
+KEY_PAIR_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_KEY_FILE_SIZE = 16 << 10
 """A PEM Ed25519 key is about 120 bytes; anything much larger is not one."""
 
@@ -76,16 +79,22 @@ def _write_new_file(path: Path, data: bytes, mode: int) -> None:
             os.unlink(tmp)
 
 
-def generate_keypair(directory: Path) -> KeyPair:
+def generate_keypair(directory: Path, name: str = KEY_PAIR_NAME) -> KeyPair:
     """Create ``directory`` (mode 0700) if needed and write a new Ed25519 key pair in it.
 
+    The files are ``NAME.key`` and ``NAME.pub``: ``deltaport`` signs bundles,
+    ``manifest`` the hub's desired manifests (docs/device-runtime.md §1).
+
     Raises:
-        UsageError: ``deltaport.key`` or ``deltaport.pub`` already exists there.
+        UsageError: NAME is not a plain file name, or ``NAME.key`` / ``NAME.pub``
+            already exists there.
         StorageError: the folder cannot be created or written.
     """
+    if not KEY_PAIR_NAME_RE.fullmatch(name):
+        raise UsageError(f"key name {name!r} must be letters, digits, '.', '_' or '-'")
     directory = Path(directory)
-    private_path = directory / PRIVATE_KEY_NAME
-    public_path = directory / PUBLIC_KEY_NAME
+    private_path = directory / f"{name}.key"
+    public_path = directory / f"{name}.pub"
     for path in (private_path, public_path):
         if path.exists() or path.is_symlink():
             raise UsageError(f"{path} already exists; refusing to overwrite a key")

@@ -18,6 +18,7 @@ from rich.progress import Progress
 from deltaport.cli.fleet import (
     human_duration,
     human_rate,
+    manifest_key_for,
     open_db,
     parse_vars,
     print_json,
@@ -151,6 +152,7 @@ def _deploy_here(
                 store=store_for(s),
                 work_dir=Path(work),
                 progress=lambda done, total, _key: bar.update(task, completed=done, total=total),
+                manifest_key=manifest_key_for(s),
             )
     finally:
         engine.dispose()

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from deltaport.cli.fleet import (
+    manifest_key_for,
     notifier_for,
     open_db,
     print_json,
@@ -40,7 +41,12 @@ def apply(
     engine = open_db(s)
     try:
         result = handle_status_messages(
-            engine, messages, notifier=notifier_for(s), store=store_for(s), strict=not keep_going
+            engine,
+            messages,
+            notifier=notifier_for(s),
+            store=store_for(s),
+            manifest_key=manifest_key_for(s),
+            strict=not keep_going,
         )
     finally:
         engine.dispose()

@@ -137,6 +137,13 @@ def store_for(s: Settings) -> FolderStore:
     return FolderStore(s.store_dir)
 
 
+def manifest_key_for(s: Settings) -> Path:
+    """The hub's manifest-signing key file (``DATA_DIR/keys/manifest.key``)."""
+    from deltaport.pipelines.manifest_to_device import manifest_key_path
+
+    return manifest_key_path(s.keys_dir)
+
+
 def notifier_for(s: Settings) -> Notifier | None:
     """An SMTP notifier if config.toml has an [smtp] table."""
     from deltaport.notify.email import SmtpNotifier
@@ -217,22 +224,26 @@ def activate_command(
     hub: hub_cli.HubUrlOpt = None,
     token: hub_cli.HubTokenOpt = None,
 ) -> None:
-    """Publish a deployment's desired manifest to its devices, once every image is there."""
-    from deltaport.pipelines.manifest_to_device import activate
+    """Publish a deployment's signed desired manifest to its devices (a new version each),
+    once every image is there."""
+    from deltaport.pipelines.manifest_to_device import activate, activation_doc
 
     def local(session: Session) -> dict[str, Any]:
-        store = store_for(settings(ctx))
-        result = activate(session, set_id=deployment, store=store)
-        return {"deployment": result.deployment_id, "desired": result.desired}
+        s = settings(ctx)
+        result = activate(
+            session, set_id=deployment, store=store_for(s), manifest_key=manifest_key_for(s)
+        )
+        return activation_doc(result)
 
     doc = on_hub_or_db(ctx, hub, token, lambda c: c.activate(deployment), local)
     if as_json:
         print_json(doc)
         return
+    versions = doc.get("versions", {})
     print_table(
         f"deployment {doc['deployment']} activated",
-        ["device", "desired manifest"],
-        sorted(doc["desired"].items()),
+        ["device", "version", "desired manifest"],
+        [[d, versions.get(d, "-"), where] for d, where in sorted(doc["desired"].items())],
     )
 
 

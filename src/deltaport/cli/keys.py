@@ -1,4 +1,4 @@
-"""`deltaport keys generate | show` — Ed25519 key pairs that sign bundles."""
+"""`deltaport keys generate | show` — Ed25519 key pairs that sign bundles and desired manifests."""
 
 from __future__ import annotations
 
@@ -14,14 +14,22 @@ app = typer.Typer(help="Ed25519 keys that sign and verify bundles.", no_args_is_
 @app.command("generate")
 def generate(
     directory: Annotated[
-        Path, typer.Argument(help="Folder for deltaport.key and deltaport.pub (created).")
+        Path, typer.Argument(help="Folder for NAME.key and NAME.pub (created).")
     ],
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Key pair name: 'deltaport' signs bundles, 'manifest' the hub's desired "
+            "manifests (DATA_DIR/keys/manifest.key).",
+        ),
+    ] = "deltaport",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Write a new key pair; never overwrites an existing key."""
     from deltaport.bundle.keys import generate_keypair
 
-    pair = generate_keypair(directory)
+    pair = generate_keypair(directory, name)
     if as_json:
         typer.echo(
             json.dumps(
@@ -34,8 +42,13 @@ def generate(
         )
         return
     typer.echo(f"key id:      {pair.key_id}")
-    typer.echo(f"private key: {pair.private_key_path}  (keep secret; signs bundles)")
-    typer.echo(f"public key:  {pair.public_key_path}  (give to devices: --trust-key)")
+    signs, trust = (
+        ("desired manifests", "runtime.manifest_keys in agent.toml")
+        if name == "manifest"
+        else ("bundles", "--trust-key")
+    )
+    typer.echo(f"private key: {pair.private_key_path}  (keep secret; signs {signs})")
+    typer.echo(f"public key:  {pair.public_key_path}  (give to devices: {trust})")
 
 
 @app.command("show")

@@ -32,6 +32,7 @@ STATUS_MARKS = {  # order, bar character and colour of each status in `status hi
     ImageStatus.REMOVED.value: ("-", "magenta"),
 }
 OTHER_MARK = ("?", "cyan")  # a status this version does not know (a newer hub)
+RUNTIME_ID_CHARS = 12  # hex digits of an image ID shown in `status device`
 
 
 @app.command("deployment")
@@ -61,9 +62,22 @@ def deployment(
     )
     print_table(
         f"deployment {data['id']}",
-        ["device", *data["images"], "arrived"],
-        [[r["device"], *r["images"].values(), r["arrived_at"] or "-"] for r in data["devices"]],
+        ["device", *data["images"], "arrived", "activation", "version", "reason"],
+        [
+            [r["device"], *r["images"].values(), r["arrived_at"] or "-", *_activation_cells(r)]
+            for r in data["devices"]
+        ],
     )
+
+
+def _activation_cells(row: dict[str, Any]) -> list[Any]:
+    """activation state, version (reported / published), reason — for one device row."""
+    act = row.get("activation") or {}
+    reported, published = act.get("version"), act.get("published_version")
+    version = f"v{reported or published}" if reported or published else "-"
+    if published and reported and published != reported:
+        version = f"v{reported} (published v{published})"
+    return [act.get("state", "-"), version, act.get("reason") or ""]
 
 
 @app.command("device")
@@ -74,7 +88,7 @@ def device(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """One device: its images and their status."""
+    """One device: its images, and what it should run next to what it runs."""
     from deltaport.fleet import status as q
 
     data = on_hub_or_db(
@@ -90,6 +104,57 @@ def device(
         [
             [r["image"], r["status"], r["updated_at"], r["deployment"], r["failure_reason"]]
             for r in data["images"]
+        ],
+    )
+    runtime = data.get("runtime")
+    if runtime is not None:
+        _print_runtime(data["device"], runtime)
+
+
+def _short(image_id: str | None) -> str:
+    """sha256:0123456789ab… → sha256:0123456789ab (enough to tell images apart)."""
+    return image_id[: len("sha256:") + RUNTIME_ID_CHARS] if image_id else "-"
+
+
+def _mismatch(module: dict[str, Any]) -> str:
+    """' ≠' when the module runs another image than the desired one."""
+    both = module["desired_image_id"] and module["running_image_id"]
+    return " ≠" if both and not module["matches"] else ""
+
+
+def _print_runtime(device: str, runtime: dict[str, Any]) -> None:
+    """The desired deployment, the running one, the last attempt, and the modules table."""
+    desired, running, last = runtime["desired"], runtime["running"], runtime["last_attempt"]
+    typer.echo(
+        "desired: "
+        + (f"{desired['deployment']} v{desired['version']}" if desired else "nothing published")
+    )
+    typer.echo(
+        "running: "
+        + (f"{running['id']} v{running['version']}" if running else "nothing reported")
+        + f" (reported {runtime['reported_at'] or 'never'})"
+    )
+    if last:
+        why = f": {last['reason']}" if last.get("reason") else ""
+        typer.echo(f"last attempt: {last['id']} v{last['version']} {last['outcome']}{why}")
+    print_table(
+        f"modules on {device}: desired vs running",
+        ["module", "desired image", "desired ID", "running ID", "status", "health",
+         "exit", "restarts", "since"],
+        [
+            [
+                m["module"],
+                m["desired_image"] or "-",
+                _short(m["desired_image_id"]),
+                _short(m["running_image_id"]) + _mismatch(m),
+                m["runtime_status"] or "-",
+                m["health"] or "-",
+                m["exit_code"],
+                m["restart_count"],
+                (m["started_at"] if m["runtime_status"] == "running" else m["exited_at"])
+                or m["started_at"] or "-",
+            ]
+            for m in runtime["modules"]
         ],
     )
 

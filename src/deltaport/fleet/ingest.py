@@ -39,9 +39,21 @@ from deltaport.fleet.models import (
     Image,
     utcnow,
 )
-from deltaport.fleet.states import ImageEvent, ImageStatus, SetEvent, SetState, next_image_status
+from deltaport.fleet.states import (
+    ImageEvent,
+    ImageStatus,
+    MessageOutcome,
+    SetEvent,
+    SetState,
+    next_image_status,
+)
 
 IN_CHUNK = 5000  # values per IN (...) list
+STATUS_EVENTS = {  # an image status message's "status" → what happened to the image
+    "present": ImageEvent.ARRIVED,
+    "failed": ImageEvent.FAILED,
+    "removed": ImageEvent.REPORTED_GONE,  # the agent's GC removed it (docs/device-runtime.md §5)
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Verdict:
     """What one message does."""
 
     message: StatusMessage
-    outcome: str  # "applied" | "unchanged" | "duplicate" | "rejected"
+    outcome: MessageOutcome
     status: str | None = None
     error: str | None = None
 
@@ -126,24 +138,27 @@ def _decide_one(
 ) -> tuple[Verdict, Change | None]:
     device_id = snap.devices.get(msg.device)
     if msg.message_id in snap.seen:
-        return Verdict(msg, "duplicate"), None
+        return Verdict(msg, MessageOutcome.DUPLICATE), None
     if device_id is None:
-        return Verdict(msg, "rejected", error=f"unknown device {msg.device!r}"), None
+        return _rejected(msg, f"unknown device {msg.device!r}"), None
     if msg.deployment is not None and msg.deployment not in snap.sets:
-        return Verdict(msg, "rejected", error=f"unknown deployment {msg.deployment!r}"), None
+        return _rejected(msg, f"unknown deployment {msg.deployment!r}"), None
     key = (device_id, msg.image_id)
     before = ImageStatus(snap.status.get(key, ImageStatus.ABSENT.value))
-    event = ImageEvent.ARRIVED if msg.status == "present" else ImageEvent.FAILED
     try:
-        after = next_image_status(before, event)
+        after = next_image_status(before, STATUS_EVENTS[msg.status])
     except StateError as exc:
-        return Verdict(msg, "rejected", error=f"{msg.device}: {exc}"), None
+        return _rejected(msg, f"{msg.device}: {exc}"), None
     snap.seen.add(msg.message_id)
     snap.status[key] = after.value
     change = Change(msg, device_id, before, after, key in existing)
     existing.add(key)
-    outcome = "applied" if after is not before else "unchanged"
+    outcome = MessageOutcome.APPLIED if after is not before else MessageOutcome.UNCHANGED
     return Verdict(msg, outcome, status=after.value), change
+
+
+def _rejected(msg: StatusMessage, error: str) -> Verdict:
+    return Verdict(msg, MessageOutcome.REJECTED, error=error)
 
 
 def write(session: Session, changes: Sequence[Change]) -> None:

@@ -87,6 +87,12 @@ class Device(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the latest runtime report (docs/device-runtime.md §4); its rows are device_modules
+    runtime_digest: Mapped[str | None] = mapped_column(String(100), default=None)
+    runtime_deployment_set_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    runtime_version: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    runtime_last_attempt: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    runtime_reported_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Image(Base):
@@ -224,3 +230,62 @@ class Event(Base):
     from_status: Mapped[str | None] = mapped_column(String(20), default=None)
     to_status: Mapped[str | None] = mapped_column(String(20), default=None)
     detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class DesiredManifest(Base):
+    """One signed desired manifest published for a device: its version counter.
+
+    The version is max + 1 per device, taken in the publishing transaction; the
+    unique (device, version) constraint makes a concurrent publisher that took the
+    same number insert nothing, and it takes the next one
+    (``deltaport.pipelines.manifest_to_device``). The envelope itself is in the store.
+    """
+
+    __tablename__ = "desired_manifests"
+    __table_args__ = (
+        UniqueConstraint("device_id", "version", name="uq_desired_manifests_device_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    version: Mapped[int] = mapped_column(BigInteger)
+    deployment_set_id: Mapped[str] = mapped_column(ForeignKey("deployment_sets.id"))
+    digest: Mapped[str] = mapped_column(String(100))  # sha256 of the envelope bytes
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceDeployment(Base):
+    """How activating one deployment set went on one device (activation messages, §3)."""
+
+    __tablename__ = "device_deployments"
+    __table_args__ = (Index("ix_device_deployments_set", "deployment_set_id"),)
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    deployment_set_id: Mapped[str] = mapped_column(
+        ForeignKey("deployment_sets.id"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger)  # desired manifest version reported on
+    state: Mapped[str] = mapped_column(String(20))  # fleet.states.ActivationState
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeviceModule(Base):
+    """One module as the device's latest runtime report shows it (§4); a report replaces all."""
+
+    __tablename__ = "device_modules"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    module: Mapped[str] = mapped_column(String(200), primary_key=True)
+    deployment_set_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    desired_image_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    running_image_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    runtime_status: Mapped[str] = mapped_column(String(20))
+    health: Mapped[str | None] = mapped_column(String(20), default=None)
+    exit_code: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    restart_count: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    exited_at: Mapped[datetime | None] = mapped_column(default=None)
+    status_description: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from deltaport.errors import StateError, UnknownObjectError, UsageError
@@ -26,6 +28,7 @@ from deltaport.fleet.models import (
     DeploymentDevice,
     DeploymentImage,
     DeploymentSet,
+    DesiredManifest,
     Device,
     DeviceImage,
     Event,
@@ -555,4 +558,58 @@ def set_image_ids(session: Session, set_id: str) -> list[str]:
             .join(DeploymentImage, DeploymentImage.image_id == Image.id)
             .where(DeploymentImage.deployment_set_id == set_id)
         )
+    )
+
+
+# --- desired manifests ---------------------------------------------------------
+
+
+def next_desired_version(session: Session, *, device_id: int) -> int:
+    """One more than the newest desired-manifest version of the device (1 for the first)."""
+    newest = session.scalar(
+        select(func.max(DesiredManifest.version)).where(DesiredManifest.device_id == device_id)
+    )
+    return int(newest or 0) + 1
+
+
+def insert_desired_manifest(
+    session: Session,
+    *,
+    device_id: int,
+    version: int,
+    deployment_set_id: str,
+    digest: str,
+    at: datetime | None = None,
+) -> bool:
+    """Record VERSION as published for the device; False if that version is taken already.
+
+    ``INSERT … ON CONFLICT DO NOTHING`` on the unique (device, version): a concurrent
+    publisher that took the same number makes this insert nothing (on PostgreSQL it
+    waits for that transaction to end first) instead of failing the transaction, so
+    the caller can take the next number and try again.
+    """
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        make(DesiredManifest)
+        .values(
+            device_id=device_id,
+            version=version,
+            deployment_set_id=deployment_set_id,
+            digest=digest,
+            published_at=at or utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["device_id", "version"])
+        .returning(DesiredManifest.id)
+    )
+    return session.execute(stmt).scalar() is not None
+
+
+def latest_desired_manifest(session: Session, *, device_id: int) -> DesiredManifest | None:
+    """The newest desired manifest published for the device, if any."""
+    return session.scalar(
+        select(DesiredManifest)
+        .where(DesiredManifest.device_id == device_id)
+        .order_by(DesiredManifest.version.desc())
+        .limit(1)
     )

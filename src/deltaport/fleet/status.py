@@ -7,21 +7,26 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import UsageError
 from deltaport.fleet import queries
 from deltaport.fleet.models import (
     DeploymentDevice,
+    DeploymentImage,
     DeploymentSet,
+    DesiredManifest,
     Device,
+    DeviceDeployment,
     DeviceImage,
+    DeviceModule,
     Event,
     Image,
     utcnow,
 )
-from deltaport.fleet.states import ImageStatus
+from deltaport.fleet.runtime import device_modules
+from deltaport.fleet.states import ActivationState, ImageStatus
 
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 HISTORY_MAX_EVENTS = 1_000_000  # history reads at most this many events
@@ -44,7 +49,9 @@ def deployment_status(session: Session, set_id: str) -> dict[str, Any]:
             select(DeploymentDevice).where(DeploymentDevice.deployment_set_id == set_id)
         )
     }
-    rows, counts = [], Counter[str]()
+    activations = _activations(session, set_id)
+    published = _published_versions(session, set_id)
+    rows, counts, states = [], Counter[str](), Counter[str]()
     for d in devices:
         per = {
             img.name: statuses[d.id].get(img.image_id, ImageStatus.ABSENT.value)
@@ -52,7 +59,16 @@ def deployment_status(session: Session, set_id: str) -> dict[str, Any]:
             if img is not None
         }
         counts.update(per.values())
-        rows.append({"device": d.name, "images": per, "arrived_at": _iso(arrived.get(d.id))})
+        activation = _activation_doc(activations.get(d.id), arrived.get(d.id), published.get(d.id))
+        states[activation["state"]] += 1
+        rows.append(
+            {
+                "device": d.name,
+                "images": per,
+                "arrived_at": _iso(arrived.get(d.id)),
+                "activation": activation,
+            }
+        )
     return {
         "id": dset.id,
         "state": dset.state,
@@ -63,7 +79,51 @@ def deployment_status(session: Session, set_id: str) -> dict[str, Any]:
         "finished_at": _iso(dset.finished_at),
         "images": [img.name for img in images if img is not None],
         "counts": dict(counts),
+        "activation_counts": dict(states),
         "devices": rows,
+    }
+
+
+def _activations(session: Session, set_id: str) -> dict[int, DeviceDeployment]:
+    return {
+        r.device_id: r
+        for r in session.scalars(
+            select(DeviceDeployment).where(DeviceDeployment.deployment_set_id == set_id)
+        )
+    }
+
+
+def _published_versions(session: Session, set_id: str) -> dict[int, int]:
+    """Device id → the newest desired-manifest version published for this set."""
+    rows = session.execute(
+        select(DesiredManifest.device_id, func.max(DesiredManifest.version))
+        .where(DesiredManifest.deployment_set_id == set_id)
+        .group_by(DesiredManifest.device_id)
+    )
+    return {d: int(v) for d, v in rows}
+
+
+def _activation_doc(
+    row: DeviceDeployment | None, arrived: datetime | None, published: int | None
+) -> dict[str, Any]:
+    """A device's activation of a set: what the agent said, else delivered / pending."""
+    if row is None:
+        state = ActivationState.DELIVERED if arrived is not None else ActivationState.PENDING
+        return {
+            "state": state.value,
+            "version": None,
+            "published_version": published,
+            "reason": None,
+            "detail": None,
+            "updated_at": _iso(arrived),
+        }
+    return {
+        "state": row.state,
+        "version": row.version,
+        "published_version": published,
+        "reason": row.reason,
+        "detail": row.detail,
+        "updated_at": _iso(row.updated_at),
     }
 
 
@@ -101,6 +161,79 @@ def device_status(session: Session, name: str) -> dict[str, Any]:
             for r in rows
         ],
         "deployments": [{"id": s.id, "state": s.state} for s in sets],
+        "runtime": runtime_status(session, device),
+    }
+
+
+def runtime_status(session: Session, device: Device) -> dict[str, Any]:
+    """What DEVICE should run (the newest published desired manifest) next to what it
+    runs (its latest runtime report), module by module."""
+    latest = queries.latest_desired_manifest(session, device_id=device.id)
+    desired = _desired_images(session, latest.deployment_set_id) if latest is not None else {}
+    reported = {m.module: m for m in device_modules(session, device_id=device.id)}
+    modules = [
+        _module_doc(name, desired.get(name), reported.get(name))
+        for name in sorted(desired.keys() | reported.keys())
+    ]
+    running = (
+        {"id": device.runtime_deployment_set_id, "version": device.runtime_version}
+        if device.runtime_deployment_set_id is not None
+        else None
+    )
+    return {
+        "desired": None
+        if latest is None
+        else {
+            "deployment": latest.deployment_set_id,
+            "version": latest.version,
+            "published_at": _iso(latest.published_at),
+        },
+        "running": running,
+        "last_attempt": device.runtime_last_attempt,
+        "reported_at": _iso(device.runtime_reported_at),
+        "report_digest": device.runtime_digest,
+        "modules": modules,
+    }
+
+
+def _desired_images(session: Session, set_id: str) -> dict[str, tuple[str, str]]:
+    """Module → (image name, image ID) in deployment set SET_ID's manifest."""
+    dset = session.get(DeploymentSet, set_id)
+    if dset is None:
+        return {}
+    by_reference: dict[str, tuple[str, str]] = {}
+    for ref, name, image_id in session.execute(
+        select(DeploymentImage.reference, Image.name, Image.image_id)
+        .join(Image, Image.id == DeploymentImage.image_id)
+        .where(DeploymentImage.deployment_set_id == set_id)
+    ):
+        by_reference[ref] = by_reference[name] = (name, image_id)
+    out = {}
+    for m in dset.manifest.get("modules", []):
+        found = by_reference.get(m["reference"])
+        out[m["module"]] = found if found is not None else (m["reference"], "")
+    return out
+
+
+def _module_doc(
+    module: str, desired: tuple[str, str] | None, row: DeviceModule | None
+) -> dict[str, Any]:
+    running = row.running_image_id if row is not None else None
+    desired_id = desired[1] if desired is not None and desired[1] else None
+    return {
+        "module": module,
+        "desired_image": desired[0] if desired is not None else None,
+        "desired_image_id": desired_id,
+        "reported_desired_image_id": row.desired_image_id if row is not None else None,
+        "running_image_id": running,
+        "matches": desired_id is not None and desired_id == running,
+        "runtime_status": row.runtime_status if row is not None else None,
+        "health": row.health if row is not None else None,
+        "exit_code": row.exit_code if row is not None else None,
+        "restart_count": row.restart_count if row is not None else None,
+        "started_at": _iso(row.started_at) if row is not None else None,
+        "exited_at": _iso(row.exited_at) if row is not None else None,
+        "status_description": row.status_description if row is not None else None,
     }
 
 

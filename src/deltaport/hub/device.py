@@ -1,4 +1,5 @@
-"""The device API (docs/hub-api.md): check-in, status, bundle list and download, desired manifest.
+"""The device API (docs/hub-api.md): check-in, status, bundle list and download, desired
+manifest, runtime reports.
 
 Every endpoint knows the device from its token (``CurrentDevice``); no endpoint
 takes a device name. Handlers are plain ``def`` (FastAPI runs them in a thread
@@ -16,19 +17,22 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import StreamingResponse
 
 from deltaport.errors import AccessError, FormatError, UnknownObjectError
-from deltaport.fleet import queries
+from deltaport.fleet import queries, runtime
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
+    DeviceMessage,
     Inventory,
-    StatusMessage,
+    RuntimeHeartbeat,
     check_image_id,
+    device_message_from_dict,
     parse_inventory,
-    status_message_from_dict,
+    parse_runtime_body,
 )
 from deltaport.hub import offers, schemas
 from deltaport.hub.deps import CurrentDevice, DeviceBody, Hub
 from deltaport.hub.ranges import Slice, Unsatisfiable, choose_slice
 from deltaport.pipelines.events import handle_status_messages
+from deltaport.pipelines.manifest_to_device import manifest_key_path
 
 router = APIRouter(prefix="/api/v1/device", tags=["device"], responses=schemas.ERRORS)
 
@@ -51,14 +55,14 @@ def parse_checkin(body: bytes) -> Inventory:
     return parse_inventory(json.dumps(inventory).encode())
 
 
-def parse_status_batch(body: bytes, limit: int) -> tuple[StatusMessage, ...]:
-    """The messages of a status body ``{"messages": [...]}``, at most LIMIT."""
+def parse_status_batch(body: bytes, limit: int) -> tuple[DeviceMessage, ...]:
+    """The messages (image or activation) of a body ``{"messages": [...]}``, at most LIMIT."""
     items = _json_object(body, "status batch").get("messages")
     if not isinstance(items, list):
         raise FormatError("status batch must be an object with a 'messages' list")
     if len(items) > limit:
         raise FormatError(f"status batch holds more than {limit} messages")
-    return tuple(status_message_from_dict(m, f"messages[{i}]") for i, m in enumerate(items))
+    return tuple(device_message_from_dict(m, f"messages[{i}]") for i, m in enumerate(items))
 
 
 @router.post(
@@ -87,13 +91,19 @@ def checkin(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]
     openapi_extra=schemas.body_doc(schemas.StatusRequest),
 )
 def status(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
-    """Apply status messages (idempotent by message_id): device images, emails, activation."""
+    """Apply status messages (idempotent by message_id): device images, activation outcomes,
+    emails, activation of completed deployments."""
     messages = parse_status_batch(body, hub.settings.limits.status_batch_max)
     others = sorted({m.device for m in messages if m.device != device.name})
     if others:
         raise AccessError(f"device {device.name} cannot report for {', '.join(others)}", 403)
     result = handle_status_messages(
-        hub.engine, messages, notifier=hub.notifier, store=hub.store, strict=False
+        hub.engine,
+        messages,
+        notifier=hub.notifier,
+        store=hub.store,
+        manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
+        strict=False,
     )
     accepted = [r.message_id for r in result.results if r.outcome != "rejected"]
     rejected = [
@@ -109,9 +119,29 @@ def bundles(device: CurrentDevice, hub: Hub) -> dict[str, Any]:
     """The bundles waiting for this device, in download order."""
     with session_scope(hub.engine) as session:
         waiting = offers.waiting_bundles(
-            session, device=device, limit=hub.settings.limits.bundles_listed_max
+            session,
+            device=device,
+            limit=hub.settings.limits.bundles_listed_max,
+            sources_limit=hub.settings.limits.sources_listed_max,
         )
     return {"bundles": waiting}
+
+
+@router.post(
+    "/runtime",
+    response_model=schemas.RuntimeAnswer,
+    response_model_exclude_none=True,
+    openapi_extra=schemas.body_doc(schemas.RuntimeRequest),
+)
+def runtime_report(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
+    """Store the device's runtime report (latest wins), or answer a heartbeat's digest."""
+    parsed = parse_runtime_body(body)
+    with session_scope(hub.engine) as session:
+        row = queries.get_device(session, device.name)
+        if isinstance(parsed, RuntimeHeartbeat):
+            return {"known": runtime.heartbeat(session, device=row, digest=parsed.digest)}
+        runtime.record_report(session, device=row, report=parsed)
+    return {"ok": True, "digest": parsed.digest}
 
 
 @router.get(
@@ -206,11 +236,13 @@ def desired_manifest(
     hub: Hub,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    """The device's desired manifest (published by activation), with an ETag; 404 if none."""
-    data = offers.desired_manifest(
-        hub.store, device=device, limit=hub.settings.limits.desired_manifest_max
-    )
-    etag = manifest_etag(data)
+    """The device's newest signed desired manifest (published by activation), with an ETag;
+    404 if none."""
+    with session_scope(hub.engine) as session:
+        published = offers.desired_manifest(
+            session, hub.store, device=device, limit=hub.settings.limits.desired_manifest_max
+        )
+    etag = manifest_etag(published.data)
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
-    return Response(data, media_type="application/json", headers={"ETag": etag})
+    return Response(published.data, media_type="application/json", headers={"ETag": etag})

@@ -4,11 +4,15 @@ Keyword-only functions over a Session (the caller owns the transaction), returni
 plain values the routers turn into JSON. A bundle is *for* a device when the
 pipeline linked them (``bundle_devices``); it is *waiting* while the device image it
 carries is ``in_transit``, or ``failed`` with a ``deferred: `` reason (the agent
-keeps it and retries, docs/hub-api.md).
+keeps it and retries, docs/hub-api.md). Each offer names its *sources*: the images
+present on the device whose layers the bundle reads, which the agent's GC keeps
+(docs/device-runtime.md §5).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,7 @@ from deltaport.fleet import queries
 from deltaport.fleet.models import Bundle, BundleDevice, DeploymentSet, Device, DeviceImage
 from deltaport.fleet.states import ImageStatus
 from deltaport.pipelines.image_to_device import bundle_store_key
-from deltaport.pipelines.manifest_to_device import desired_key
+from deltaport.pipelines.manifest_to_device import desired_version_key
 from deltaport.storage.base import BundleStore
 
 API = "/api/v1/device"
@@ -41,12 +45,15 @@ def bundle_url(digest: str) -> str:
     return f"{API}/bundles/{digest}"
 
 
-def waiting_bundles(session: Session, *, device: Device, limit: int) -> list[dict[str, Any]]:
+def waiting_bundles(
+    session: Session, *, device: Device, limit: int, sources_limit: int = 100
+) -> list[dict[str, Any]]:
     """The offers of ``GET /bundles`` for DEVICE, in download order, at most LIMIT.
 
     Most urgent deployment first (lowest ``priority``), then the oldest, then in the
     order the device images were recorded; each offer carries its set's priority so
-    the agent's own sort (lowest first, ties in list order) keeps this order.
+    the agent's own sort (lowest first, ties in list order) keeps this order, and
+    at most SOURCES_LIMIT source image IDs.
     """
     rows = session.execute(
         select(DeviceImage, Bundle, DeploymentSet.priority)
@@ -66,6 +73,7 @@ def waiting_bundles(session: Session, *, device: Device, limit: int) -> list[dic
         .limit(limit)
     ).all()
     names = queries.images_by_content(session, {di.image_id for di, _, _ in rows})
+    holders = _present_layers(session, device.id) if rows else {}
     return [
         {
             "digest": bundle.digest,
@@ -75,9 +83,31 @@ def waiting_bundles(session: Session, *, device: Device, limit: int) -> list[dic
             "priority": priority or 0,
             "target": names[di.image_id].name if di.image_id in names else None,
             "image_id": di.image_id,
+            "sources": source_images(bundle.sources, holders, sources_limit),
         }
         for di, bundle, priority in rows
     ]
+
+
+def _present_layers(session: Session, device_id: int) -> dict[str, frozenset[str]]:
+    """Image ID → its diff_ids, for every image present on the device."""
+    present = session.scalars(
+        select(DeviceImage.image_id).where(
+            DeviceImage.device_id == device_id, DeviceImage.status == ImageStatus.PRESENT.value
+        )
+    )
+    return {
+        image_id: frozenset(image.diff_ids)
+        for image_id, image in queries.images_by_content(session, present).items()
+    }
+
+
+def source_images(
+    sources: Iterable[str], holders: dict[str, frozenset[str]], limit: int
+) -> list[str]:
+    """The image IDs in HOLDERS holding any of the SOURCES diff_ids, sorted, at most LIMIT."""
+    wanted = frozenset(sources)
+    return sorted(i for i, layers in holders.items() if layers & wanted)[:limit]
 
 
 def bundle_for_device(session: Session, *, device: Device, digest: str) -> BundleFile:
@@ -104,17 +134,40 @@ def bundle_for_device(session: Session, *, device: Device, digest: str) -> Bundl
     return BundleFile(bundle_store_key(bundle.key), bundle.digest, bundle.size)
 
 
-def desired_manifest(store: BundleStore, *, device: Device, limit: int) -> bytes:
-    """The desired manifest published for DEVICE.
+@dataclass(frozen=True)
+class PublishedManifest:
+    """The newest desired manifest of a device, as served."""
+
+    version: int
+    digest: str  # sha256 of DATA (the ETag)
+    data: bytes
+
+
+def desired_manifest(
+    session: Session, store: BundleStore, *, device: Device, limit: int
+) -> PublishedManifest:
+    """The newest signed desired manifest published for DEVICE (by its committed row).
 
     Raises:
-        UnknownObjectError: none published yet (404). StorageError: larger than LIMIT or unreadable.
+        UnknownObjectError: none published yet (404).
+        StorageError: its file is missing, larger than LIMIT, unreadable, or does not
+            hash to the digest recorded when it was published.
     """
-    key = desired_key(device.name)
-    if not store.exists(key):
+    row = queries.latest_desired_manifest(session, device_id=device.id)
+    if row is None:
         raise UnknownObjectError(f"unknown desired manifest: none published for {device.name} yet")
+    key = desired_version_key(device.name, row.version)
+    if not store.exists(key):
+        raise StorageError(f"desired manifest v{row.version} of {device.name} is missing ({key})")
     with store.open(key) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise StorageError(f"desired manifest of {device.name} is larger than {limit} bytes")
-    return data
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if digest != row.digest:
+        raise StorageError(
+            f"desired manifest v{row.version} of {device.name} in the store is not the one "
+            f"published ({digest}, recorded {row.digest})"
+        )
+    return PublishedManifest(row.version, digest, data)
+

@@ -30,7 +30,7 @@ from deltaport.pipelines.image_to_device import (
     registered_image_doc,
 )
 from deltaport.pipelines.manifest import parse_manifest
-from deltaport.pipelines.manifest_to_device import activate
+from deltaport.pipelines.manifest_to_device import activate, activation_doc, manifest_key_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.ERRORS)
@@ -72,21 +72,24 @@ def create_deployment(operator: CurrentOperator, body: OperatorBody, hub: Hub) -
             builder=hub.toolkit.builder,
             store=hub.store,
             work_dir=Path(work),
+            manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
         )
     return deploy_result_doc(result)
 
 
 @router.post("/deployments/{deployment_id}/activate")
 def activate_deployment(deployment_id: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
-    """Publish the deployment's desired manifests, once every image is on every device."""
+    """Publish the deployment's signed desired manifests (a new version per device), once
+    every image is on every device."""
+    key = manifest_key_path(hub.settings.fleet.keys_dir)
     with session_scope(hub.engine) as session:
-        result = activate(session, set_id=deployment_id, store=hub.store)
-    return {"deployment": result.deployment_id, "desired": result.desired}
+        result = activate(session, set_id=deployment_id, store=hub.store, manifest_key=key)
+    return activation_doc(result)
 
 
 @router.get("/deployments/{deployment_id}")
 def get_deployment(deployment_id: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
-    """One deployment: its state and every device's images."""
+    """One deployment: its state, every device's images and activation state."""
     with session_scope(hub.engine) as session:
         return fleet_status.deployment_status(session, deployment_id)
 
@@ -105,7 +108,7 @@ def list_deployments(
 
 @router.get("/devices/{name}")
 def get_device(name: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]:
-    """One device: its images and their status, its deployments."""
+    """One device: its images, its deployments, what it runs (desired vs running)."""
     with session_scope(hub.engine) as session:
         return fleet_status.device_status(session, name)
 

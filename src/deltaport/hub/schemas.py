@@ -44,16 +44,67 @@ class CheckinAnswer(BaseModel):
 
 class StatusMessageDoc(_Open):
     message_id: str
+    kind: str | None = Field(None, description="'image' (the default) or 'activation'")
     device: str
-    image_id: str
-    status: str = Field(description="present | failed")
+    image_id: str | None = Field(None, description="image messages: the image ID")
+    status: str | None = Field(None, description="image messages: present | failed | removed")
     reason: str | None = None
     deployment: str | None = None
     at: str | None = Field(None, description="ISO 8601 time")
+    version: int | None = Field(None, description="activation: desired manifest version")
+    outcome: str | None = Field(
+        None, description="activation: activating | active | rolled_back | failed | refused"
+    )
+    module: str | None = Field(None, description="activation: the failing module")
+    exit_code: int | None = None
+    restart_count: int | None = None
+    logs: list[str] | None = Field(None, description="activation: ≤ 20 lines × 500 chars")
 
 
 class StatusRequest(_Open):
     messages: list[StatusMessageDoc]
+
+
+class DeployedDoc(_Open):
+    id: str
+    version: int
+
+
+class LastAttemptDoc(DeployedDoc):
+    outcome: str
+    reason: str | None = None
+
+
+class ModuleDoc(_Open):
+    module: str
+    desired_image_id: str | None = None
+    running_image_id: str | None = None
+    runtime_status: str = Field(description="unknown | backoff | running | stopped | failed")
+    health: str | None = Field(None, description="starting | healthy | unhealthy | null")
+    exit_code: int | None = None
+    restart_count: int | None = None
+    started_at: str | None = None
+    exited_at: str | None = None
+    status_description: str | None = None
+
+
+class RuntimeReportDoc(_Open):
+    deployment: DeployedDoc | None = None
+    last_attempt: LastAttemptDoc | None = None
+    modules: list[ModuleDoc] = Field(description="at most 200")
+
+
+class RuntimeRequest(_Open):
+    report: RuntimeReportDoc | None = Field(None, description="the whole report")
+    report_digest: str | None = Field(None, description="a heartbeat: sha256:… of the report")
+
+
+class RuntimeAnswer(BaseModel):
+    ok: bool | None = Field(None, description="a report was stored")
+    digest: str | None = Field(None, description="the stored report's digest")
+    known: bool | None = Field(
+        None, description="heartbeat: false when the hub does not hold that report (send it)"
+    )
 
 
 class Rejected(BaseModel):
@@ -76,6 +127,9 @@ class BundleOffer(BaseModel):
     priority: int
     target: str | None
     image_id: str
+    sources: list[str] = Field(
+        default_factory=list, description="image IDs on the device whose layers it reads"
+    )
 
 
 class BundleList(BaseModel):

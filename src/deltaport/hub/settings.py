@@ -63,6 +63,7 @@ class HubLimits:
     operator_body_max: int = 8 * 1024 * 1024  # bytes of a deploy request (manifest inside)
     status_batch_max: int = 1000  # messages in one status batch
     bundles_listed_max: int = 1000  # offers in one bundle list (docs/hub-api.md)
+    sources_listed_max: int = 100  # source image IDs in one offer
     desired_manifest_max: int = 4 * 1024 * 1024  # bytes served as a desired manifest
     send_piece: int = 64 * 1024  # bytes per write when streaming a bundle
 

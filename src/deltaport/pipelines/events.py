@@ -1,9 +1,14 @@
-"""The status-event handler: what devices report about images becomes fleet state.
+"""The status-event handler: what devices report about images and activations becomes fleet state.
 
 success → device image ``present``; failure → ``failed`` with the reason, and an
-email to the contact of each deployment set waiting for it; when the last image of a
-set has arrived on all its devices → the set is ``complete``, its contact is emailed
-and it is activated (manifest-to-device).
+email to the contact of each deployment set waiting for it; ``removed`` (the agent's
+GC) → ``removed``, so the planner no longer uses it as a source; when the last image
+of a set has arrived on all its devices → the set is ``complete``, its contact is
+emailed and it is activated (manifest-to-device).
+
+Activation messages (``kind: activation``, docs/device-runtime.md §3) go to
+``deltaport.fleet.activation``: the device × deployment state, and an email to the
+deployment's contact when a device reports ``rolled_back``, ``failed`` or ``refused``.
 
 Messages are idempotent by id. A batch is one transaction, decided in memory
 against one snapshot (``deltaport.fleet.ingest``), so one bad message is rejected
@@ -16,13 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from deltaport.errors import DeltaportError, StateError
-from deltaport.fleet import ingest, queries
+from deltaport.fleet import activation, ingest, queries
 from deltaport.fleet.db import session_scope
-from deltaport.fleet.documents import StatusMessage
+from deltaport.fleet.documents import ActivationMessage, DeviceMessage, StatusMessage
+from deltaport.fleet.states import MessageOutcome
 from deltaport.notify.email import Email, Notifier
 from deltaport.pipelines.manifest_to_device import activate
 from deltaport.storage.base import BundleStore
@@ -33,8 +40,8 @@ class MessageResult:
     """What one message did."""
 
     message_id: str
-    outcome: str  # "applied" | "unchanged" | "duplicate" | "rejected"
-    status: str | None = None
+    outcome: MessageOutcome
+    status: str | None = None  # the image status, or the activation state
     error: str | None = None
 
 
@@ -61,6 +68,23 @@ def _failure_email(set_id: str, to: str, msg: StatusMessage) -> Email:
     )
 
 
+def _activation_email(to: str, msg: ActivationMessage) -> Email:
+    module = f"Module: {msg.module} (exit code {msg.exit_code}, restarts {msg.restart_count})\n"
+    logs = "".join(f"  {line}\n" for line in msg.logs)
+    return Email(
+        to=to,
+        subject=(
+            f"deltaport: deployment {msg.deployment} {msg.outcome.value} on {msg.device}"
+        ),
+        body=(
+            f"Device {msg.device} reports {msg.outcome.value} for deployment {msg.deployment} "
+            f"(desired manifest v{msg.version}).\nReason: {msg.reason or '(none given)'}\n"
+            + (module if msg.module else "")
+            + (f"Last log lines:\n{logs}" if logs else "")
+        ),
+    )
+
+
 def _complete_email(set_id: str, to: str, activated: bool, error: str | None) -> Email:
     then = "It has been activated." if activated else f"Activation failed: {error}"
     return Email(
@@ -72,39 +96,46 @@ def _complete_email(set_id: str, to: str, activated: bool, error: str | None) ->
 
 def handle_status_messages(
     engine: Engine,
-    messages: Sequence[StatusMessage],
+    messages: Sequence[DeviceMessage],
     *,
     notifier: Notifier | None = None,
     store: BundleStore | None = None,
+    manifest_key: Path | None = None,
     strict: bool = False,
 ) -> IngestResult:
     """Apply MESSAGES in one transaction, then activate completed sets and send emails.
 
+    Image and activation messages may be mixed; results come back in message order.
     With STRICT, the first rejected message raises and nothing is applied (what
     `deltaport event apply` does by default); otherwise rejected messages are reported
-    in the result and the others applied. Without STORE, completed sets are not
-    activated.
+    in the result and the others applied. Without STORE and MANIFEST_KEY (the hub's
+    manifest key file), completed sets are not activated.
 
     Raises:
         StateError: (strict) a message names an unknown device or deployment, or is
             out of order.
         StorageError: the database is locked or unreachable.
     """
+    images = [m for m in messages if isinstance(m, StatusMessage)]
+    activations = [m for m in messages if isinstance(m, ActivationMessage)]
     with session_scope(engine) as session:
-        verdicts, changes = ingest.decide(messages, ingest.load_batch(session, messages))
-        rejected = [v for v in verdicts if v.outcome == "rejected"]
+        verdicts, changes = ingest.decide(images, ingest.load_batch(session, images))
+        decided = activation.decide(activations, activation.load_snapshot(session, activations))
+        rejected = [(v.message.message_id, v.error) for v in verdicts if _refused(v.outcome)]
+        rejected += [(a.message.message_id, a.error) for a in decided if _refused(a.outcome)]
         if strict and rejected:
-            raise StateError(f"message {rejected[0].message.message_id}: {rejected[0].error}")
+            raise StateError(f"message {rejected[0][0]}: {rejected[0][1]}")
         ingest.write(session, changes)
+        activation.write(session, decided)
         news = ingest.follow_up(session, changes)
         completed = [(d.id, d.contact_email) for d in news.completed]
         emails = [_failure_email(d.id, d.contact_email, c.message) for d, c in news.failed]
-    activated, more = _after_commit(engine, completed, store)
+        emails += [_activation_email(v.contact or "", v.message) for v in decided if v.newly_bad]
+    activate_with = (store, manifest_key) if store is not None and manifest_key else None
+    activated, more = _after_commit(engine, completed, activate_with)
     sent, errors = _send_all(engine, notifier, emails + more)
     return IngestResult(
-        results=tuple(
-            MessageResult(v.message.message_id, v.outcome, v.status, v.error) for v in verdicts
-        ),
+        results=_in_order(messages, verdicts, decided),
         completed=tuple(s for s, _ in completed),
         activated=tuple(activated),
         emails_sent=sent,
@@ -112,17 +143,44 @@ def handle_status_messages(
     )
 
 
+def _refused(outcome: MessageOutcome) -> bool:
+    return outcome is MessageOutcome.REJECTED
+
+
+def _in_order(
+    messages: Sequence[DeviceMessage],
+    verdicts: Sequence[ingest.Verdict],
+    decided: Sequence[activation.ActivationVerdict],
+) -> tuple[MessageResult, ...]:
+    """One result per message, in the order of MESSAGES (each kind was decided in order)."""
+    images = iter(verdicts)
+    activations = iter(decided)
+    out = []
+    for m in messages:
+        if isinstance(m, StatusMessage):
+            v = next(images)
+            out.append(MessageResult(m.message_id, v.outcome, v.status, v.error))
+        else:
+            a = next(activations)
+            state = a.state.value if a.state is not None else None
+            out.append(MessageResult(m.message_id, a.outcome, state, a.error))
+    return tuple(out)
+
+
 def _after_commit(
-    engine: Engine, completed: Sequence[tuple[str, str]], store: BundleStore | None
+    engine: Engine,
+    completed: Sequence[tuple[str, str]],
+    activate_with: tuple[BundleStore, Path] | None,
 ) -> tuple[list[str], list[Email]]:
     """Activate each completed set (own transaction each) and prepare its email."""
     activated, emails = [], []
     for set_id, contact in completed:
         error = None
-        if store is not None:
+        if activate_with is not None:
+            store, key = activate_with
             try:
                 with session_scope(engine) as session:
-                    activate(session, set_id=set_id, store=store)
+                    activate(session, set_id=set_id, store=store, manifest_key=key)
                 activated.append(set_id)
             except DeltaportError as exc:
                 error = str(exc)

@@ -327,8 +327,13 @@ def deploy(
     work_dir: Path,
     progress: Progress | None = None,
     activate_when_complete: bool = True,
+    manifest_key: Path | None = None,
 ) -> DeployResult:
     """The image-to-device pipeline (see the module docstring).
+
+    A set with nothing to send is complete at once; it is activated (signed with
+    MANIFEST_KEY, the hub's manifest key file) when ACTIVATE_WHEN_COMPLETE and a
+    MANIFEST_KEY is given, and stays ``complete`` otherwise.
 
     Raises:
         UnknownObjectError: unknown images or devices.
@@ -343,8 +348,11 @@ def deploy(
     )
     with session_scope(engine) as session:
         result = record_deployment(session, request, data, plan, built, store)
-        if result.state == SetState.COMPLETE.value and activate_when_complete:
-            activate(session, set_id=result.deployment_id, store=store)
+        complete = result.state == SetState.COMPLETE.value
+        if complete and activate_when_complete and manifest_key is not None:
+            activate(
+                session, set_id=result.deployment_id, store=store, manifest_key=manifest_key
+            )
             result = dataclasses.replace(result, state=SetState.ACTIVE.value, activated=True)
     return result
 

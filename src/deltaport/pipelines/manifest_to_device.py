@@ -2,26 +2,55 @@
 
 Only when every image of the deployment set is ``present`` on every one of its
 devices: otherwise fail with the list of what is missing. Then publish, per device,
-the desired manifest with image references rewritten to the device's local registry
-(``devices/<name>/desired.json`` in the bundle store), for the agent to fetch.
+the **signed, versioned** desired manifest of docs/device-runtime.md §1: the
+deployment document with image references rewritten to the device's local
+registry, each module's local reference and image ID, signed with the hub's
+manifest key (``DATA_DIR/keys/manifest.key``, not the bundle key).
+
+Versions are per device and only go up: each publication takes max + 1 from
+``desired_manifests`` in the activating transaction. Two hubs publishing for the
+same device at once both read the same max; the unique (device, version) makes the
+second insert nothing (``queries.insert_desired_manifest``), and it signs again with
+the next number, up to ``PUBLISH_ATTEMPTS`` times.
+
+The envelope is stored under a key of its own per version (``devices/<name>/desired/
+v<version>.json``, written once the row is inserted, before it commits), and the hub
+serves the one the newest committed row names, checked against the row's digest — so
+two publishers finishing in either order cannot leave an older version served.
+``devices/<name>/desired.json`` gets a copy too, for tools that read the store directly.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
+from deltaport.bundle.keys import load_private_key
+from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_envelope
 from deltaport.errors import StateError
 from deltaport.fleet import queries
-from deltaport.fleet.models import DeploymentSet, Device, Image
+from deltaport.fleet.models import DeploymentSet, Device, Image, utcnow
 from deltaport.fleet.states import ImageStatus, SetEvent, SetState
-from deltaport.pipelines.manifest import Manifest, ModuleImage, local_reference, rewrite_for_device
+from deltaport.pipelines.manifest import (
+    Manifest,
+    ModuleImage,
+    local_reference,
+    normalize_reference,
+    rewrite_for_device,
+)
 from deltaport.storage.base import BundleStore
 
 MISSING_LISTED_MAX = 50  # lines of "what is missing" in an error message
+MANIFEST_KEY_NAME = "manifest.key"  # in the data dir's keys folder; manifest.pub beside it
+MANIFEST_PUBLIC_KEY_NAME = "manifest.pub"
+PUBLISH_ATTEMPTS = 5  # versions tried per device when concurrent hubs take the same one
 
 
 @dataclass(frozen=True)
@@ -39,11 +68,47 @@ class Activation:
 
     deployment_id: str
     desired: dict[str, str]  # device name → location of its desired manifest
+    versions: dict[str, int]  # device name → the version published
+
+
+def activation_doc(result: Activation) -> dict[str, Any]:
+    """The JSON `deltaport activate --json` prints and the operator API answers."""
+    return {
+        "deployment": result.deployment_id,
+        "desired": result.desired,
+        "versions": result.versions,
+    }
 
 
 def desired_key(device_name: str) -> str:
-    """Store key of a device's desired manifest."""
+    """Store key of the copy of a device's newest desired manifest (for store readers)."""
     return f"devices/{device_name}/desired.json"
+
+
+def desired_version_key(device_name: str, version: int) -> str:
+    """Store key of one version of a device's desired manifest (what the hub serves)."""
+    return f"devices/{device_name}/desired/v{version}.json"
+
+
+def manifest_key_path(keys_dir: Path) -> Path:
+    """Where the hub's manifest-signing key lives in KEYS_DIR."""
+    return keys_dir / MANIFEST_KEY_NAME
+
+
+def load_manifest_key(path: Path) -> Ed25519PrivateKey:
+    """The manifest-signing key at PATH.
+
+    Raises:
+        StateError: there is no key file (naming the command that creates one).
+        FormatError / StorageError: the file is not a key, or unreadable.
+    """
+    if not path.exists():
+        raise StateError(
+            f"cannot publish desired manifests: the hub's manifest key {path} does not "
+            f"exist (create it: deltaport keys generate {path.parent} --name manifest; "
+            "give devices manifest.pub as runtime.manifest_keys)"
+        )
+    return load_private_key(path)
 
 
 def missing_images(session: Session, set_id: str) -> list[MissingImage]:
@@ -72,25 +137,38 @@ def describe_missing(set_id: str, missing: list[MissingImage]) -> str:
     return f"{head} on {devices} device(s):\n" + "\n".join(lines)
 
 
-def activate(session: Session, *, set_id: str, store: BundleStore) -> Activation:
-    """Publish the desired manifest of SET_ID for each device, if everything arrived.
+def activate(
+    session: Session, *, set_id: str, store: BundleStore, manifest_key: Path
+) -> Activation:
+    """Publish the signed desired manifest of SET_ID for each device, if everything arrived.
+
+    Each call publishes a new version per device (activating again is how an operator
+    has a device retry a deployment it rolled back).
 
     Raises:
         UnknownObjectError: unknown deployment.
-        StateError: some image is not present (all listed).
+        StateError: some image is not present (all listed); no manifest key at
+            MANIFEST_KEY; other hubs kept taking the versions.
         StorageError: the store cannot be written.
     """
     dset = queries.get_deployment_set(session, set_id)
     missing = missing_images(session, set_id)
     if missing:
         raise StateError(describe_missing(set_id, missing))
+    key = load_manifest_key(manifest_key)
     if SetState(dset.state) in (SetState.PENDING, SetState.FAILED):
         queries.transition_set(session, dset, SetEvent.ALL_PRESENT, "checked at activation")
     devices, _ = queries.set_members(session, set_id)
     manifest = stored_manifest(dset)
-    published = {d.name: _publish(store, dset, manifest, d) for d in devices}
+    image_ids = deployment_image_ids(session, set_id)
+    desired, versions = {}, {}
+    for device in devices:
+        modules = desired_modules(manifest, device.local_registry, image_ids)
+        versions[device.name], desired[device.name] = _publish(
+            session, store, key, dset, manifest, modules, device
+        )
     queries.transition_set(session, dset, SetEvent.ACTIVATE)
-    return Activation(deployment_id=set_id, desired=published)
+    return Activation(deployment_id=set_id, desired=desired, versions=versions)
 
 
 def stored_manifest(dset: DeploymentSet) -> Manifest:
@@ -100,15 +178,81 @@ def stored_manifest(dset: DeploymentSet) -> Manifest:
     return Manifest(kind=dset.manifest_kind, document=doc["document"], modules=modules)
 
 
-def _publish(store: BundleStore, dset: DeploymentSet, manifest: Manifest, device: Device) -> str:
-    desired = {
-        "deployment": dset.id,
-        "kind": manifest.kind,
-        "images": [
-            {"module": m.module, "reference": local_reference(m.reference, device.local_registry)}
-            for m in manifest.modules
-        ],
-        "manifest": rewrite_for_device(manifest, device.local_registry),
-    }
-    data = json.dumps(desired, indent=2, sort_keys=True).encode()
-    return store.put_bytes(desired_key(device.name), data)
+def deployment_image_ids(session: Session, set_id: str) -> dict[str, str]:
+    """Normalised manifest reference → image ID (config digest), for the set's images."""
+    _, members = queries.set_members(session, set_id)
+    out = {}
+    for m in members:
+        image = session.get(Image, m.image_id)
+        assert image is not None  # FK guarantees it
+        out[normalize_reference(m.reference)] = image.image_id
+    return out
+
+
+def desired_modules(
+    manifest: Manifest, local_registry: str, image_ids: Mapping[str, str]
+) -> tuple[DesiredModule, ...]:
+    """Each module of MANIFEST with its device-local reference and the image ID it must have.
+
+    Raises:
+        StateError: a module's image is not one of the deployment's images.
+    """
+    out = []
+    for m in manifest.modules:
+        image_id = image_ids.get(normalize_reference(m.reference))
+        if image_id is None:
+            raise StateError(f"module {m.module}: image {m.reference} is not in the deployment")
+        out.append(DesiredModule(m.module, local_reference(m.reference, local_registry), image_id))
+    return tuple(out)
+
+
+def desired_state(
+    dset: DeploymentSet,
+    manifest: Manifest,
+    modules: tuple[DesiredModule, ...],
+    device: Device,
+    version: int,
+    issued_at: datetime,
+) -> DesiredState:
+    """The payload published for DEVICE at VERSION. Pure."""
+    return DesiredState(
+        device=device.name,
+        version=version,
+        deployment=dset.id,
+        issued_at=issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        kind=ManifestKind(manifest.kind),
+        modules=modules,
+        manifest=rewrite_for_device(manifest, device.local_registry),
+    )
+
+
+def _publish(
+    session: Session,
+    store: BundleStore,
+    key: Ed25519PrivateKey,
+    dset: DeploymentSet,
+    manifest: Manifest,
+    modules: tuple[DesiredModule, ...],
+    device: Device,
+) -> tuple[int, str]:
+    """Sign and store the next version for DEVICE; (version, location of desired.json)."""
+    for _ in range(PUBLISH_ATTEMPTS):
+        version = queries.next_desired_version(session, device_id=device.id)
+        now = utcnow()
+        state = desired_state(dset, manifest, modules, device, version, now)
+        data = encode_envelope(state, [key])
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if queries.insert_desired_manifest(
+            session,
+            device_id=device.id,
+            version=version,
+            deployment_set_id=dset.id,
+            digest=digest,
+            at=now,
+        ):  # the version is ours: nobody else writes its file
+            store.put_bytes(desired_version_key(device.name, version), data)
+            return version, store.put_bytes(desired_key(device.name), data)
+    raise StateError(
+        f"could not publish a desired manifest for {device.name}: other publishers took "
+        f"{PUBLISH_ATTEMPTS} versions in a row; try again"
+    )
