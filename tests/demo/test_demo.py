@@ -8,6 +8,7 @@ non-zero exit; Ctrl-C stops every process it started.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,16 +50,30 @@ def _rows(out: str) -> dict[tuple[str, str], str]:
 
 def test_demo_delivers_every_image_verified(tmp_path: Path) -> None:
     keep = tmp_path / "run"
-    done = _demo("--devices", "3", "--keep", str(keep), *SMALL)
+    report = tmp_path / "report.json"
+    done = _demo("--devices", "3", "--keep", str(keep), "--report", str(report), *SMALL,
+                 timeout=420)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = _rows(done.stdout)
-    expected = {(d, f"demo/app:{v}") for d in ("dev-a", "dev-b", "dev-c") for v in ("v1", "v2")}
+    expected = {(d, f"demo/app:{v}") for d in ("dev-a", "dev-b", "dev-c")
+                for v in ("v1", "v2", "v3")}
     assert set(rows) == expected, done.stdout
     assert all("verified" in r and "NOT" not in r for r in rows.values()), done.stdout
     assert "had it, verified" in rows[("dev-b", "demo/app:v1")]  # dev-b started with v1
     assert rows[("dev-b", "demo/app:v1")].startswith("0 B")  # so nothing was sent
     assert "complete" in done.stdout and "email to ops@example.com" in done.stdout
-    assert (keep / "devices" / "dev-a" / "desired.json").is_file()
+    # every device runs v2 in its engine; the broken v3 was rolled back, the reason shown
+    doc = json.loads(report.read_text())
+    assert doc["ok"] is True and len(doc["devices"]) == 3
+    for device in doc["devices"]:
+        [module] = [m for m in device["modules"] if m["state"] == "running"]
+        assert module["name"] == "app" and module["image_id"].startswith("sha256:")
+        assert device["deployment"]["state"] == "active"
+        states = [d["state"] for d in device["deployments"]]
+        assert states == ["active", "active", "rolled_back"], device
+        assert "exited with code 3" in device["deployments"][2]["reason"] or \
+            "restarting" in device["deployments"][2]["reason"], device
+    assert "rolled_back" in done.stdout
     assert not _ours(keep), "processes left running"
 
 

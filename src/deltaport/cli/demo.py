@@ -44,11 +44,17 @@ def demo(
         bool, typer.Option("--email/--no-email", help="Run an SMTP server for the emails.")
     ] = True,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed where links drop.")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the final state here as JSON.")
+    ] = None,
 ) -> None:
-    """Deploy v1 then v2 of a realistic image to a fleet of devices over bad links.
+    """Deploy v1, v2, then a broken v3 of a realistic image to a fleet over bad links.
 
-    Starts a hub, registries, agents and their throttled, flaky links; every process it
-    started is stopped on the way out. Exits non-zero unless every image arrived verified.
+    Starts a hub, registries, a container engine (podman) and an agent per device and
+    their throttled, flaky links; every process it started is stopped on the way out.
+    The devices run each version in real containers; the broken v3 fails its health
+    gate and rolls back to v2. Exits non-zero unless every image arrived verified and
+    every device ended running v2.
     """
     from dataclasses import replace
 
@@ -60,7 +66,8 @@ def demo(
     sizes = replace(DEMO_SIZES, base=int(DEMO_SIZES.base * image_scale),
                     runtime=int(DEMO_SIZES.runtime * image_scale))
     options = DemoOptions(keep=keep, devices=devices, link_bps=parse_link_rate(link_rate),
-                          sizes=sizes, timeout=timeout, fault=fault, email=email, seed=seed)
+                          sizes=sizes, timeout=timeout, fault=fault, email=email, seed=seed,
+                          report=report)
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -49,6 +49,14 @@ from deltaport.demo.fleet import (
 from deltaport.demo.images import DemoSizes, write_demo_image, write_tools_image
 from deltaport.demo.link import TcpProxy
 from deltaport.demo.mail import MailCatcher, Received
+from deltaport.demo.outcome import (
+    DeploymentOutcome,
+    DeviceOutcome,
+    engine_modules,
+    report_document,
+    runtime_table,
+)
+from deltaport.demo.podman import Engine, run_podman_service
 from deltaport.demo.processes import Child, ProcessGroup, agent_command, hub_command, log_tail
 from deltaport.demo.progress import DeviceLine, LiveView
 from deltaport.demo.report import (
@@ -62,6 +70,7 @@ from deltaport.demo.report import (
 )
 from deltaport.demo.services import Registry, free_port, run_registry
 from deltaport.errors import DeltaportError, IntegrityError, StateError, UsageError
+from deltaport.fsutil import write_atomic
 from deltaport.hub.client import HubClient
 from deltaport.oci import TransportOptions, copy_image, open_source
 from deltaport.pipelines.image_to_device import bundle_store_key
@@ -69,7 +78,6 @@ from deltaport.pipelines.image_to_device import bundle_store_key
 DEMO_SIZES = DemoSizes(base=16 << 20, runtime=8 << 20)  # ~5 MB of gzip layers: ~40 s at 1 Mbit/s
 POLL_SECONDS = 0.5  # how often the demo asks the hub how things stand
 FAULTS = ("corrupt-bundle",)
-DESIRED_MAX_BYTES = 4 << 20  # a desired manifest (docs/hub-api.md)
 T = TypeVar("T")
 
 
@@ -87,6 +95,7 @@ class DemoOptions:
     email: bool = True  # run an SMTP server for the requester's email
     fault: str | None = None  # "corrupt-bundle": spoil one device's v1 bundle at the hub
     seed: int | None = None  # seeds where the links drop
+    report: Path | None = None  # write the final state here as JSON
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Device:
     registry: Registry
     link: TcpProxy
     files: AgentFiles
+    engine: Engine
     agent: Child | None = None
 
     @property
@@ -123,6 +133,8 @@ class DemoResult:
     deployments: list[str] = field(default_factory=list)
     emails: list[Received] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    outcomes: list[DeviceOutcome] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # image ID → tag
 
 
 # --- setting up -------------------------------------------------------------------------
@@ -145,10 +157,11 @@ def _build_images(cloud: Registry, sizes: DemoSizes, options: TransportOptions) 
     refs = {
         "v1": cloud.ref("demo/app:v1"),
         "v2": cloud.ref("demo/app:v2"),
+        "v3": cloud.ref("demo/app:v3"),
         "tools": cloud.ref("demo/tools:v1"),
     }
-    write_demo_image(1, refs["v1"], options, sizes)
-    write_demo_image(2, refs["v2"], options, sizes)
+    for version in (1, 2, 3):
+        write_demo_image(version, refs[f"v{version}"], options, sizes)
     write_tools_image(refs["tools"], options, sizes)
     return refs
 
@@ -181,7 +194,7 @@ def _start_hub(group: ProcessGroup, files: HubFiles, logs: Path) -> str:
 
 def _start_device(stack: ExitStack, group: ProcessGroup, hub: HubClient, hub_port: int,
                   files: HubFiles, setup: DeviceSetup, registry: Registry, work: Path,
-                  options: DemoOptions, seed: int | None) -> Device:
+                  options: DemoOptions, seed: int | None, engine: Engine) -> Device:
     """Add the device at the hub, open its link, write its agent.toml, start its agent."""
     rate = f"{options.link_bps}"
     token = str(hub.add_device(setup.name, link_rate=rate, local_registry=registry.host,
@@ -191,9 +204,10 @@ def _start_device(stack: ExitStack, group: ProcessGroup, hub: HubClient, hub_por
     text = agent_config_text(device=setup.name, token=token, hub_url=link.url,
                              registry_host=registry.host, public_key=files.public_key,
                              poll_interval=options.poll_interval,
-                             manifest_key=files.manifest_public_key)
+                             manifest_key=files.manifest_public_key,
+                             docker_host=engine.docker_host, registry_root=registry.root)
     agent_files = write_agent_config(work / "devices" / setup.name, text)
-    device = Device(setup, registry, link, agent_files)
+    device = Device(setup, registry, link, agent_files, engine)
     device.agent = group.start(f"agent {setup.name}", agent_command(agent_files.config),
                                agent_files.log)
     return device
@@ -282,6 +296,7 @@ class _Phase:
     already: set[str]  # devices that had the image at deploy time
     arrived: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    activations: dict[str, tuple[str, str]] = field(default_factory=dict)  # device → outcome
 
 
 def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveView,
@@ -360,20 +375,28 @@ def _watch(hub: HubClient, phase: _Phase, devices: list[Device], view: LiveView,
         state = _poll(hub, phase, by_name, view)
         if phase.failed or time.monotonic() > deadline:
             return
-        if state == "active" and all(_desired(d) == phase.deployment for d in devices):
-            for d in devices:
-                view.set_state(d.name, f"{phase.image.tag}: present, desired manifest written")
-            return
+        if state == "active":
+            outcomes = _activations(hub, phase.deployment)
+            for name, (outcome, reason) in outcomes.items():
+                view.set_state(name, f"{phase.image.tag}: {outcome}",
+                               f" ({reason})" if reason else "")
+            if all(o in FINAL_ACTIVATIONS for o, _ in outcomes.values()):
+                phase.activations = outcomes
+                return
         time.sleep(POLL_SECONDS)
 
 
-def _desired(device: Device) -> str | None:
-    """The deployment of the desired manifest the device's agent wrote (None: none yet)."""
-    try:
-        doc = json.loads(device.files.desired_manifest.read_bytes()[:DESIRED_MAX_BYTES])
-    except (OSError, ValueError):
-        return None
-    return str(doc.get("deployment")) if isinstance(doc, dict) else None
+FINAL_ACTIVATIONS = frozenset({"active", "rolled_back", "failed", "refused"})
+
+
+def _activations(hub: HubClient, deployment: str) -> dict[str, tuple[str, str]]:
+    """Device → (activation state, reason) of DEPLOYMENT, as the agents reported it."""
+    out = {}
+    for row in hub.deployment(deployment)["devices"]:
+        activation = row.get("activation") or {}
+        out[str(row["device"])] = (str(activation.get("state", "pending")),
+                                   str(activation.get("reason") or ""))
+    return out
 
 
 def _deliveries(phase: _Phase, devices: list[Device], blobs: dict[str, int],
@@ -445,11 +468,44 @@ def _verify(hub: HubClient, result: DemoResult, devices: list[Device],
     for set_id, state in states.items():
         if state != "active":
             result.problems.append(f"deployment {set_id} is {state}, not active")
-    last = result.deployments[-1] if result.deployments else None
+    result.tags = {i.image_id: i.repo_tag for i in images.values()}
     for d in devices:
-        if last is not None and states[last] == "active" and _desired(d) != last:
-            result.problems.append(f"{d.name}: its agent has not written the desired manifest "
-                                   f"of deployment {last}")
+        outcome = _device_outcome(hub, d, result, images)
+        result.outcomes.append(outcome)
+        result.problems.extend(_runtime_problems(outcome, images))
+
+
+EXPECTED = {"v1": "active", "v2": "active", "v3": "rolled_back"}  # what each deployment must end as
+FINAL_TAG = "v2"  # what every device must run at the end
+
+
+def _device_outcome(hub: HubClient, device: Device, result: DemoResult,
+                    images: dict[str, DemoImage]) -> DeviceOutcome:
+    """What runs on DEVICE (asked of its engine) and what became of each deployment."""
+    tags = [tag for tag in EXPECTED][: len(result.deployments)]
+    given = []
+    for tag, set_id in zip(tags, result.deployments, strict=True):
+        state, reason = _activations(hub, set_id).get(device.name, ("pending", ""))
+        given.append(DeploymentOutcome(set_id, images[tag].repo_tag, state, reason))
+    running = next((g for g in reversed(given) if g.state == "active"), None)
+    return DeviceOutcome(device.name, engine_modules(device.engine.docker_host), running,
+                         tuple(given))
+
+
+def _runtime_problems(outcome: DeviceOutcome, images: dict[str, DemoImage]) -> list[str]:
+    """Why OUTCOME is not where the demo must end (empty: it is)."""
+    problems = []
+    for tag, given in zip(EXPECTED, outcome.deployments, strict=False):
+        if given.state != EXPECTED[tag]:
+            problems.append(f"{outcome.name}: deployment of {given.image} ended {given.state}, "
+                            f"expected {EXPECTED[tag]} {given.reason}".rstrip())
+    running = [m for m in outcome.modules if m.state == "running"]
+    want = images[FINAL_TAG].image_id
+    if [(m.name, m.image_id) for m in running] != [("app", want)]:
+        problems.append(f"{outcome.name}: the engine runs "
+                        f"{[(m.name, m.image_id[:19]) for m in running] or 'nothing'}, "
+                        f"expected app from {images[FINAL_TAG].repo_tag} ({want[:19]})")
+    return problems
 
 
 def _await_emails(mail: MailCatcher | None, expected: int, timeout: float = 10.0) -> list[Received]:
@@ -472,7 +528,7 @@ def _phases(hub: HubClient, devices: list[Device],
             images: dict[str, DemoImage], view: LiveView, work: Path, hub_dir: Path,
             options: DemoOptions, transport: TransportOptions, result: DemoResult) -> None:
     """Deploy v1, then (if v1 went through everywhere) v2; collect deliveries."""
-    for tag in ("v1", "v2"):
+    for tag in EXPECTED:
         image = images[tag]
         blobs = layer_blobs(image.ref, transport)
         have = {d.name: _device_have(d, transport) for d in devices}
@@ -527,8 +583,12 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
         console.print(f"hub {hub_url} (data in {hub_files.data_dir}); registering images")
         images = _register(hub, refs)
         hub_port = int(hub_url.rsplit(":", 1)[1])
+        with console.status("starting a container engine (podman) per device"):
+            engines = {s.name: stack.enter_context(run_podman_service(
+                work / "engines" / s.name, [registries[s.name].host])) for s in setups}
         devices = [_start_device(stack, group, hub, hub_port, hub_files, s, registries[s.name],
-                                 work, options, None if options.seed is None else options.seed + k)
+                                 work, options, None if options.seed is None else options.seed + k,
+                                 engines[s.name])
                    for k, s in enumerate(setups)]
         lines = [DeviceLine(d.name, d.setup.start, d.link) for d in devices]
         with LiveView(console, lines, options.link_bps) as view:
@@ -539,6 +599,10 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
         _verify(hub, result, devices, images, transport)
         result.emails = _await_emails(mail, len(result.deployments))
         _show(console, result, options)
+        if options.report is not None:
+            write_atomic(options.report, json.dumps(
+                report_document(result.outcomes, not result.problems, result.problems),
+                indent=2).encode())
     if result.problems:
         raise IntegrityError("not every image arrived verified:\n  "
                              + "\n  ".join(result.problems))
@@ -547,6 +611,8 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
 
 def _show(console: Console, result: DemoResult, options: DemoOptions) -> None:
     console.print(results_table(result.deliveries, options.link_bps))
+    if result.outcomes:
+        console.print(runtime_table(result.outcomes, result.tags))
     sent, pulled = totals(result.deliveries)
     console.print(f"bundles: {human_bytes(sent)} in all; a layer pull would have moved "
                   f"{human_bytes(pulled)} ({duration(pulled * 8 / options.link_bps)} at the "
