@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deltaport.fleet.documents import TEXT_MAX_CHARS
+from deltaport.limits import TEXT_MAX_CHARS
 
 
 @dataclass(frozen=True)

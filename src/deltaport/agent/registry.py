@@ -19,7 +19,7 @@ from typing import Any
 
 from deltaport.agent.messages import LocalImage
 from deltaport.errors import DeltaportError, FormatError, NotFoundError, RegistryError
-from deltaport.fleet.documents import INVENTORY_MAX_IMAGES
+from deltaport.limits import INVENTORY_MAX_IMAGES
 from deltaport.oci import TransportOptions, open_source
 from deltaport.oci.digest import is_digest, sha256_digest
 from deltaport.oci.registry import RegistryClient

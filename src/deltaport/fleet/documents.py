@@ -37,12 +37,11 @@ from typing import Any, TypeVar
 
 from deltaport.errors import FormatError
 from deltaport.fleet.states import ActivationOutcome, ModuleHealth, RuntimeStatus
+from deltaport.limits import INVENTORY_MAX_IMAGES, TEXT_MAX_CHARS
 
 INVENTORY_MAX_BYTES = 2 * 1024 * 1024
-INVENTORY_MAX_IMAGES = 10_000
 MESSAGE_MAX_BYTES = 64 * 1024 * 1024  # a batch file of messages
 MESSAGES_MAX_COUNT = 100_000
-TEXT_MAX_CHARS = 4000  # failure reasons and names are cut here
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 STATUSES = ("present", "failed", "removed")
 NAME_MAX_CHARS = 200  # deployment and module names (as the desired manifest allows)

@@ -32,7 +32,7 @@ from deltaport.agent.messages import LocalImage, now_iso
 from deltaport.agent.registry import LocalRegistry
 from deltaport.agent.runtime.model import Engine, RuntimeSettings
 from deltaport.errors import DeltaportError, StorageError, TransferError, UsageError
-from deltaport.fleet.documents import TEXT_MAX_CHARS
+from deltaport.limits import TEXT_MAX_CHARS
 from deltaport.oci.registry import RegistryClient
 
 GC_COMMAND_TIMEOUT = 600.0  # seconds registry_gc_command may take (stop, collect, start)

@@ -15,8 +15,7 @@ from typing import Any
 
 from deltaport.agent.runtime.model import LOG_LINE_CHARS, LOG_LINES, ModuleObservation
 from deltaport.agent.runtime.policy import Attempt, Deployed, Outcome
-
-REASON_MAX_CHARS = 4000  # what the hub keeps of a reason
+from deltaport.limits import TEXT_MAX_CHARS
 
 
 def now_iso() -> str:
@@ -32,7 +31,7 @@ def activation_message(device: str, deployment: str, version: int, outcome: Outc
         "outcome": outcome.value, "at": now_iso(),
     }
     if reason:
-        message["reason"] = reason[:REASON_MAX_CHARS]
+        message["reason"] = reason[:TEXT_MAX_CHARS]
     if failing is not None:
         message.update(module=failing.module, exit_code=failing.exit_code,
                        restart_count=failing.restart_count)
