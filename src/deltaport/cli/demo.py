@@ -58,7 +58,8 @@ def demo(
     """
     from dataclasses import replace
 
-    from deltaport.demo.run import DEMO_SIZES, DemoOptions, run_demo
+    from deltaport.demo.model import DEMO_SIZES, DemoOptions
+    from deltaport.demo.run import run_demo
     from deltaport.fleet.queries import parse_link_rate
 
     if not 0 < image_scale <= 10:

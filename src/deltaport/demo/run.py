@@ -19,10 +19,7 @@ stopped by PID on the way out, also on Ctrl-C or failure.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rich.console import Console
 
@@ -38,7 +35,6 @@ from deltaport.agent.registry import LocalRegistry
 from deltaport.cli.common import human_bytes
 from deltaport.demo.fleet import (
     REQUESTER_EMAIL,
-    AgentFiles,
     DeviceSetup,
     HubFiles,
     agent_config_text,
@@ -49,15 +45,13 @@ from deltaport.demo.fleet import (
 from deltaport.demo.images import DemoSizes, write_demo_image, write_tools_image
 from deltaport.demo.link import TcpProxy
 from deltaport.demo.mail import MailCatcher, Received
+from deltaport.demo.model import DemoImage, DemoOptions, DemoResult, Device
 from deltaport.demo.outcome import (
-    DeploymentOutcome,
-    DeviceOutcome,
-    engine_modules,
     report_document,
     runtime_table,
 )
 from deltaport.demo.podman import Engine, run_podman_service
-from deltaport.demo.processes import Child, ProcessGroup, agent_command, hub_command, log_tail
+from deltaport.demo.processes import ProcessGroup, agent_command, hub_command, log_tail
 from deltaport.demo.progress import DeviceLine, LiveView
 from deltaport.demo.report import (
     Delivery,
@@ -69,72 +63,16 @@ from deltaport.demo.report import (
     totals,
 )
 from deltaport.demo.services import Registry, free_port, run_registry
-from deltaport.errors import DeltaportError, IntegrityError, StateError, UsageError
+from deltaport.demo.verify import EXPECTED, FINAL_ACTIVATIONS, activations, verify
+from deltaport.errors import IntegrityError, StateError, UsageError
 from deltaport.fsutil import write_atomic
 from deltaport.hub.client import HubClient
-from deltaport.oci import TransportOptions, copy_image, open_source
+from deltaport.oci import TransportOptions, copy_image
 from deltaport.pipelines.image_to_device import bundle_store_key
 
-DEMO_SIZES = DemoSizes(base=16 << 20, runtime=8 << 20)  # ~5 MB of gzip layers: ~40 s at 1 Mbit/s
 POLL_SECONDS = 0.5  # how often the demo asks the hub how things stand
 FAULTS = ("corrupt-bundle",)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """What `deltaport demo` was asked for."""
-
-    keep: Path | None = None  # keep every file here (else a temporary folder)
-    devices: int = 3
-    link_bps: int = 1_000_000  # bits/s of each device's link
-    sizes: DemoSizes = DEMO_SIZES
-    cut_between: tuple[int, int] = (256 << 10, 2 << 20)  # a link drops after this many bytes
-    timeout: float = 900.0  # seconds each wait (check-in, a deployment) may take
-    poll_interval: float = 1.0  # seconds between agent passes
-    email: bool = True  # run an SMTP server for the requester's email
-    fault: str | None = None  # "corrupt-bundle": spoil one device's v1 bundle at the hub
-    seed: int | None = None  # seeds where the links drop
-    report: Path | None = None  # write the final state here as JSON
-
-
-@dataclass(frozen=True)
-class DemoImage:
-    """An image in the cloud registry, as the hub registered it."""
-
-    tag: str  # "v1"
-    ref: str  # docker://cloud/demo/app:v1
-    name: str  # the hub's name for it: cloud-host/demo/app:v1
-    repo_tag: str  # demo/app:v1 (its name in a device registry)
-    image_id: str
-
-
-@dataclass
-class Device:
-    """One demo device while the demo runs."""
-
-    setup: DeviceSetup
-    registry: Registry
-    link: TcpProxy
-    files: AgentFiles
-    engine: Engine
-    agent: Child | None = None
-
-    @property
-    def name(self) -> str:
-        return self.setup.name
-
-
-@dataclass
-class DemoResult:
-    """What the demo delivered and what the requester received."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-    deployments: list[str] = field(default_factory=list)
-    emails: list[Received] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    outcomes: list[DeviceOutcome] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)  # image ID → tag
 
 
 # --- setting up -------------------------------------------------------------------------
@@ -296,7 +234,6 @@ class _Phase:
     already: set[str]  # devices that had the image at deploy time
     arrived: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    activations: dict[str, tuple[str, str]] = field(default_factory=dict)  # device → outcome
 
 
 def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveView,
@@ -366,7 +303,8 @@ def _poll(hub: HubClient, phase: _Phase, devices: dict[str, Device], view: LiveV
 
 def _watch(hub: HubClient, phase: _Phase, devices: list[Device], view: LiveView,
            timeout: float) -> None:
-    """Poll until the deployment is active, a device failed, or TIMEOUT passed."""
+    """Poll until every device finished activating the deployment, an image failed, or
+    TIMEOUT passed."""
     by_name = {d.name: d for d in devices}
     view.set_phase(f"deliver {phase.image.repo_tag} (deployment {phase.deployment})")
     deadline = time.monotonic() + timeout
@@ -376,27 +314,13 @@ def _watch(hub: HubClient, phase: _Phase, devices: list[Device], view: LiveView,
         if phase.failed or time.monotonic() > deadline:
             return
         if state == "active":
-            outcomes = _activations(hub, phase.deployment)
+            outcomes = activations(hub, phase.deployment)
             for name, (outcome, reason) in outcomes.items():
                 view.set_state(name, f"{phase.image.tag}: {outcome}",
                                f" ({reason})" if reason else "")
             if all(o in FINAL_ACTIVATIONS for o, _ in outcomes.values()):
-                phase.activations = outcomes
                 return
         time.sleep(POLL_SECONDS)
-
-
-FINAL_ACTIVATIONS = frozenset({"active", "rolled_back", "failed", "refused"})
-
-
-def _activations(hub: HubClient, deployment: str) -> dict[str, tuple[str, str]]:
-    """Device → (activation state, reason) of DEPLOYMENT, as the agents reported it."""
-    out = {}
-    for row in hub.deployment(deployment)["devices"]:
-        activation = row.get("activation") or {}
-        out[str(row["device"])] = (str(activation.get("state", "pending")),
-                                   str(activation.get("reason") or ""))
-    return out
 
 
 def _deliveries(phase: _Phase, devices: list[Device], blobs: dict[str, int],
@@ -416,96 +340,6 @@ def _deliveries(phase: _Phase, devices: list[Device], blobs: dict[str, int],
                             link_bytes, sum(blobs.values()), pull_bytes(blobs, have[d.name]),
                             seconds, status))
     return out
-
-
-# --- checking the result ---------------------------------------------------------------
-
-
-def _skopeo_image_id(ref: str) -> str | None:
-    """The image ID skopeo reads from REF (None when skopeo is not installed)."""
-    if shutil.which("skopeo") is None:
-        return None
-    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", ref],
-                         check=True, capture_output=True, timeout=60).stdout
-    return str(json.loads(raw)["config"]["digest"])
-
-
-def verify_device_image(device: Device, image: DemoImage, hub_images: list[dict[str, Any]],
-                        options: TransportOptions) -> list[str]:
-    """Why IMAGE is not verified on DEVICE (empty: it is): registry, skopeo and hub agree."""
-    problems = []
-    ref = device.registry.ref(image.repo_tag)
-    try:
-        with open_source(ref, options) as src:
-            found = src.image_id()
-    except DeltaportError as exc:
-        return [f"{device.name}: {image.repo_tag} is not in its registry ({exc})"]
-    if found != image.image_id:
-        problems.append(f"{device.name}: {image.repo_tag} has image ID {found}, "
-                        f"registered {image.image_id}")
-    seen = _skopeo_image_id(ref)
-    if seen not in (None, image.image_id):
-        problems.append(f"{device.name}: skopeo reads image ID {seen} for {image.repo_tag}")
-    at_hub = {str(i["image_id"]): str(i["status"]) for i in hub_images}
-    if at_hub.get(image.image_id) != "present":
-        problems.append(f"{device.name}: the hub says {image.repo_tag} is "
-                        f"{at_hub.get(image.image_id, 'absent')}")
-    return problems
-
-
-def _verify(hub: HubClient, result: DemoResult, devices: list[Device],
-            images: dict[str, DemoImage], options: TransportOptions) -> None:
-    """Mark each delivery verified or add to ``result.problems`` why it is not."""
-    hub_images = {d.name: list(hub.device(d.name)["images"]) for d in devices}
-    by_tag = {i.repo_tag: i for i in images.values()}
-    by_name = {d.name: d for d in devices}
-    for k, delivery in enumerate(result.deliveries):
-        found = verify_device_image(by_name[delivery.device], by_tag[delivery.image],
-                                    hub_images[delivery.device], options)
-        result.problems.extend(found)
-        result.deliveries[k] = dataclasses.replace(delivery, verified=not found)
-    states = {set_id: hub.deployment(set_id)["state"] for set_id in result.deployments}
-    for set_id, state in states.items():
-        if state != "active":
-            result.problems.append(f"deployment {set_id} is {state}, not active")
-    result.tags = {i.image_id: i.repo_tag for i in images.values()}
-    for d in devices:
-        outcome = _device_outcome(hub, d, result, images)
-        result.outcomes.append(outcome)
-        result.problems.extend(_runtime_problems(outcome, images))
-
-
-EXPECTED = {"v1": "active", "v2": "active", "v3": "rolled_back"}  # what each deployment must end as
-FINAL_TAG = "v2"  # what every device must run at the end
-
-
-def _device_outcome(hub: HubClient, device: Device, result: DemoResult,
-                    images: dict[str, DemoImage]) -> DeviceOutcome:
-    """What runs on DEVICE (asked of its engine) and what became of each deployment."""
-    tags = [tag for tag in EXPECTED][: len(result.deployments)]
-    given = []
-    for tag, set_id in zip(tags, result.deployments, strict=True):
-        state, reason = _activations(hub, set_id).get(device.name, ("pending", ""))
-        given.append(DeploymentOutcome(set_id, images[tag].repo_tag, state, reason))
-    running = next((g for g in reversed(given) if g.state == "active"), None)
-    return DeviceOutcome(device.name, engine_modules(device.engine.docker_host), running,
-                         tuple(given))
-
-
-def _runtime_problems(outcome: DeviceOutcome, images: dict[str, DemoImage]) -> list[str]:
-    """Why OUTCOME is not where the demo must end (empty: it is)."""
-    problems = []
-    for tag, given in zip(EXPECTED, outcome.deployments, strict=False):
-        if given.state != EXPECTED[tag]:
-            problems.append(f"{outcome.name}: deployment of {given.image} ended {given.state}, "
-                            f"expected {EXPECTED[tag]} {given.reason}".rstrip())
-    running = [m for m in outcome.modules if m.state == "running"]
-    want = images[FINAL_TAG].image_id
-    if [(m.name, m.image_id) for m in running] != [("app", want)]:
-        problems.append(f"{outcome.name}: the engine runs "
-                        f"{[(m.name, m.image_id[:19]) for m in running] or 'nothing'}, "
-                        f"expected app from {images[FINAL_TAG].repo_tag} ({want[:19]})")
-    return problems
 
 
 def _await_emails(mail: MailCatcher | None, expected: int, timeout: float = 10.0) -> list[Received]:
@@ -596,7 +430,7 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
                             options.timeout)
             _phases(hub, devices, images, view, work, hub_files.data_dir, options,
                     transport, result)
-        _verify(hub, result, devices, images, transport)
+        verify(hub, result, devices, images, transport)
         result.emails = _await_emails(mail, len(result.deployments))
         _show(console, result, options)
         if options.report is not None:
