@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from deltaport.agent.config import AgentConfig
+from deltaport.agent.delivery import deliver
 from deltaport.agent.engine import load_into_engine
 from deltaport.agent.fetch import (
     assemble,
@@ -48,7 +49,7 @@ from deltaport.agent.fetch import (
     save_offer,
     work_dir,
 )
-from deltaport.agent.hub import MAX_STATUS_BATCH, BundleOffer, HubClient, Rejection
+from deltaport.agent.hub import BundleOffer, HubClient
 from deltaport.agent.inbox import (
     Verdict,
     candidates,
@@ -534,51 +535,10 @@ class Agent:
 
     # -- outbox delivery and desired manifest ----------------------------------------------
     def _deliver(self, hub: HubClient, report: PassReport) -> None:
-        """Send pending status messages (batched), then the pending inventory."""
-        while not self.stop.is_set():
-            batch = self.state.pending_messages(MAX_STATUS_BATCH)
-            if not batch:
-                break
-            ids = [str(m["message_id"]) for m in batch]
-            self.state.note_attempt(ids)
-            answer = hub.post_status(batch)
-            accepted = set(answer.accepted) & set(ids)
-            self.state.mark_delivered(sorted(accepted))
-            report.delivered += len(accepted)
-            rejected = self._note_rejected(answer.rejected, set(ids) - accepted)
-            report.rejected += len(rejected)
-            if len(accepted) + len(rejected) < len(batch):
-                log.warning("hub accepted %d of %d status messages", len(accepted), len(batch))
-                break
-        pending = self.state.pending_inventory()
-        if pending is not None:
-            hub.checkin(pending[0])
-            self.state.mark_inventory_delivered(pending[1])
-        if self.device_runtime is not None:
-            self._deliver_runtime(hub, self.device_runtime)
-
-    def _deliver_runtime(self, hub: HubClient, runtime: DeviceRuntime) -> None:
-        """The runtime report when it changed; else a heartbeat digest when one is due."""
-        pending = runtime.pending()
-        if pending.report is not None:
-            hub.post_runtime(pending.report)
-            runtime.delivered(report=pending.report)
-        elif pending.heartbeat is not None:
-            runtime.delivered(report=None, known=hub.runtime_heartbeat(pending.heartbeat))
-
-    def _note_rejected(self, rejections: Sequence[Rejection], sent: set[str]) -> dict[str, str]:
-        """Mark the messages the hub refused (of those SENT and not accepted) as rejected.
-
-        The hub judged them and will judge a copy the same way (an unknown deployment,
-        a change its state machine refuses), so re-sending them would loop forever:
-        they are kept in the outbox, marked, and the hub's error is logged.
-        """
-        refused = {r.message_id: r.error for r in rejections if r.message_id in sent}
-        for message_id, error in refused.items():
-            log.warning("hub rejected status message %s: %s", message_id, error)
-        if refused:
-            self.state.mark_rejected(refused)
-        return refused
+        """Everything waiting for the hub: status messages, inventory, runtime report."""
+        delivered, rejected = deliver(hub, self.state, self.device_runtime, self.stop)
+        report.delivered += delivered
+        report.rejected += rejected
 
     def _fetch_desired_manifest(self, hub: HubClient) -> None:
         """Keep the desired manifest the hub serves; the runtime checks and acts on it."""
