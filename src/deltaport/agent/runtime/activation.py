@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -57,7 +57,7 @@ RUNNING_KEY = "runtime.running"
 JOURNAL_KEY = "runtime.journal"
 LAST_KEY = "runtime.last_attempt"
 REFUSED_KEY = "runtime.refused"  # digest of the last refused envelope: reported once
-REPORT_KEY = "runtime.report"  # the last report queued, and whether it was delivered
+REPORT_PROBE_SECONDS = 300.0  # for reports, a module's healthcheck runs at most this often
 
 
 class Interrupted(DeltaportError):
@@ -138,6 +138,7 @@ class Runtime:
         self.clock = clock
         self.sleep = sleep or self.stop.wait
         self.on_active = on_active  # called after a proven activation (GC hooks in here)
+        self._probes: dict[str, tuple[float, Health | None]] = {}  # container → (when, health)
 
     # -- memory ---------------------------------------------------------------------------
     @property
@@ -167,11 +168,8 @@ class Runtime:
         """Verify ENVELOPE and act on it: activate, do nothing, or refuse (reported once)."""
         try:
             desired = decode_envelope(envelope, self.keys, device=self.device)
-            specs = module_specs(desired).modules
-            self._check_images(desired)
         except DeltaportError as exc:
-            version, deployment = _claimed(envelope)
-            return self._refuse(envelope, version, deployment, f"{type(exc).__name__}: {exc}")
+            return refuse_once(self.state, self.device, envelope, f"{type(exc).__name__}: {exc}")
         if self.state.get(JOURNAL_KEY):  # an activation of this process broke off (engine down)
             self.recover()
         running = self.running
@@ -179,9 +177,14 @@ class Runtime:
                                running=running.deployed if running else None,
                                last=self.last_attempt)
         if decision is Decision.REFUSE:
-            return self._refuse(envelope, desired.version, desired.deployment, why)
+            return refuse_once(self.state, self.device, envelope, why)
         if decision is not Decision.ACTIVATE:
             return Result(decision, reason=why)
+        try:  # checked only when it is to run: a kept manifest is looked at every pass
+            specs = module_specs(desired).modules
+            self._check_images(desired)
+        except DeltaportError as exc:
+            return refuse_once(self.state, self.device, envelope, f"{type(exc).__name__}: {exc}")
         return self._activate(desired, specs, running)
 
     def recover(self) -> None:
@@ -222,19 +225,6 @@ class Runtime:
                 raise IntegrityError(
                     f"module {module.module}: the local registry has {name} as {have or 'nothing'}"
                     f", the signed manifest requires {module.image_id}")
-
-    def _refuse(self, envelope: bytes, version: int, deployment: str, reason: str) -> Result:
-        """Start nothing; report the refusal once per distinct envelope.
-
-        VERSION and DEPLOYMENT may be what an untrusted envelope claims: they only
-        label the message, nothing is decided by them.
-        """
-        digest = "sha256:" + hashlib.sha256(envelope).hexdigest()
-        if self.state.get(REFUSED_KEY) != digest:
-            log.error("desired manifest v%d refused: %s", version, reason)
-            self.state.commit({REFUSED_KEY: digest}, [activation_message(
-                self.device, deployment, version, Outcome.REFUSED, reason=reason)])
-        return Result(Decision.REFUSE, Outcome.REFUSED, reason)
 
     # -- the transaction ------------------------------------------------------------------
     def _activate(self, desired: DesiredState, specs: Sequence[ModuleSpec],
@@ -377,10 +367,40 @@ class Runtime:
         """The runtime report: the running deployment's modules as the engine shows them."""
         running = self.running
         observed = self._observed(running.version) if running is not None else {}
-        failures: dict[str, int] = {}
-        observed = self._probed(observed, failures)
         return runtime_report(running.deployed if running else None, self.last_attempt,
-                              running.images if running else {}, observed)
+                              running.images if running else {}, self._report_health(observed))
+
+    def _report_health(self, observed: dict[str, ModuleObservation]
+                       ) -> dict[str, ModuleObservation]:
+        """Observations with the agent's own healthcheck result where the engine leaves
+        health at ``starting``; each container probed at most every REPORT_PROBE_SECONDS
+        (a report is looked at every pass, and a probe costs an exec in the container)."""
+        now, out = self.clock(), {}
+        for module, obs in observed.items():
+            cached = self._probes.get(obs.container_id)
+            if obs.running and obs.health is Health.STARTING and (
+                    cached is None or now - cached[0] >= REPORT_PROBE_SECONDS):
+                cached = (now, self.engine.probe_health(obs.container_id))
+                self._probes[obs.container_id] = cached
+            probe = cached[1] if cached is not None else None
+            out[module] = replace(obs, health=probe) if (
+                obs.health is Health.STARTING and probe is not None) else obs
+        return out
+
+
+def refuse_once(state: AgentState, device: str, envelope: bytes, reason: str) -> Result:
+    """Start nothing; report the refusal once per distinct envelope.
+
+    The version and deployment in the message are what the envelope claims (for an
+    untrusted one, only labels: nothing is decided by them).
+    """
+    digest = "sha256:" + hashlib.sha256(envelope).hexdigest()
+    if state.get(REFUSED_KEY) != digest:
+        version, deployment = _claimed(envelope)
+        log.error("desired manifest v%d refused: %s", version, reason)
+        state.commit({REFUSED_KEY: digest}, [activation_message(
+            device, deployment, version, Outcome.REFUSED, reason=reason)])
+    return Result(Decision.REFUSE, Outcome.REFUSED, reason)
 
 
 def _transient(exc: DeltaportError) -> bool:

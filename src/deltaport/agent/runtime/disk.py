@@ -68,11 +68,16 @@ class DiskKeeper:
                 if deployed is not None:
                     tried.add(deployed.deployment)
         now = time.time() if now is None else now
-        staged = set()
+        staged: set[str] = set()
+        stale: dict[str, str | None] = {}
         for key, value in self.state.items(DELIVERED_PREFIX).items():
             doc = json.loads(value)
-            if doc["deployment"] not in tried and now - doc["at"] < STAGED_KEEP_SECONDS:
+            if now - doc["at"] >= STAGED_KEEP_SECONDS:
+                stale[key] = None  # forgotten: the ledger does not grow without bound
+            elif doc["deployment"] not in tried:
                 staged.add(key.removeprefix(DELIVERED_PREFIX))
+        if stale:
+            self.state.commit(stale)
         return staged
 
     def collect(self, keep: Collection[str], sources: Collection[str]) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.agent.registry import LocalRegistry
-from deltaport.agent.runtime.activation import Memory, Result, Runtime
+from deltaport.agent.runtime.activation import Memory, Result, Runtime, refuse_once
 from deltaport.agent.runtime.model import Engine, RuntimeSettings
 from deltaport.agent.runtime.policy import Attempt, Decision, Deployed, Outcome, decide
 from deltaport.agent.runtime.reports import activation_message, report_digest, runtime_report
@@ -100,12 +100,12 @@ class DeviceRuntime:
         try:
             desired = decode_envelope(envelope, self.keys, device=self.device)
         except DeltaportError as exc:
-            return self._refused_file(envelope, f"{type(exc).__name__}: {exc}")
+            return refuse_once(self.state, self.device, envelope, f"{type(exc).__name__}: {exc}")
         last = self._file_attempt()
         written = Deployed(last.deployment, last.version) if last else None
         decision, why = decide(desired.version, running=written, last=None)
         if decision is Decision.REFUSE:
-            return self._refused_file(envelope, why)
+            return refuse_once(self.state, self.device, envelope, why)
         if decision is not Decision.ACTIVATE and path.exists():
             return Result(decision, reason=why)
         document = {
@@ -130,15 +130,6 @@ class DeviceRuntime:
             return None
         doc = json.loads(text)
         return Attempt(doc["id"], int(doc["version"]), Outcome(doc["outcome"]), doc["reason"])
-
-    def _refused_file(self, envelope: bytes, reason: str) -> Result:
-        key = "runtime.refused"
-        digest = report_digest({"envelope": envelope.hex()})
-        if self.state.get(key) != digest:
-            log.error("desired manifest refused: %s", reason)
-            self.state.commit({key: digest}, [activation_message(
-                self.device, "unknown", 0, Outcome.REFUSED, reason=reason)])
-        return Result(Decision.REFUSE, Outcome.REFUSED, reason)
 
     # -- the runtime report ---------------------------------------------------------
     def current_report(self) -> dict[str, Any]:
