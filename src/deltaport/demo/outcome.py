@@ -14,12 +14,13 @@ from typing import Any
 
 from rich.table import Table
 
+from deltaport.agent.runtime.model import (
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED,
+    LABEL_MODULE,
+    LABEL_VERSION,
+)
 from deltaport.errors import TransferError
-
-LABEL_MANAGED = "io.deltaport.managed"  # the labels the agent puts on its containers
-LABEL_MODULE = "io.deltaport.module"
-LABEL_DEPLOYMENT = "io.deltaport.deployment"
-LABEL_VERSION = "io.deltaport.version"
 
 
 @dataclass(frozen=True)
