@@ -27,6 +27,7 @@ from deltaport.errors import (
     NotFoundError,
     SignatureError,
     TruncatedError,
+    UsageError,
 )
 from deltaport.oci import TransportOptions, copy_image, open_destination, open_source
 from tests.fixtures.podman import make_podman
@@ -281,7 +282,8 @@ def test_cli_create_apply_and_bad_bundles(
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["image_id"] == ids[2]
 
-    missing = _cli("delta", "apply", str(bundle), "--to", f"oci:{tmp_path}/m:v2")
+    missing = _cli("delta", "apply", str(bundle), "--to", f"oci:{tmp_path}/m:v2",
+                   "--trust-key", str(keys / "good" / "deltaport.pub"))
     assert missing.returncode == MissingSourceError.exit_code
     assert "source layers" in missing.stderr
     assert not (tmp_path / "m").exists()
@@ -289,9 +291,22 @@ def test_cli_create_apply_and_bad_bundles(
     truncated = tmp_path / "truncated.bundle"
     truncated.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
     cut = _cli("delta", "apply", str(truncated), "--from", f"docker-archive:{archive}",
-               "--to", f"oci:{tmp_path}/t:v2")
+               "--to", f"oci:{tmp_path}/t:v2", "--no-verify")
     assert cut.returncode == TruncatedError.exit_code, cut.stderr
     assert not (tmp_path / "t").exists()
+    assert "NOT checked" in cut.stderr
+
+    unchecked = _cli("delta", "apply", str(bundle), "--from", f"docker-archive:{archive}",
+                     "--to", f"oci:{tmp_path}/u:v2")
+    assert unchecked.returncode == UsageError.exit_code
+    assert "--trust-key" in unchecked.stderr and "--no-verify" in unchecked.stderr
+    assert not (tmp_path / "u").exists()
+
+    skipped = _cli("delta", "apply", str(bundle), "--from", f"docker-archive:{archive}",
+                   "--to", f"oci:{tmp_path}/s:v2", "--no-verify", "--json")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "signature is NOT checked" in skipped.stderr
+    assert json.loads(skipped.stdout)["image_id"] == ids[2]
 
 
 def test_signature_and_rank_prefer_the_closest_source(

@@ -69,8 +69,10 @@ from deltaport.agent.reconstruct import (
     Target,
     check_disk,
     disk_needed,
+    held_release,
     reconstruct,
     refusal,
+    replay_refusal,
     target_of,
 )
 from deltaport.agent.registry import LocalRegistry
@@ -315,7 +317,8 @@ class Agent:
             target = target_of(job.index)
         except FormatError as exc:
             return self._failed(job.key, job.offer, None, f"bundle content: {exc}", report)
-        reason = refusal(target, self.config.device)
+        reason = refusal(target, self.config.device) or replay_refusal(
+            target, self.state.releases(target.name), time.time())
         if reason is None and job.offer is not None and job.offer.image_id != target.image_id:
             reason = f"the hub offered {job.offer.image_id}, the bundle rebuilds {target.image_id}"
         if reason is not None:
@@ -346,7 +349,8 @@ class Agent:
         message = success_message(self.config.device, target.image_id, target=target.name,
                                   deployment=_deployment(job.offer, target),
                                   bundle=job.key, extra=extra)
-        self.state.record(job.key, DONE, image_id=target.image_id, message=message)
+        self.state.record(job.key, DONE, image_id=target.image_id, message=message,
+                          release=held_release(target))
         self.disk.note_delivery(target.image_id, _deployment(job.offer, target))
         self.state.put(f"deferred:{job.key}", "")
         log.info("%s is present (%s)", target.name, target.image_id)
@@ -518,7 +522,8 @@ class Agent:
         Raises FormatError for a malformed content (failed by the caller).
         """
         target = target_of(index)
-        reason = refusal(target, self.config.device)
+        reason = refusal(target, self.config.device) or replay_refusal(
+            target, self.state.releases(target.name), time.time())
         if reason is None and offer.image_id != target.image_id:
             reason = f"the hub offered {offer.image_id}, the bundle rebuilds {target.image_id}"
         if reason is not None:

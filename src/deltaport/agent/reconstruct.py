@@ -9,6 +9,7 @@ killed half-way is simply run again.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -20,13 +21,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.agent.messages import LocalImage
 from deltaport.agent.registry import LocalRegistry
-from deltaport.bundle import BundleIndex
+from deltaport.agent.state import HeldRelease
+from deltaport.bundle import BundleIndex, Release
 from deltaport.delta.content import parse_content
 from deltaport.delta.image import apply_image_delta
 from deltaport.errors import FormatError, StorageError, UsageError
 from deltaport.oci import parse_reference
 
 SCRATCH_FACTOR = 2  # uncompressed target bytes held at once: spooled sources + new layer
+EXPIRY_CLOCK_SKEW_SECONDS = 86_400.0
+"""How far past its signed ``expires_at`` a bundle is still taken: a device clock may be
+off (no RTC, no NTP over a satellite link) by up to this much."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class Target:
     size: int  # uncompressed bytes of the target's layers (0 if unknown)
     deployment: str | None
     devices: tuple[str, ...] | None  # None: the bundle does not restrict devices
+    release: Release | None = None  # the signed version and expiry (None: none signed)
+    signer: str = ""  # key id of the trusted key that signed it ("" when not checked)
 
 
 def target_of(index: BundleIndex) -> Target:
@@ -65,6 +74,8 @@ def target_of(index: BundleIndex) -> Target:
         size=parsed.target_size,
         deployment=deployment if isinstance(deployment, str) else None,
         devices=tuple(devices) if devices is not None else None,
+        release=index.release,
+        signer=index.signer_key_id or "",
     )
 
 
@@ -74,6 +85,53 @@ def refusal(target: Target, device: str) -> str | None:
         listed = ", ".join(target.devices[:10]) or "no device"
         return f"bundle is for {listed}, not for device {device!r}"
     return None
+
+
+def replay_refusal(target: Target, held: Mapping[str, HeldRelease], now: float,
+                   skew: float = EXPIRY_CLOCK_SKEW_SECONDS) -> str | None:
+    """Why applying ``target`` would be a replay or an expired bundle, or None if not.
+
+    ``held`` is the device's highest accepted release of the target's name, per
+    signer key id (``AgentState.releases``). A bundle is refused when it expired
+    more than ``skew`` seconds ago, or when its version is below the one held from
+    its signer (or equal to it for another image: never issued by an honest hub). A
+    bundle without a release (format 2, or built by hand) is refused when the name
+    has a held release from any signer, and taken with a warning otherwise.
+    """
+    release = target.release
+    if release is None:
+        if held:
+            top = max(held.values(), key=lambda h: h.version)
+            return (f"replay refused: the bundle for {target.name} has no signed release "
+                    f"version, and this device already holds release {top.version} of it; "
+                    "deploy it again from the hub to get a versioned bundle")
+        log.warning("bundle for %s has no signed release version or expiry: "
+                    "it cannot be checked against replay", target.name)
+        return None
+    if now > release.expires_at + skew:
+        return (f"bundle for {target.name} (release {release.version}) expired at "
+                f"{_utc(release.expires_at)}; the device clock says {_utc(now)}")
+    mine = held.get(target.signer)
+    if mine is None:
+        return None
+    if release.version < mine.version or (
+            release.version == mine.version and target.image_id != mine.image_id):
+        return (f"replay refused: the bundle is release {release.version} of "
+                f"{target.name}, this device already holds release {mine.version} "
+                f"({mine.image_id[:19]}) from signer {target.signer or 'unchecked'}; "
+                "an operator rollback is a new deployment, with a higher version")
+    return None
+
+
+def held_release(target: Target) -> HeldRelease | None:
+    """Pure: what applying ``target`` makes the device hold (None without a release)."""
+    if target.release is None:
+        return None
+    return HeldRelease(target.name, target.signer, target.release.version, target.image_id)
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def disk_needed(target: Target, bundle_bytes_to_come: int, min_free: int) -> int:

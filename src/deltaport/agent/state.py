@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS bundles (
     updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+    name TEXT NOT NULL,
+    signer TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    image_id TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (name, signer)
+);
 """
 
 _OUTBOX_ADDED_COLUMNS = {"rejected": "REAL", "error": "TEXT"}
@@ -102,6 +110,16 @@ class RejectedMessage:
     rejected_at: float  # time.time() when the refusal arrived
 
 
+@dataclass(frozen=True)
+class HeldRelease:
+    """The highest signed release version accepted for a target name from one signer."""
+
+    name: str  # target name, "demo/app:stable"
+    signer: str  # key id of the signer ("" when the bundle was not checked)
+    version: int
+    image_id: str
+
+
 class AgentState:
     """The SQLite file under the state dir. Not thread-safe: one agent, one thread."""
 
@@ -143,17 +161,22 @@ class AgentState:
     # -- bundles and their status messages -----------------------------------------
     def record(self, key: str, outcome: str, *, reason: str | None = None,
                image_id: str | None = None,
-               message: Mapping[str, Any] | None = None) -> str | None:
+               message: Mapping[str, Any] | None = None,
+               release: HeldRelease | None = None) -> str | None:
         """Record a bundle's outcome and enqueue its status message, atomically.
 
         ``message`` is the status message without ``message_id``; the id is minted
-        here, once. Returns the id (None when there is no message).
+        here, once. ``release`` (of an applied bundle) raises the held release of its
+        name and signer in the same transaction; it never lowers it. Returns the id
+        (None when there is no message).
         """
         message_id = None
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO bundles (key, outcome, reason, image_id, updated) "
                 "VALUES (?, ?, ?, ?, ?)", (key, outcome, reason, image_id, time.time()))
+            if release is not None:
+                self._hold(db, release)
             if message is not None:
                 message_id = self._enqueue(db, message)
         return message_id
@@ -170,6 +193,21 @@ class AgentState:
         db.execute("INSERT INTO outbox (message_id, body, created) VALUES (?, ?, ?)",
                    (message_id, body, time.time()))
         return message_id
+
+    @staticmethod
+    def _hold(db: sqlite3.Connection, release: HeldRelease) -> None:
+        db.execute(
+            "INSERT INTO releases (name, signer, version, image_id, updated) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, signer) DO UPDATE SET "
+            "version = excluded.version, image_id = excluded.image_id, "
+            "updated = excluded.updated WHERE excluded.version > releases.version",
+            (release.name, release.signer, release.version, release.image_id, time.time()))
+
+    def releases(self, name: str) -> dict[str, HeldRelease]:
+        """The held release of target ``name`` per signer key id."""
+        rows = self._query(
+            "SELECT signer, version, image_id FROM releases WHERE name = ?", (name,))
+        return {str(s): HeldRelease(name, str(s), int(v), str(i)) for s, v, i in rows}
 
     def outcome(self, key: str) -> Outcome | None:
         """The recorded outcome of bundle ``key``, if any."""

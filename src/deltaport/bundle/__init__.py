@@ -18,7 +18,7 @@ from deltaport.bundle.format import (
     BundleLimits,
 )
 from deltaport.bundle.head import read_head, required_head_bytes, verify_chunk
-from deltaport.bundle.index import BundleIndex, MemberInfo
+from deltaport.bundle.index import BundleIndex, MemberInfo, Release
 from deltaport.bundle.keys import (
     KeyPair,
     generate_keypair,
@@ -41,6 +41,7 @@ __all__ = [
     "KeyPair",
     "MemberInfo",
     "PayloadVerifier",
+    "Release",
     "generate_keypair",
     "key_id",
     "load_private_key",

@@ -11,12 +11,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-FORMAT_VERSION = 2
-"""The bundle format version this code writes, and the only one it reads.
+FORMAT_VERSION = 3
+"""The bundle format version this code writes.
 
 Version 1 was a tar archive; version 2 drops the tar framing (3-4 KiB of headers,
 padding and end-of-archive blocks per bundle, more than a small update's patches).
+Version 3 adds the optional signed ``release`` (version and expiry, against replay).
 """
+
+MIN_FORMAT_VERSION = 2
+"""The oldest format version this code reads (2: the same layout, without ``release``)."""
 
 MAGIC = b"\x89DPB\r\n\x1a\n"
 """First 8 bytes of every bundle (PNG-style: catches 7-bit and newline-mangling copies)."""
@@ -59,6 +63,13 @@ KEY_ID_RE = re.compile(r"ed25519:[0-9a-f]{32}")
 INDEX_FIELDS = frozenset(
     {"format_version", "chunk_size", "payload_size", "chunk_digests", "members", "content"}
 )
+OPTIONAL_INDEX_FIELDS = frozenset({"release"})
+"""Top-level index fields a version-3 index may carry (a version-2 index may not)."""
+RELEASE_FIELDS = frozenset({"version", "expires_at"})
+MAX_RELEASE_VERSION = (1 << 53) - 1
+"""Release versions stay exact in every JSON parser (IEEE doubles)."""
+MAX_EXPIRES_AT = 253402300799
+"""9999-12-31T23:59:59Z: the last second a release may expire at (Unix seconds)."""
 MEMBER_FIELDS = frozenset({"name", "offset", "size", "digest", "media_type"})
 SIGNATURE_FIELDS = frozenset({"key_id", "signature"})
 

@@ -23,6 +23,7 @@ from deltaport.bundle.format import (
     FORMAT_VERSION,
     HEAD_FIXED_SIZE,
     MAGIC,
+    MIN_FORMAT_VERSION,
     V1_PREFIX,
     BundleLimits,
 )
@@ -101,7 +102,7 @@ def _fixed_part(data: bytes, limits: BundleLimits) -> tuple[int, int, int]:
             f"bundle format version {version} is newer than this deltaport reads "
             f"(up to {FORMAT_VERSION}); upgrade deltaport to read it"
         )
-    if version != FORMAT_VERSION:
+    if version < MIN_FORMAT_VERSION:
         raise FormatError(f"bundle format version {version} is not one this deltaport reads")
     if flags:
         raise FormatError(f"bundle head has unknown flags {flags:#06x}")

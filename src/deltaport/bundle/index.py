@@ -15,8 +15,13 @@ from deltaport.bundle.format import (
     DIGEST_RE,
     FORMAT_VERSION,
     INDEX_FIELDS,
+    MAX_EXPIRES_AT,
+    MAX_RELEASE_VERSION,
     MEMBER_FIELDS,
     MIN_CHUNK_SIZE,
+    MIN_FORMAT_VERSION,
+    OPTIONAL_INDEX_FIELDS,
+    RELEASE_FIELDS,
     BundleLimits,
     chunk_count,
     media_type_problem,
@@ -41,6 +46,24 @@ class MemberInfo:
 
 
 @dataclass(frozen=True)
+class Release:
+    """The signed release of a bundle: what an agent needs to refuse a replay.
+
+    ``version`` increases with every bundle the signer issues for the same target
+    name (the hub keeps the counter); ``expires_at`` is in Unix seconds (UTC).
+    """
+
+    version: int
+    expires_at: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.version <= MAX_RELEASE_VERSION:
+            raise FormatError(f"bundle release version must be in [1, {MAX_RELEASE_VERSION}]")
+        if not 0 <= self.expires_at <= MAX_EXPIRES_AT:
+            raise FormatError(f"bundle release expires_at must be in [0, {MAX_EXPIRES_AT}]")
+
+
+@dataclass(frozen=True)
 class BundleIndex:
     """A parsed, checked bundle index, plus what the head around it established.
 
@@ -60,6 +83,7 @@ class BundleIndex:
     payload_size: int
     index_digest: str
     signer_key_id: str | None = None
+    release: Release | None = None  # None: a version-2 bundle, or one built without it
 
     @property
     def bundle_size(self) -> int:
@@ -119,6 +143,7 @@ def encode_index(
     chunk_digests: Sequence[str],
     members: Sequence[MemberInfo],
     content: Mapping[str, Any],
+    release: Release | None = None,
 ) -> bytes:
     """Canonical index JSON bytes: sorted keys, no whitespace, ASCII only.
 
@@ -127,7 +152,7 @@ def encode_index(
     Raises:
         FormatError: ``content`` is not JSON data (sets, bytes, NaN, objects...).
     """
-    document = {
+    document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "chunk_size": chunk_size,
         "payload_size": payload_size,
@@ -144,6 +169,8 @@ def encode_index(
         ],
         "content": content,
     }
+    if release is not None:
+        document["release"] = {"version": release.version, "expires_at": release.expires_at}
     try:
         text = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
@@ -213,11 +240,18 @@ def check_format_version(document: Any) -> int:
             f"bundle format version {version} is newer than this deltaport reads "
             f"(up to {FORMAT_VERSION}); upgrade deltaport to read it"
         )
-    if version != FORMAT_VERSION:
+    if version < MIN_FORMAT_VERSION:
         raise FormatError(
             f"bundle format version {version} in the index is not one this deltaport reads"
         )
     return int(version)
+
+
+def _parse_release(value: Any) -> Release:
+    entry = _check_fields(value, RELEASE_FIELDS, "release")
+    version = _int_field(entry["version"], "release.version", 1, MAX_RELEASE_VERSION)
+    expires = _int_field(entry["expires_at"], "release.expires_at", 0, MAX_EXPIRES_AT)
+    return Release(version, expires)
 
 
 def _parse_member(obj: Any, limits: BundleLimits) -> MemberInfo:
@@ -290,7 +324,10 @@ def parse_index(
     """
     document = loads_strict(data, "index")
     version = check_format_version(document)
-    fields = _check_fields(document, INDEX_FIELDS, "index")
+    allowed = INDEX_FIELDS | (OPTIONAL_INDEX_FIELDS if version >= 3 else frozenset())
+    present = frozenset(document) & allowed | INDEX_FIELDS
+    fields = _check_fields(document, present, "index")
+    release = _parse_release(fields["release"]) if "release" in fields else None
     chunk_size = _int_field(
         fields["chunk_size"], "chunk_size", MIN_CHUNK_SIZE, limits.max_chunk_size
     )
@@ -315,4 +352,5 @@ def parse_index(
         payload_size=payload_size,
         index_digest=index_digest,
         signer_key_id=signer_key_id,
+        release=release,
     )

@@ -31,7 +31,7 @@ from deltaport.bundle.format import (
     member_name_problem,
 )
 from deltaport.bundle.head import encode_head, encode_index_bytes, read_head
-from deltaport.bundle.index import MemberInfo, encode_index
+from deltaport.bundle.index import MemberInfo, Release, encode_index
 from deltaport.bundle.payload import ChunkHasher
 from deltaport.bundle.signing import encode_signatures, sign_index
 from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
@@ -181,9 +181,15 @@ class BundleWriter:
         return "sha256:" + member_hash.hexdigest(), done
 
     def finish(
-        self, content: Mapping[str, Any], signing_key: Ed25519PrivateKey | None
+        self,
+        content: Mapping[str, Any],
+        signing_key: Ed25519PrivateKey | None,
+        release: Release | None = None,
     ) -> BundleInfo:
         """Build and sign the index, write the bundle file atomically, describe it.
+
+        ``release`` (version and expiry) is signed with the index; agents use it to
+        refuse replayed or expired bundles (docs/bundle-format.md, section 9).
 
         Raises:
             UsageError: writer not open.
@@ -198,6 +204,7 @@ class BundleWriter:
             chunk_digests=self._chunks.finish(),
             members=self._members,
             content=content,
+            release=release,
         )
         if len(index_json) > self._limits.max_index_size:
             raise FormatError(

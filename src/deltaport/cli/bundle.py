@@ -11,6 +11,41 @@ import typer
 app = typer.Typer(help="Look inside bundle files.", no_args_is_help=True)
 
 
+def claimed_signers(path: Path) -> list[str]:
+    """Key ids the bundle's signature document names, signatures not checked.
+
+    Raises:
+        FormatError, TruncatedError, SignatureError: not a bundle head.
+        StorageError: the file cannot be read.
+    """
+    from deltaport.bundle import BundleLimits, read_head, required_head_bytes
+    from deltaport.bundle.format import HEAD_FIXED_SIZE
+    from deltaport.bundle.signing import parse_signatures
+    from deltaport.errors import StorageError
+
+    limits = BundleLimits()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEAD_FIXED_SIZE)
+            need = required_head_bytes(data, limits)  # bounded by the head limits
+            data += f.read(max(0, need - len(data)))
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+    _, signature_bytes, _ = read_head(data, limits=limits)
+    return [e.key_id for e in parse_signatures(signature_bytes, limits)]
+
+
+def signer_text(doc: dict[str, Any]) -> str:
+    """How the signature stands, in words: verified, claimed but not checked, or none."""
+    if doc["signature_checked"]:
+        return f"{doc['signer']} (signature verified)"
+    claimed = doc["signatures_claimed"]
+    if not claimed:
+        return "unsigned"
+    return (f"signed by {', '.join(claimed)}: signature NOT checked "
+            "(give --trust-key to check it)")
+
+
 def bundle_summary(path: Path, trust_keys: list[Path], verify: bool) -> dict[str, Any]:
     """The checked head of a bundle (and, with ``verify``, every chunk and member) as data.
 
@@ -33,6 +68,12 @@ def bundle_summary(path: Path, trust_keys: list[Path], verify: bool) -> dict[str
             "index_digest": index.index_digest,
             "signer": index.signer_key_id,
             "signature_checked": bool(keys),
+            "signatures_claimed": claimed_signers(path),
+            "release": (
+                None if index.release is None
+                else {"version": index.release.version,
+                      "expires_at": index.release.expires_at}
+            ),
             "payload_verified": verify,
             "chunk_size": index.chunk_size,
             "chunks": index.chunk_count,
@@ -52,7 +93,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
     from deltaport.cli.common import human_bytes
 
     console = Console()
-    signer = doc["signer"] or ("unsigned or not checked" if not doc["signature_checked"] else "-")
+    signer = signer_text(doc)
     console.print(
         f"[bold]{doc['path']}[/]: bundle format {doc['format_version']}, "
         f"{human_bytes(doc['size'])} ({doc['size']} bytes; head {doc['head_size']}), "
@@ -60,6 +101,14 @@ def _print_summary(doc: dict[str, Any]) -> None:
     )
     verified = "yes" if doc["payload_verified"] else "no"
     console.print(f"signer: {signer}; payload verified: {verified}")
+    release = doc["release"]
+    if release is None:
+        console.print("release: none (no version or expiry: replay protection does not apply)")
+    else:
+        from datetime import UTC, datetime
+
+        expires = datetime.fromtimestamp(release["expires_at"], UTC).isoformat()
+        console.print(f"release: version {release['version']}, expires {expires}")
     members = Table("member", "offset", "size", "media type", "digest")
     for m in doc["members"]:
         members.add_row(m["name"], str(m["offset"]), str(m["size"]), m["media_type"],

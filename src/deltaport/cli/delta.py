@@ -106,6 +106,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
 
 
+NO_VERIFY_WARNING = (
+    "warning: --no-verify: the bundle's signature is NOT checked; apply only a bundle "
+    "you got from a source you trust"
+)
+
+
+def trust_key_choice(trust_keys: list[Path], no_verify: bool) -> list[Path]:
+    """The trust keys to check a bundle with; warns on stderr for ``--no-verify``.
+
+    Raises:
+        UsageError: neither, or both, of --trust-key and --no-verify.
+    """
+    from deltaport.errors import UsageError
+
+    if trust_keys and no_verify:
+        raise UsageError("give either --trust-key or --no-verify, not both")
+    if not trust_keys and not no_verify:
+        raise UsageError(
+            "a bundle's signature must be checked: give --trust-key PUBLIC_KEY "
+            "(the signer's deltaport.pub), or --no-verify to apply it unchecked"
+        )
+    if no_verify:
+        console.print(f"[bold yellow]{NO_VERIFY_WARNING}[/]")
+    return trust_keys
+
+
 @app.command("apply")
 def apply(
     bundle: Annotated[Path, typer.Argument(help="The bundle file.")],
@@ -116,19 +142,27 @@ def apply(
     ] = None,
     trust_keys: Annotated[
         list[Path] | None,
-        typer.Option("--trust-key", help="Trusted Ed25519 public key (repeatable)."),
+        typer.Option("--trust-key", help="Trusted Ed25519 public key (repeatable); "
+                     "the bundle must be signed by one of them."),
     ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Apply without checking the signature (warns).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain-http registries.")] = (
         False
     ),
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Rebuild the bundle's target image from the --from images and write it to --to."""
+    """Rebuild the bundle's target image from the --from images and write it to --to.
+
+    A signature by a --trust-key is required; --no-verify applies an unchecked bundle.
+    """
     from deltaport.bundle import load_public_key
     from deltaport.delta.image import apply_image_delta
 
-    keys = [load_public_key(p) for p in trust_keys] if trust_keys else None
+    chosen = trust_key_choice(list(trust_keys or []), no_verify)
+    keys = [load_public_key(p) for p in chosen] or None
     with _layer_progress("applying") as report:
         result = apply_image_delta(
             bundle,

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, cast
 
 import zstandard
 
-from deltaport.bundle import BundleReader, BundleWriter
+from deltaport.bundle import BundleReader, BundleWriter, Release
 from deltaport.delta.apply import apply_layer_patch, read_patch_requirements
 from deltaport.delta.build import build_layer_patch
 from deltaport.delta.content import (
@@ -181,6 +181,7 @@ def create_image_delta(
     progress: ProgressFn | None = None,
     extra_content: Mapping[str, Any] | None = None,
     patch_cache: PatchCache | None = None,
+    release: Release | None = None,
 ) -> DeltaSummary:
     """Build one bundle that turns the content of all ``source_refs`` into ``target_ref``.
 
@@ -189,6 +190,7 @@ def create_image_delta(
     candidate sources and config is reused instead of built again.
     ``extra_content`` adds signed fields to the bundle's content (the hub puts
     ``devices`` and ``deployment`` there); it cannot replace the image-delta fields.
+    ``release`` (version and expiry) is signed into the index, against replay.
     """
     opts = options or TransportOptions()
     cfg = config or DeltaConfig()
@@ -240,7 +242,7 @@ def create_image_delta(
         with open(payload_path, "rb") as payload_in:
             writer.add_member(PAYLOAD_MEMBER, payload_in,
                               media_type="application/vnd.deltaport.image-delta-payload")
-        info = writer.finish(content, signing_key)
+        info = writer.finish(content, signing_key, release)
     return DeltaSummary(
         bundle=out,
         bundle_bytes=int(info.size),
