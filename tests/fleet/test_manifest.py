@@ -75,9 +75,9 @@ def test_compose() -> None:
         (b"hello: world", "neither an IoT Edge"),
         (b'{"modulesContent": {}}', r"missing modulesContent.\$edgeAgent"),
         (b'{"modulesContent": {"$edgeAgent": {}}}', "properties.desired"),
-        (b"services:\n  web:\n    build: .\n", "only 'build'"),
+        (b"services:\n  web:\n    build: .\n", "no service to deploy"),
         (b"services:\n  web:\n    image: 42\n", "services.web has no image"),
-        (b"services:\n  web:\n    image: 'bad ref!'\n", "not a valid image reference"),
+        (b"services:\n  web:\n    image: 'bad ref!'\n", "invalid repository name"),
         (b"services: {}\n", "non-empty"),
         (b"\xff\xfe", "not UTF-8"),
     ],
@@ -106,7 +106,8 @@ def test_references_normalized_and_rewritten() -> None:
     assert local_reference("myacr.azurecr.io/team/app:1.0", "localhost:5000") == (
         "localhost:5000/team/app:1.0"
     )
-    assert local_reference("redis", "localhost:5000") == "localhost:5000/redis:latest"
+    # the device stores a Docker Hub image under its full path (delta.image.target_name)
+    assert local_reference("redis", "localhost:5000") == "localhost:5000/library/redis:latest"
 
 
 def test_rewrite_for_device_keeps_everything_else() -> None:

@@ -20,15 +20,14 @@ from deltaport.cli.fleet import (
     human_rate,
     manifest_key_for,
     open_db,
-    parse_vars,
     print_json,
     print_table,
-    read_input,
     refuse_insecure_on_hub,
     settings,
     store_for,
 )
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt, remote_hub
+from deltaport.cli.manifest import EnvFileOpt, FromEnvOpt, ProfileOpt, VarOpt, read_manifest
 from deltaport.config import Settings
 from deltaport.errors import UsageError
 
@@ -66,7 +65,10 @@ def deploy_command(
     ] = None,
     by: Annotated[str, typer.Option("--by", help="Who orders this deployment.")] = "",
     email: Annotated[str, typer.Option("--email", help="Contact email for this deployment.")] = "",
-    var: Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for ${NAME}.")] = None,
+    var: VarOpt = None,
+    env_file: EnvFileOpt = None,
+    profile: ProfileOpt = None,
+    from_env: FromEnvOpt = False,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plain HTTP registries (local database only).")
     ] = False,
@@ -83,15 +85,18 @@ def deploy_command(
     """Send each device the smallest bundles that give it every image of MANIFEST."""
     from deltaport.fleet.queries import parse_labels
     from deltaport.pipelines.image_to_device import DeployRequest
-    from deltaport.pipelines.manifest import MANIFEST_MAX_BYTES, parse_manifest
 
     if not by or not email:
         raise UsageError("--by USER and --email ADDRESS are required")
     refuse_insecure_on_hub(hub, insecure)
-    data = read_input(manifest, MANIFEST_MAX_BYTES)
-    variables = parse_vars(var or [])
+    if hub and profile:
+        raise UsageError("--profile is not sent to a hub yet; deploy with the local database")
+    read = read_manifest(manifest, var, env_file, profile, from_env)  # checked here either way
+    data, variables = read.data, read.variables
+    for warning in read.manifest.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     request = DeployRequest(
-        manifest=parse_manifest(data, variables, str(manifest)),  # checked here either way
+        manifest=read.manifest,
         requested_by=by,
         contact_email=email,
         device_names=_split_names(devices),
@@ -114,9 +119,12 @@ def _deploy_on_hub(
     variables: Mapping[str, str],
     manifest_name: str,
 ) -> dict[str, Any]:
-    """POST the manifest with only the ${VAR} values it uses (not this whole environment)."""
+    """POST the manifest with only the values it may use (not this whole environment)."""
+    from deltaport.manifests.interpolation import referenced_names
+
     text = data.decode("utf-8-sig")  # parse_manifest accepted it: UTF-8
-    used = {k: v for k, v in variables.items() if "${" + k + "}" in text}
+    names = referenced_names(text)
+    used = {k: v for k, v in variables.items() if k in names}
     return client.deploy(
         text,
         by=request.requested_by,

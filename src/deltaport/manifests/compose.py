@@ -1,0 +1,103 @@
+"""Compose files as the compose-spec defines them (https://github.com/compose-spec/compose-spec).
+
+- ``services.NAME.image`` is the image a service runs ("services" section, image);
+- a service with ``profiles`` is started only when one of them is active
+  ("Using profiles with Compose": services without profiles are always enabled);
+- a service with only ``build`` (no image) or a ``provider`` runs nothing deltaport can
+  send: skipped with a warning;
+- the device rewrite points ``image`` at the device registry and drops ``build`` and a
+  ``pull_policy`` of ``never``/``build``, which would stop the runtime from pulling it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from deltaport.errors import FormatError
+from deltaport.manifests.model import Manifest, ModuleImage
+from deltaport.manifests.reference import local_reference, parse_image
+
+PULL_POLICIES_DROPPED = frozenset({"never", "build"})
+
+
+def select_services(
+    doc: dict[str, Any], profiles: Collection[str], name: str, warnings: list[str]
+) -> dict[str, Any]:
+    """The document with only the services that run: active profiles, something to pull.
+
+    Raises:
+        FormatError: 'services' is not a non-empty mapping, a service is not a mapping,
+            or nothing is left to deploy.
+    """
+    services = doc.get("services")
+    if not isinstance(services, dict) or not services:
+        raise FormatError(f"{name}: 'services' must be a non-empty mapping")
+    kept: dict[str, Any] = {}
+    for service, spec in services.items():
+        where = f"services.{service}"
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise FormatError(f"{name}: {where} must be a mapping")
+        wanted = spec.get("profiles")
+        if wanted is not None:
+            if not isinstance(wanted, list) or not all(isinstance(p, str) for p in wanted):
+                raise FormatError(f"{name}: {where}.profiles must be a list of names")
+            if not set(wanted) & set(profiles):
+                continue
+        if "provider" in spec:
+            warnings.append(f"{name}: {where} is a provider service (no image); skipped")
+            continue
+        if "image" not in spec:
+            if "build" in spec:
+                warnings.append(f"{name}: {where} has only 'build', no image to send; skipped")
+                continue
+            raise FormatError(f"{name}: {where} has no image")
+        kept[str(service)] = spec
+    if not kept:
+        raise FormatError(
+            f"{name}: no service to deploy (all are build-only, providers or in inactive "
+            "profiles; --profile NAME activates a profile)"
+        )
+    return {**doc, "services": kept}
+
+
+def compose_modules(
+    doc: dict[str, Any], name: str, unset: Mapping[str, list[str]] | None = None
+) -> tuple[ModuleImage, ...]:
+    """(service, image) for every service of a selected document.
+
+    UNSET (place → variables that had no value there) is named when an image is
+    invalid because of it.
+    """
+    found = []
+    for service, spec in doc["services"].items():
+        image = spec.get("image")
+        where = f"{name}: services.{service}"
+        try:
+            if not isinstance(image, str) or not image.strip():
+                raise FormatError(f"{where} has no image")
+            parse_image(image, where)
+        except FormatError as exc:
+            missing = (unset or {}).get(f"services.{service}.image")
+            if not missing:
+                raise
+            names = ", ".join("${" + v + "}" for v in missing)
+            raise FormatError(
+                f"{exc} (no value for {names}: give --var NAME=VALUE, an --env-file, or --from-env)"
+            ) from None
+        found.append(ModuleImage(service, image.strip()))
+    return tuple(found)
+
+
+def rewrite_compose(manifest: Manifest, local_registry: str) -> dict[str, Any]:
+    """The Compose document a device runs: images from its registry, nothing to build."""
+    doc = copy.deepcopy(manifest.document)
+    for spec in doc["services"].values():
+        spec["image"] = local_reference(spec["image"], local_registry)
+        spec.pop("build", None)
+        if spec.get("pull_policy") in PULL_POLICIES_DROPPED:
+            del spec["pull_policy"]
+    return doc

@@ -1,0 +1,76 @@
+"""Bytes in, :class:`Manifest` out: format detection, variables, limits, images."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from deltaport.errors import FormatError
+from deltaport.manifests.compose import compose_modules, rewrite_compose, select_services
+from deltaport.manifests.interpolation import Interpolator
+from deltaport.manifests.iotedge import (
+    expand_template,
+    iotedge_modules,
+    looks_like_iotedge,
+    rewrite_iotedge,
+    unwrap,
+)
+from deltaport.manifests.model import Kind, Manifest
+from deltaport.manifests.yamlload import decode, load_document, load_json
+
+
+def parse_manifest(
+    data: bytes,
+    variables: Mapping[str, str] | None = None,
+    name: str = "manifest",
+    *,
+    profiles: Collection[str] = (),
+) -> Manifest:
+    """Parse an IoT Edge or Compose manifest; NAME is used in error messages.
+
+    VARIABLES are the only values placeholders get (see
+    :func:`deltaport.manifests.interpolation.resolve_variables` for where the CLI
+    gathers them); PROFILES are the active Compose profiles.
+
+    Raises:
+        FormatError: too large, too deep, not JSON/YAML, neither format, an image
+            missing or invalid, a required variable missing.
+    """
+    values = dict(variables or {})
+    text = decode(data, name)
+    if looks_like_iotedge(text):
+        doc = load_json(expand_template(text, values, name), name)
+        return _iotedge(doc, name)
+    doc = load_document(text, name)
+    if not isinstance(doc, dict):
+        raise FormatError(f"{name}: top level must be an object")
+    if unwrap(doc) is not None:  # YAML IoT Edge, or JSON with modulesContent elsewhere
+        return _iotedge(doc, name)
+    if "services" in doc:
+        interpolator = Interpolator(values, name)
+        warnings: list[str] = []
+        resolved = interpolator.walk(select_services(doc, profiles, name, warnings))
+        warnings.extend(interpolator.warnings)
+        return Manifest(
+            Kind.COMPOSE,
+            resolved,
+            compose_modules(resolved, name, interpolator.unset),
+            tuple(warnings),
+        )
+    raise FormatError(
+        f"{name}: neither an IoT Edge deployment (no 'modulesContent') "
+        "nor a Compose file (no 'services')"
+    )
+
+
+def _iotedge(doc: Any, name: str) -> Manifest:
+    if not isinstance(doc, dict):
+        raise FormatError(f"{name}: top level must be an object")
+    return Manifest(Kind.IOTEDGE, doc, iotedge_modules(doc, name))
+
+
+def rewrite_for_device(manifest: Manifest, local_registry: str) -> dict[str, Any]:
+    """The manifest with every module image pointing at the device's local registry."""
+    if manifest.kind is Kind.COMPOSE:
+        return rewrite_compose(manifest, local_registry)
+    return rewrite_iotedge(manifest, local_registry)

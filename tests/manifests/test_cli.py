@@ -1,0 +1,103 @@
+"""`deltaport manifest images|render` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deltaport.cli.manifest import app
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str, name: str = "compose.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_images_json_is_one_object(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "services:\n  web:\n    image: ${REG:-ghcr.io}/acme/web:${TAG}\n"
+        "  dbg:\n    image: busybox\n    profiles: [debug]\n",
+    )
+    (tmp_path / ".env").write_text("TAG=3\n")
+    result = runner.invoke(app, ["images", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "kind": "compose",
+        "images": [{"module": "web", "reference": "ghcr.io/acme/web:3"}],
+        "warnings": [],
+    }
+    result = runner.invoke(
+        app, ["images", str(path), "--json", "--var", "TAG=4", "--profile", "debug"]
+    )
+    assert [i["reference"] for i in json.loads(result.stdout)["images"]] == [
+        "ghcr.io/acme/web:4",
+        "busybox",
+    ]
+
+
+def test_from_env_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAG", "env")
+    path = write(tmp_path, "services:\n  a:\n    image: reg.io/a:${TAG:-none}\n")
+    plain = json.loads(runner.invoke(app, ["images", str(path), "--json"]).stdout)
+    asked = json.loads(runner.invoke(app, ["images", str(path), "--json", "--from-env"]).stdout)
+    assert plain["images"][0]["reference"] == "reg.io/a:none"
+    assert asked["images"][0]["reference"] == "reg.io/a:env"
+
+
+def test_env_file_option(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: reg.io/a:${TAG:?set TAG}\n")
+    env = write(tmp_path, "TAG=7\n", "prod.env")
+    out = runner.invoke(app, ["images", str(path), "--json", "--env-file", str(env)])
+    assert json.loads(out.stdout)["images"][0]["reference"] == "reg.io/a:7"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        (
+            "services:\n  a:\n    image: reg.io/a:${TAG:?set TAG}\n",
+            3,
+            "required variable TAG is missing a value: set TAG",
+        ),
+        ("services:\n  a:\n    image: 'nginx:'\n", 3, "services.a: image 'nginx:'"),
+        ("services: [\n", 3, "invalid YAML"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    tmp_path: Path, text: str, code: int, message: str
+) -> None:
+    path = write(tmp_path, text)
+    result = runner.invoke(app, ["images", str(path)])
+    assert result.exit_code == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0]
+
+
+def test_bad_var_is_a_usage_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: x\n")
+    result = runner.invoke(app, ["images", str(path), "--var", "novalue"])
+    assert result.exit_code == 2 and "NAME=VALUE" in result.stderr
+
+
+def test_images_table_and_warnings(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: x/y${T}\n  b:\n    build: .\n")
+    result = runner.invoke(app, ["images", str(path)])
+    assert result.exit_code == 0
+    assert "x/y" in result.stdout
+    assert "variable T is not set" in result.stderr and "services.b has only 'build'" in (
+        result.stderr
+    )
+
+
+def test_render_points_at_the_local_registry(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: ghcr.io/acme/a:1\n    build: .\n")
+    result = runner.invoke(app, ["render", str(path), "--local-registry", "127.0.0.1:5000"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"services": {"a": {"image": "127.0.0.1:5000/acme/a:1"}}}

@@ -1,0 +1,129 @@
+"""Compose profiles/build/provider and IoT Edge templates, layered deployments, rewrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deltaport.errors import FormatError
+from deltaport.manifests import Kind, parse_manifest, rewrite_for_device
+from deltaport.manifests.iotedge import CREATE_OPTIONS_CHUNK
+
+COMPOSE = b"""
+services:
+  web:
+    image: nginx:1.25
+    pull_policy: build
+    build: ./web
+  debug:
+    image: busybox
+    profiles: [debug]
+  builder:
+    build: ./b
+  model:
+    provider:
+      type: model
+"""
+
+
+def test_compose_profiles_build_and_providers() -> None:
+    m = parse_manifest(COMPOSE, name="c.yaml")
+    assert m.kind is Kind.COMPOSE
+    assert [(x.module, x.reference) for x in m.modules] == [("web", "nginx:1.25")]
+    assert m.warnings == (
+        "c.yaml: services.builder has only 'build', no image to send; skipped",
+        "c.yaml: services.model is a provider service (no image); skipped",
+    )
+    with_debug = parse_manifest(COMPOSE, profiles=["debug"])
+    assert with_debug.references == ("nginx:1.25", "busybox")
+
+
+def test_compose_rewrite_drops_build_and_pull_policy() -> None:
+    out = rewrite_for_device(parse_manifest(COMPOSE), "l:5000")
+    assert out["services"] == {"web": {"image": "l:5000/library/nginx:1.25"}}
+    kept = parse_manifest(b"services:\n  a:\n    image: x/y\n    pull_policy: always\n")
+    assert rewrite_for_device(kept, "l:1")["services"]["a"]["pull_policy"] == "always"
+
+
+def template(modules: dict[str, object], **extra: object) -> str:
+    desired = {
+        "$schema-template": "4.0.0",
+        "schemaVersion": "1.1",
+        "systemModules": {
+            "edgeAgent": {
+                "type": "docker",
+                "settings": {
+                    "image": "mcr.microsoft.com/azureiotedge-agent:1.4",
+                    "createOptions": {},
+                },
+            }
+        },
+        "modules": modules,
+    }
+    return json.dumps(
+        {
+            "$schema-template": "4.0.0",
+            "modulesContent": {
+                "$edgeAgent": {"properties.desired": desired},
+                "$edgeHub": {"properties.desired": {"$schema-template": "4.0.0", "routes": {}}},
+            },
+            **extra,
+        }
+    )
+
+
+def test_placeholders_expanded_in_text_before_json() -> None:
+    text = template({"s": {"settings": {"image": "${ACR}/s:$TAG"}}})
+    text = text.replace('"schemaVersion": "1.1"', '"schemaVersion": "1.1", "ttl": ${TTL}')
+    m = parse_manifest(text.encode(), {"ACR": "acr.io", "TAG": "2", "TTL": "7200"})
+    assert m.references[1] == "acr.io/s:2"
+    desired = m.document["modulesContent"]["$edgeAgent"]["properties.desired"]
+    assert desired["ttl"] == 7200
+    assert "$edgeHub" in m.document["modulesContent"]  # $name without value stays
+
+
+def test_modules_placeholder_needs_genconfig_or_var() -> None:
+    text = template({"f": {"settings": {"image": "${MODULES.filter.amd64}"}}}).encode()
+    with pytest.raises(FormatError, match=r"\$\{MODULES.filter.amd64\}.*iotedgedev genconfig"):
+        parse_manifest(text, name="deployment.template.json")
+    m = parse_manifest(text, {"MODULES.filter.amd64": "acr.io/filter:0.1-amd64"})
+    assert m.references[-1] == "acr.io/filter:0.1-amd64"
+
+
+def test_layered_and_wrapped_deployments() -> None:
+    layered = {
+        "content": {
+            "modulesContent": {
+                "$edgeAgent": {
+                    "properties.desired.modules.sim": {"settings": {"image": "reg.io/sim:1"}},
+                }
+            }
+        }
+    }
+    m = parse_manifest(json.dumps(layered).encode())
+    assert [(x.module, x.reference) for x in m.modules] == [("sim", "reg.io/sim:1")]
+    out = rewrite_for_device(m, "l:5")
+    agent = out["content"]["modulesContent"]["$edgeAgent"]
+    assert agent["properties.desired.modules.sim"]["settings"]["image"] == "l:5/sim:1"
+
+
+def test_upstream_images_refused_naming_upstream() -> None:
+    text = template({"s": {"settings": {"image": "$upstream:443/azureiotedge-agent:1.4"}}})
+    with pytest.raises(FormatError, match=r"desired.modules.s: .*\$upstream"):
+        parse_manifest(text.encode(), name="d.json")
+
+
+def test_device_gets_a_deployment_not_a_template() -> None:
+    big = {"Env": ["X=" + "y" * 1200], "HostConfig": {"Binds": ["/a:/b"]}}
+    m = parse_manifest(
+        template({"s": {"settings": {"image": "reg.io/s:1", "createOptions": big}}}).encode()
+    )
+    out = rewrite_for_device(m, "l:5")
+    assert "$schema-template" not in json.dumps(out)
+    settings = out["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["s"]["settings"]
+    chunks = [settings["createOptions"], settings["createOptions01"], settings["createOptions02"]]
+    assert all(len(c) <= CREATE_OPTIONS_CHUNK for c in chunks)
+    assert json.loads("".join(chunks)) == big
+    agent = out["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
+    assert agent["edgeAgent"]["settings"]["createOptions"] == "{}"
