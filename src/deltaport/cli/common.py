@@ -6,10 +6,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 
 if TYPE_CHECKING:  # imported when called: deltaport.oci is heavy for a CLI's start-up
     from deltaport.oci import TransportOptions
 
+
+PIPED_WIDTH = 1000  # columns of output that is not a terminal: tables and lines stay whole
+
+
+def out_console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr): the terminal's width on a terminal, else
+    PIPED_WIDTH, so piped output (a file, grep, a log) is not wrapped at 80 columns.
+
+    Built per use: the stream may be redirected after import (tests, callers)."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+def package_version() -> str:
+    """The installed deltaport's version, from the package metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deltaport")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def print_version(value: bool) -> None:
+    """--version: print ``deltaport X.Y.Z`` and exit (an eager option's callback)."""
+    if value:
+        typer.echo(f"deltaport {package_version()}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[bool, typer.Option(
+    "--version", callback=print_version, is_eager=True, expose_value=True,
+    help="Print the version and exit.")]
 
 CaFileOpt = Annotated[Path | None, typer.Option(
     "--ca-file", help="PEM bundle of extra CAs to trust for registries (self-signed).")]
@@ -20,6 +54,11 @@ def transport_options(insecure: bool, ca_file: Path | None = None) -> TransportO
     from deltaport.oci import TransportOptions
 
     return TransportOptions(insecure=insecure, ca_file=ca_file)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """(1, 'layer') -> '1 layer'; (3, 'layer') -> '3 layers'; MANY for irregular plurals."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
 
 
 def human_bytes(n: int | float) -> str:

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltaport.cli.fleet import db_session, on_hub_or_db, print_json, print_table, read_input
+from deltaport.cli.common import plural
+from deltaport.cli.fleet import (
+    db_session,
+    human_rate,
+    on_hub_or_db,
+    print_json,
+    print_table,
+    read_input,
+)
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
 
 if TYPE_CHECKING:  # the fleet modules (SQLAlchemy) are imported inside the commands
@@ -86,8 +94,8 @@ def report(
         print_json({"device": name, "present": change.now_present, "removed": change.now_removed})
         return
     typer.echo(
-        f"{name}: {len(inv.images)} image(s) reported, {len(change.now_present)} newly present, "
-        f"{len(change.now_removed)} removed"
+        f"{name}: {plural(len(inv.images), 'image')} reported, "
+        f"{len(change.now_present)} newly present, {len(change.now_removed)} removed"
     )
 
 
@@ -117,11 +125,11 @@ def list_devices(
         return
     print_table(
         "devices",
-        ["device", "link rate (bit/s)", "labels", "last seen"],
+        ["device", "link rate", "labels", "last seen"],
         [
             [
                 r["device"],
-                r["link_rate_bps"],
+                human_rate(r["link_rate_bps"]),
                 ",".join(f"{k}={v}" for k, v in r["labels"].items()),
                 r["last_seen"] or "never",
             ]

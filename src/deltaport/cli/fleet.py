@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from deltaport.cli.common import VersionOpt, out_console, plural
 from deltaport.config import Settings, load_settings
 from deltaport.errors import FormatError, StorageError, UsageError
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from deltaport.notify.email import Notifier
     from deltaport.storage.folder import FolderStore
 
-console = Console()
 INPUT_MAX_BYTES = 64 * 1024 * 1024  # any document a fleet command reads from a file
 T = TypeVar("T")
 
@@ -64,8 +63,12 @@ def _root_callback(
             "--db", envvar="DELTAPORT_DB", help="Database URL (sqlite:///… or postgresql://…)."
         ),
     ] = None,
+    version: VersionOpt = False,
 ) -> None:
-    """Deploy container images to edge devices over slow, intermittent links."""
+    """Deploy container images to edge devices over slow, intermittent links.
+
+    Start with `deltaport demo` to see a whole fleet deployment on this machine.
+    """
     ctx.obj = GlobalOptions(data_dir=data_dir, db=db)
 
 
@@ -187,13 +190,14 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A rich table on stdout."""
+    """A rich table on stdout; no cell is ever cut short (IDs fold onto a second line
+    on a narrow terminal, and piped output is not wrapped at all)."""
     table = Table(title=title)
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*("" if v is None else str(v) for v in r))
-    console.print(table)
+    out_console().print(table)
 
 
 def human_rate(bps: int) -> str:
@@ -224,8 +228,12 @@ def activate_command(
     hub: hub_cli.HubUrlOpt = None,
     token: hub_cli.HubTokenOpt = None,
 ) -> None:
-    """Publish a deployment's signed desired manifest to its devices (a new version each),
-    once every image is there."""
+    """Tell a deployment's devices to run it, once every image is on them.
+
+    Publishes a signed desired manifest to each device (a new version each).
+
+    Example: deltaport activate d-20261202T143000-1a2b
+    """
     from deltaport.pipelines.manifest_to_device import activate, activation_doc
 
     def local(session: Session) -> dict[str, Any]:
@@ -270,11 +278,14 @@ def image_register_command(
     hub: hub_cli.HubUrlOpt = None,
     token: hub_cli.HubTokenOpt = None,
 ) -> None:
-    """Record an image (after CI pushed it) and store its signature file.
+    """Record an image that CI pushed, so it can be deployed.
 
-    Meant to be registered as `deltaport image register` (in ``deltaport.cli.image``).
-    With --hub, the hub reads the registry and keeps the signature file; without --by
-    it records the operator its token belongs to.
+    Reads the image from its registry and keeps its signature file (the index of its
+    layers and files that later bundles are built against). With --hub, the hub reads
+    the registry and keeps the signature file; without --by it records the operator
+    the token belongs to.
+
+    Example: deltaport image register docker://localhost:5000/app:v1 --build-id 1234
     """
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import DeltaSignatureMaker, OciIdentityReader
@@ -307,9 +318,10 @@ def image_register_command(
     if as_json:
         print_json(doc)
         return
-    typer.echo(f"registered {doc['image']} ({doc['image_id']}, {doc['layers']} layers)")
+    typer.echo(f"registered {doc['image']} ({doc['image_id']}, {plural(doc['layers'], 'layer')})")
     if "prebuilt_layers" in doc:
-        typer.echo(f"prebuilt {doc['prebuilt_layers']} layer patch(es) into the patch cache")
+        patches = plural(doc["prebuilt_layers"], "layer patch", "layer patches")
+        typer.echo(f"prebuilt {patches} into the patch cache")
     elif doc.get("prebuild") == "started":
         typer.echo("the hub is prebuilding its layer patches in the background")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -17,6 +16,8 @@ from rich.progress import (
     TextColumn,
     TransferSpeedColumn,
 )
+
+from deltaport.cli.common import out_console, plural
 
 if TYPE_CHECKING:  # deltaport.oci is imported inside the commands (CLI start-up time)
     from deltaport.oci import CopyProgress, TransportOptions
@@ -81,7 +82,7 @@ def copy(
     from deltaport.oci import copy_image
 
     options = _options(insecure, platform, creds, ca_file)
-    console = Console(stderr=True)
+    console = out_console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, disable=quiet) as bar:
         tasks: dict[str, TaskID] = {}
@@ -98,7 +99,8 @@ def copy(
 
         result = copy_image(src, dst, options, progress=on_progress)
     console.print(
-        f"copied {result.source} -> {result.destination}: {result.copied} layers copied, "
+        f"copied {result.source} -> {result.destination}: "
+        f"{plural(result.copied, 'layer')} copied, "
         f"{result.skipped} already there; manifest {result.manifest_digest}, "
         f"image ID {result.image_id}", highlight=False, soft_wrap=True,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
+from deltaport.cli.common import out_console
 from deltaport.errors import DeltaportError
 
 app = typer.Typer(
@@ -14,10 +15,8 @@ app = typer.Typer(
     help="Deploy container images to edge devices over slow, intermittent links.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
-
-err_console = Console(stderr=True)
 
 
 # (module under deltaport.cli, command group name); each module defines ``app``.
@@ -68,10 +67,12 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except DeltaportError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # one line whatever its length (a log, grep); markup in the message is not parsed
+        message = Text.assemble(("error:", "bold red"), " ", str(exc))
+        out_console(stderr=True).print(message, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err_console.print("aborted")
+        out_console(stderr=True).print("aborted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

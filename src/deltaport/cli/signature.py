@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from deltaport.cli.common import CaFileOpt, human_bytes, transport_options
+from deltaport.cli.common import CaFileOpt, human_bytes, out_console, plural, transport_options
 
 app = typer.Typer(help="Image signature files (for ranking sources).", no_args_is_help=True)
-console = Console(stderr=True)
 
 
 @app.command("create")
@@ -29,6 +27,7 @@ def create(
     from deltaport.delta import dump_image_signature
     from deltaport.delta.ranking import create_image_signature
 
+    console = out_console(stderr=True)
     with console.status(f"reading {ref}") as status:
 
         def report(step: str, done: int, total: int) -> None:
@@ -46,6 +45,7 @@ def create(
         raise
     files = sum(len(la.files) for la in sig.layers)
     console.print(
-        f"signature of {sig.image_id[:19]}: {len(sig.layers)} layers, {files} files, "
+        f"signature of {sig.image_id}: {plural(len(sig.layers), 'layer')}, "
+        f"{plural(files, 'file')}, "
         f"{human_bytes(output.stat().st_size)} -> {output}"
     )

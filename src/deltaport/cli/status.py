@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from deltaport.cli.fleet import console, on_hub_or_db, print_json, print_table
+from deltaport.cli.common import out_console
+from deltaport.cli.fleet import on_hub_or_db, print_json, print_table
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt
 from deltaport.fleet.states import ImageStatus
 
@@ -230,7 +231,7 @@ def history(
     if as_json:
         print_json(data)
         return
-    console.print(history_table(data, every))
+    out_console().print(history_table(data, every))
 
 
 def history_table(buckets: Sequence[dict[str, Any]], every: str) -> Table:
