@@ -14,4 +14,3 @@ MANIFEST_MAX_BYTES = 4 * 1024 * 1024  # a document, before any expansion
 MANIFEST_MAX_ALIASES = 10_000  # YAML alias uses in one document
 MANIFEST_MAX_NODES = 1_000_000  # nodes once every alias is expanded (billion laughs)
 MANIFEST_MAX_DEPTH = 64  # nesting of mappings and sequences
-MANIFEST_MAX_FILES = 32  # files one Compose project reads (-f, extends, include)
