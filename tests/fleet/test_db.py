@@ -23,6 +23,8 @@ TABLES = {
     "images",
     "device_images",
     "bundles",
+    "bundle_versions",
+    "bundle_releases",
     "bundle_devices",
     "deployment_sets",
     "deployment_devices",

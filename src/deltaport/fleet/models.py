@@ -131,6 +131,32 @@ class Bundle(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BundleVersion(Base):
+    """The last release version the hub signed for a target name, as devices store it.
+
+    One counter per name (``demo/app:stable``), whatever the registry host: every
+    bundle built for the name takes the next value, so a redeploy of an old image is a
+    newer release and a replayed old bundle is older (docs/bundle-format.md, §9).
+    """
+
+    __tablename__ = "bundle_versions"
+
+    target_name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    last_version: Mapped[int] = mapped_column(BigInteger)
+    last_image_id: Mapped[str] = mapped_column(String(100))  # the image of that version
+
+
+class BundleRelease(Base):
+    """The release signed into a stored bundle: reused only while it is the newest."""
+
+    __tablename__ = "bundle_releases"
+
+    bundle_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target_name: Mapped[str] = mapped_column(String(300))
+    version: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds, as signed
+
+
 class BundleDevice(Base):
     """Which device was sent which bundle, for which deployment set."""
 

@@ -184,6 +184,7 @@ class DeltaBundleBuilder:
             options=self.options,
             scratch=work_dir,
             patch_cache=PatchCache(self.patch_cache) if self.patch_cache else None,
+            release=spec.release,
         )
         return BuiltBundle(path=out, size=int(summary.bundle_bytes), digest=file_digest(out))
 

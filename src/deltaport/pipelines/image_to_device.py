@@ -25,12 +25,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from deltaport.bundle import Release
 from deltaport.errors import StateError, UnknownObjectError, UsageError
 from deltaport.fleet import queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
     Bundle,
     BundleDevice,
+    BundleRelease,
+    BundleVersion,
     DeploymentDevice,
     DeploymentImage,
     DeploymentSet,
@@ -52,6 +55,11 @@ from deltaport.pipelines.planner import DeviceInventory, Plan, PlannedBundle, pl
 from deltaport.storage.base import BundleStore
 
 Progress = Callable[[int, int, str], None]  # (done, total, bundle key)
+
+DEFAULT_RELEASE_TTL_SECONDS = 90 * 86_400
+"""How long a bundle the hub signs stays valid (``expires_at``): generous, because
+store-and-forward delivery (a satellite link, a courier) can take weeks."""
+
 
 
 # --- register ----------------------------------------------------------------
@@ -195,6 +203,8 @@ class PlanningInput:
     statuses: Mapping[int, Mapping[str, str]]  # device id → image ID → status
     catalog: Mapping[str, ImageInfo]
     existing: Mapping[str, Bundle]  # bundle key → bundle already built
+    releases: Mapping[str, BundleRelease] = field(default_factory=dict)  # bundle key → release
+    counters: Mapping[str, BundleVersion] = field(default_factory=dict)  # by target name
 
 
 def bundle_store_key(key: str) -> str:
@@ -231,6 +241,8 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
     }
     catalog.update((img.image_id, queries.image_info(img)) for img in images)
     existing = {b.key: b for b in session.scalars(select(Bundle))}
+    releases = {r.bundle_key: r for r in session.scalars(select(BundleRelease))}
+    counters = {c.target_name: c for c in session.scalars(select(BundleVersion))}
     return PlanningInput(
         images=tuple(images),
         references=tuple(ref for ref, _ in resolved),
@@ -238,7 +250,35 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
         statuses=statuses,
         catalog=catalog,
         existing=existing,
+        releases=releases,
+        counters=counters,
     )
+
+
+def device_target_name(info: ImageInfo) -> str:
+    """The name a device stores the target as (``demo/app:stable``): the counter's key."""
+    from deltaport.delta.image import target_name
+    from deltaport.pipelines.adapters import _docker_ref
+
+    return target_name(_docker_ref(info.name))
+
+
+def release_is_current(release: BundleRelease | None, image_id: str,
+                       last: BundleVersion | None, now: float, ttl: float) -> bool:
+    """Pure: may a stored bundle of ``image_id`` with ``release`` be offered again?
+
+    Only while no newer release of its name is for another image (a device that took
+    that one would refuse this bundle as a replay: redeploying the old image builds
+    a new bundle, with a higher version), and while at least half its validity is
+    left (it may spend weeks in transit). A bundle without a release (built before
+    releases existed) is not reused.
+    """
+    if release is None:
+        return False
+    if last is not None and release.version < last.last_version and (
+            last.last_image_id != image_id):
+        return False
+    return release.expires_at - now >= ttl / 2
 
 
 def _resolve_images(session: Session, manifest: Manifest) -> list[tuple[str, Image]]:
@@ -270,13 +310,62 @@ def inventories(data: PlanningInput) -> list[DeviceInventory]:
     return out
 
 
-def make_plan(data: PlanningInput, ranker: SourceRanker, store: BundleStore) -> Plan:
-    """Plan the deployment; a known bundle counts only if its file is still in the store."""
-    reusable = {k for k in data.existing if store.exists(bundle_store_key(k))}
+def make_plan(data: PlanningInput, ranker: SourceRanker, store: BundleStore, *,
+              release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS) -> Plan:
+    """Plan the deployment; a known bundle counts only if its file is still in the store
+    and its signed release is current (:func:`release_is_current`)."""
+    now = datetime.now(UTC).timestamp()
+    reusable = set()
+    for key in data.existing:
+        release, image_id = data.releases.get(key), data.existing[key].targets[0]
+        last = data.counters.get(release.target_name) if release is not None else None
+        if release_is_current(release, str(image_id), last, now, release_ttl) and store.exists(
+                bundle_store_key(key)):
+            reusable.add(key)
     targets = [data.catalog[img.image_id] for img in data.images]
     return plan_deployment(
         inventories(data), targets, data.catalog, ranker.choose_sources, reusable
     )
+
+
+def assign_releases(engine: Engine, plan: Plan, *,
+                    release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS) -> dict[str, BundleRelease]:
+    """Take the next version of each to-be-built bundle's target name, in one transaction.
+
+    Bundles of the same image and name built by one deployment (for devices with
+    different sources) share one version: they are one release.
+
+    The counters are raised before anything is built: a failed build leaves a gap,
+    never a version signed twice. Returns bundle key → release (not yet stored).
+    """
+    expires = int(datetime.now(UTC).timestamp() + release_ttl)
+    out: dict[str, BundleRelease] = {}
+    versions: dict[tuple[str, str], int] = {}  # one version per name and image per deploy
+    with session_scope(engine) as session:
+        for planned in plan.to_build:
+            name = device_target_name(planned.target)
+            image_id = planned.target.image_id
+            version = versions.get((name, image_id))
+            if version is None:
+                counter = session.get(BundleVersion, name, with_for_update=True)
+                if counter is None:
+                    counter = BundleVersion(target_name=name, last_version=0)
+                    session.add(counter)
+                counter.last_version += 1
+                counter.last_image_id = image_id
+                session.flush()
+                version = versions[(name, image_id)] = counter.last_version
+            out[planned.key] = BundleRelease(bundle_key=planned.key, target_name=name,
+                                             version=version, expires_at=expires)
+    return out
+
+
+def _save_releases(session: Session, releases: Mapping[str, BundleRelease],
+                   built: Mapping[str, tuple[BuiltBundle, str]]) -> None:
+    for key in built:
+        release = releases[key]
+        session.merge(BundleRelease(bundle_key=key, target_name=release.target_name,
+                                    version=release.version, expires_at=release.expires_at))
 
 
 def build_bundles(
@@ -287,15 +376,20 @@ def build_bundles(
     store: BundleStore,
     work_dir: Path,
     progress: Progress | None = None,
+    releases: Mapping[str, BundleRelease] | None = None,
 ) -> dict[str, tuple[BuiltBundle, str]]:
     """Build each bundle the plan needs, once, and put it in the store.
 
+    ``releases`` (bundle key → release, :func:`assign_releases`) are signed into them.
     Returns bundle key → (built bundle, store location).
     """
     out = {}
     todo = plan.to_build
     for n, planned in enumerate(todo):
         spec = _spec(planned, catalog)
+        row = (releases or {}).get(planned.key)
+        if row is not None:
+            spec = dataclasses.replace(spec, release=Release(row.version, row.expires_at))
         built = builder.build(spec, work_dir)
         location = store.put_file(bundle_store_key(planned.key), built.path)
         built.path.unlink(missing_ok=True)
@@ -328,6 +422,7 @@ def deploy(
     progress: Progress | None = None,
     activate_when_complete: bool = True,
     manifest_key: Path | None = None,
+    release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS,
 ) -> DeployResult:
     """The image-to-device pipeline (see the module docstring).
 
@@ -342,12 +437,15 @@ def deploy(
     """
     with session_scope(engine) as session:
         data = load_planning_input(session, request)
-    plan = make_plan(data, ranker, store)
+    plan = make_plan(data, ranker, store, release_ttl=release_ttl)
+    releases = assign_releases(engine, plan, release_ttl=release_ttl)
     built = build_bundles(
-        plan, data.catalog, builder=builder, store=store, work_dir=work_dir, progress=progress
+        plan, data.catalog, builder=builder, store=store, work_dir=work_dir, progress=progress,
+        releases=releases,
     )
     with session_scope(engine) as session:
         result = record_deployment(session, request, data, plan, built, store)
+        _save_releases(session, releases, built)
         complete = result.state == SetState.COMPLETE.value
         if complete and activate_when_complete and manifest_key is not None:
             activate(

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from deltaport.bundle import Release
+
 
 @dataclass(frozen=True)
 class ImageIdentity:
@@ -56,6 +58,7 @@ class BundleSpec:
     target: ImageInfo
     sources: tuple[str, ...]  # sorted diff_ids the device is guaranteed to have
     source_images: tuple[ImageInfo, ...]  # registered images made only of SOURCES layers
+    release: Release | None = None  # signed into the bundle: version and expiry (replay)
 
 
 @dataclass(frozen=True)
