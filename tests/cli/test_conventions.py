@@ -129,3 +129,24 @@ def test_device_list_shows_the_link_rate_for_humans(tmp_path: Path) -> None:
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "512.0 kbit/s" in out.stdout
+
+
+def test_status_deployments_keeps_two_close_ids_apart(tmp_path: Path) -> None:
+    """Two deployments whose IDs differ only at the end read as two IDs, piped."""
+    from deltaport.config import sqlite_url
+    from deltaport.fleet.db import init_db, session_scope
+    from deltaport.fleet.models import DeploymentSet
+
+    ids = [f"d-20261202T143000-0123456789abcdef0123-{n}" for n in ("aaaa", "bbbb")]
+    engine = init_db(sqlite_url(tmp_path / "deltaport.db"))
+    with session_scope(engine) as session:
+        for set_id in ids:
+            session.add(DeploymentSet(id=set_id, requested_by="someone@example.org",
+                                      contact_email="someone@example.org",
+                                      manifest_kind="compose", manifest={}, state="complete"))
+    engine.dispose()
+    env = {**os.environ, "DELTAPORT_HOME": str(tmp_path)}
+    out = subprocess.run([str(DELTAPORT), "--data-dir", str(tmp_path), "status", "deployments"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert all(set_id in out.stdout for set_id in ids), out.stdout

@@ -39,7 +39,10 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Do one pass, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Run the agent until SIGTERM (or one pass with --once)."""
+    """Run the agent until SIGTERM (or one pass with --once).
+
+    Example: deltaport agent run -c /etc/deltaport/agent.toml
+    """
     from deltaport.agent import Agent, load_config
 
     _setup_logging(verbose)

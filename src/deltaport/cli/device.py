@@ -45,7 +45,10 @@ def add(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """Add a device and print its token (shown once; only its hash is stored)."""
+    """Add a device and print its token (shown once; only its hash is stored).
+
+    Example: deltaport device add edge-1 --link-rate 512kbit --label site=north
+    """
     from deltaport.fleet import queries
 
     rate = queries.parse_link_rate(link_rate)  # checked here either way
@@ -82,7 +85,10 @@ def report(
     inventory: Annotated[Path, typer.Argument(help="Inventory JSON file ('-' for stdin).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Record what a device says it has (the same document the agent sends)."""
+    """Record what a device says it has (the same document the agent sends).
+
+    Example: deltaport device report edge-1 inventory.json
+    """
     from deltaport.fleet import queries
     from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
 

@@ -32,7 +32,10 @@ def apply(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Apply status messages as the hub would: state, emails, activation."""
+    """Apply status messages as the hub would: state, emails, activation.
+
+    Example: deltaport event apply message.json
+    """
     from deltaport.fleet.documents import MESSAGE_MAX_BYTES, parse_status_messages
     from deltaport.pipelines.events import handle_status_messages
 

@@ -60,7 +60,10 @@ def inspect(
     quick: Annotated[bool, typer.Option(
         "--quick", help="Do not read layers (no verification, no uncompressed sizes).")] = False,
 ) -> None:
-    """Print an image's IDs, platform and layers as JSON (layers verified unless --quick)."""
+    """Print an image's IDs, platform and layers as JSON (layers verified unless --quick).
+
+    Example: deltaport image inspect docker://localhost:5000/app:v1 --insecure
+    """
     from deltaport.oci import inspect_image
 
     info = inspect_image(ref, _options(insecure, platform, creds, ca_file),
@@ -78,7 +81,12 @@ def copy(
     creds: CredsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Copy an image between any two transports, verifying every byte."""
+    """Copy an image between any two transports, verifying every byte.
+
+    Transports: docker-archive:FILE, oci:DIR[:TAG], oci-archive:FILE, docker://HOST/NAME:TAG.
+
+    Example: deltaport image copy docker-archive:app.tar docker://localhost:5000/app:v1 --insecure
+    """
     from deltaport.oci import copy_image
 
     options = _options(insecure, platform, creds, ca_file)

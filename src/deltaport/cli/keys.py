@@ -26,7 +26,13 @@ def generate(
     ] = "deltaport",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Write a new key pair; never overwrites an existing key."""
+    """Write a new key pair; never overwrites an existing key.
+
+    The hub signs bundles with DATA_DIR/keys/deltaport.key; devices trust the matching
+    .pub file.
+
+    Example: deltaport keys generate ./keys
+    """
     from deltaport.bundle.keys import generate_keypair
 
     pair = generate_keypair(directory, name)
@@ -56,7 +62,10 @@ def show(
     key_file: Annotated[Path, typer.Argument(help="A public (or private) key PEM file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Print the key id of a key file, as bundles name their signer."""
+    """Print the key id of a key file, as bundles name their signer.
+
+    Example: deltaport keys show ./keys/deltaport.pub
+    """
     from deltaport.bundle.keys import key_id, load_private_key, load_public_key
 
     try:

@@ -23,7 +23,13 @@ def create(
     ),
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Write the signature file of REF (per layer and per file: sizes and content hashes)."""
+    """Write the signature file of REF (per layer and per file: sizes and content hashes).
+
+    Bundles are built against what a device already has; its images' signature files
+    tell which of them shares most with the new image.
+
+    Example: deltaport signature create docker://localhost:5000/app:v1 -o app-v1.sig
+    """
     from deltaport.delta import dump_image_signature
     from deltaport.delta.ranking import create_image_signature
 

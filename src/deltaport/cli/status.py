@@ -44,7 +44,10 @@ def deployment(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """One deployment: its state and every device's images."""
+    """One deployment: its state and every device's images.
+
+    Example: deltaport status deployment d-20261202T143000-1a2b
+    """
     from deltaport.fleet import status as q
 
     data = on_hub_or_db(
@@ -89,7 +92,10 @@ def device(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """One device: its images, and what it should run next to what it runs."""
+    """One device: its images, and what it should run next to what it runs.
+
+    Example: deltaport status device edge-1
+    """
     from deltaport.fleet import status as q
 
     data = on_hub_or_db(
@@ -168,7 +174,10 @@ def image(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """One image: which devices have it."""
+    """One image: which devices have it.
+
+    Example: deltaport status image app:v1
+    """
     from deltaport.fleet import status as q
 
     data = on_hub_or_db(
@@ -218,7 +227,10 @@ def history(
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
 ) -> None:
-    """Device-image status changes over time: counts per bucket, as a bar chart or JSON."""
+    """Device-image status changes over time: counts per bucket, as a bar chart or JSON.
+
+    Example: deltaport status history --since 7d --every day
+    """
     from deltaport.fleet import status as q
 
     data = on_hub_or_db(
