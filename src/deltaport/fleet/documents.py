@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -42,7 +42,8 @@ from deltaport.limits import INVENTORY_MAX_IMAGES, TEXT_MAX_CHARS
 INVENTORY_MAX_BYTES = 2 * 1024 * 1024
 MESSAGE_MAX_BYTES = 64 * 1024 * 1024  # a batch file of messages
 MESSAGES_MAX_COUNT = 100_000
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+_DIGEST = re.compile(DIGEST_PATTERN)
 STATUSES = ("present", "failed", "removed")
 NAME_MAX_CHARS = 200  # deployment and module names (as the desired manifest allows)
 LOG_LINES_MAX = 20  # lines of a failing module's log in an activation message
@@ -51,6 +52,9 @@ VERSION_MAX = 2**53 - 1  # desired manifest versions (JSON-safe integers)
 COUNT_MAX = 2**31 - 1  # exit codes and restart counts
 RUNTIME_MAX_BYTES = 1024 * 1024  # a runtime report body
 REPORT_MAX_MODULES = 200  # modules in one runtime report
+ID_MAX_CHARS = 200  # message ids and device names (the database columns hold 200)
+DEVICE_TIME_PAST = timedelta(days=3660)  # a device time this long before the hub's clock…
+DEVICE_TIME_AHEAD = timedelta(days=1)  # …or this far after it is refused as nonsense
 
 
 class MessageKind(StrEnum):
@@ -122,13 +126,44 @@ class ActivationMessage:
 DeviceMessage = StatusMessage | ActivationMessage
 
 
-def _load_json(data: bytes, limit: int, what: str) -> Any:
-    if len(data) > limit:
-        raise FormatError(f"{what} is larger than {limit} bytes")
+def load_json(data: bytes, what: str) -> Any:
+    """DATA decoded as JSON; any way it can fail is a FormatError naming WHAT.
+
+    Besides syntax, that covers an integer of more digits than Python converts
+    (ValueError) and nesting deeper than the decoder's recursion limit (RecursionError).
+    """
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # int_max_str_digits
+        raise FormatError(f"{what} holds a number too large: {exc}") from exc
+    except RecursionError as exc:
+        raise FormatError(f"{what} is nested too deeply") from exc
+
+
+def _load_json(data: bytes, limit: int, what: str) -> Any:
+    if len(data) > limit:
+        raise FormatError(f"{what} is larger than {limit} bytes")
+    return load_json(data, what)
+
+
+def check_encodable(value: str, where: str) -> str:
+    """VALUE if it encodes as UTF-8 (no lone surrogates), else FormatError naming WHERE."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FormatError(f"{where} is not valid Unicode text") from exc
+    return value
+
+
+def _identifier(value: Any, where: str) -> str:
+    """A message id or device name: 1-ID_MAX_CHARS printable characters."""
+    if not isinstance(value, str) or not value or len(value) > ID_MAX_CHARS:
+        raise FormatError(f"{where} must be a string of 1-{ID_MAX_CHARS} characters")
+    if not value.isprintable():
+        raise FormatError(f"{where} must not hold control characters")
+    return check_encodable(value, where)
 
 
 def check_image_id(value: Any, where: str) -> str:
@@ -143,7 +178,7 @@ def _text(value: Any, where: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str) or (required and not value):
         raise FormatError(f"{where} must be a non-empty string")
-    return value[:TEXT_MAX_CHARS]
+    return check_encodable(value[:TEXT_MAX_CHARS], where)
 
 
 def parse_inventory(data: bytes) -> Inventory:
@@ -208,8 +243,8 @@ def activation_message_from_dict(item: Any, where: str = "message") -> Activatio
     if not isinstance(item, dict):
         raise FormatError(f"{where} must be an object")
     return ActivationMessage(
-        message_id=str(_text(item.get("message_id"), f"{where}.message_id")),
-        device=str(_text(item.get("device"), f"{where}.device")),
+        message_id=_identifier(item.get("message_id"), f"{where}.message_id"),
+        device=_identifier(item.get("device"), f"{where}.device"),
         deployment=_name(item.get("deployment"), f"{where}.deployment"),
         version=_int(item.get("version"), f"{where}.version", 1, VERSION_MAX),
         outcome=_enum(ActivationOutcome, item.get("outcome"), f"{where}.outcome"),
@@ -230,8 +265,8 @@ def status_message_from_dict(item: Any, where: str = "message") -> StatusMessage
     if status not in STATUSES:
         raise FormatError(f"{where}.status must be one of {', '.join(STATUSES)}")
     return StatusMessage(
-        message_id=str(_text(item.get("message_id"), f"{where}.message_id")),
-        device=str(_text(item.get("device"), f"{where}.device")),
+        message_id=_identifier(item.get("message_id"), f"{where}.message_id"),
+        device=_identifier(item.get("device"), f"{where}.device"),
         image_id=check_image_id(item.get("image_id"), where),
         status=status,
         reason=_text(item.get("reason"), f"{where}.reason", required=False),
@@ -241,21 +276,44 @@ def status_message_from_dict(item: Any, where: str = "message") -> StatusMessage
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:
+    """A device's time, within DEVICE_TIME_PAST before and DEVICE_TIME_AHEAD after now."""
+    parsed = _iso_time(value, where)
+    return None if parsed is None else check_device_time(parsed, where)
+
+
+def _iso_time(value: Any, where: str) -> datetime | None:
+    """VALUE as an aware UTC time (naive means UTC), unbounded; None for None."""
     if value is None:
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 64:
         raise FormatError(f"{where} must be an ISO 8601 time")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise FormatError(f"{where} must be an ISO 8601 time") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise FormatError(f"{where} must be an ISO 8601 time between years 1 and 9999") from exc
+
+
+def check_device_time(at: datetime, where: str, now: datetime | None = None) -> datetime:
+    """AT if it lies within the window around NOW (the hub's clock) a device may report.
+
+    Raises:
+        FormatError: earlier than DEVICE_TIME_PAST before NOW or later than
+            DEVICE_TIME_AHEAD after it (a device clock that is plainly wrong).
+    """
+    now = now or datetime.now(UTC)
+    if not now - DEVICE_TIME_PAST <= at <= now + DEVICE_TIME_AHEAD:
+        raise FormatError(
+            f"{where} {at.isoformat()} is more than {DEVICE_TIME_PAST.days} days before or "
+            f"{DEVICE_TIME_AHEAD.days} day(s) after the hub's clock"
+        )
+    return at
 
 
 def _name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value or len(value) > NAME_MAX_CHARS:
         raise FormatError(f"{where} must be a string of 1-{NAME_MAX_CHARS} characters")
-    return value
+    return check_encodable(value, where)
 
 
 def _optional_name(value: Any, where: str) -> str | None:
@@ -290,7 +348,7 @@ def _logs(value: Any, where: str) -> tuple[str, ...]:
         raise FormatError(f"{where} must be a list of at most {LOG_LINES_MAX} lines")
     if not all(isinstance(line, str) for line in value):
         raise FormatError(f"{where} must hold only strings")
-    return tuple(line[:LOG_LINE_MAX_CHARS] for line in value)
+    return tuple(check_encodable(line[:LOG_LINE_MAX_CHARS], where) for line in value)
 
 
 # --- runtime reports ------------------------------------------------------------------
@@ -451,6 +509,11 @@ def _module_report(item: Any, where: str) -> ModuleReport:
 
 
 def _engine_time(value: Any, where: str) -> datetime | None:
-    """An engine's timestamp; Docker's zero time (year 1: never) is None."""
-    parsed = _parse_time(value, where)
+    """An engine's timestamp; Docker's zero time (year 1: never) is None.
+
+    Not bounded to the device window: a container may have started long ago.
+    """
+    if isinstance(value, str) and value.startswith("0001-"):
+        return None
+    parsed = _iso_time(value, where)
     return None if parsed is None or parsed.year <= 1 else parsed

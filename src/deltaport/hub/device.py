@@ -25,6 +25,7 @@ from deltaport.fleet.documents import (
     RuntimeHeartbeat,
     check_image_id,
     device_message_from_dict,
+    load_json,
     parse_inventory,
     parse_runtime_body,
 )
@@ -38,10 +39,7 @@ router = APIRouter(prefix="/api/v1/device", tags=["device"], responses=schemas.E
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{what} is not valid JSON: {exc}") from exc
+    doc = load_json(body, what)
     if not isinstance(doc, dict):
         raise FormatError(f"{what} must be a JSON object")
     return doc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -35,6 +36,7 @@ from deltaport.pipelines.manifest_to_device import activate, activation_doc, man
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.ERRORS)
 M = TypeVar("M", bound=BaseModel)
+HISTORY_SINCE_MAX = timedelta(days=3660)  # how far back GET /history may look
 
 
 def parse_body(model: type[M], body: bytes) -> M:
@@ -183,5 +185,25 @@ def history(
     every: str = "hour",
 ) -> list[dict[str, Any]]:
     """Device-image status changes since SINCE (24h, 7d, ISO time), counted per bucket."""
+    when = history_since(since)
     with session_scope(hub.engine) as session:
-        return fleet_status.history(session, since=fleet_status.parse_since(since), every=every)
+        return fleet_status.history(session, since=when, every=every)
+
+
+def history_since(text: str) -> datetime:
+    """SINCE of ``GET /history`` as a UTC time no earlier than HISTORY_SINCE_MAX ago.
+
+    Raises:
+        UsageError: not 24h, 30m, 7d or an ISO 8601 time.
+        FormatError: a time out of range (overflow, or older than HISTORY_SINCE_MAX).
+    """
+    if len(text) > 64:
+        raise FormatError("since is longer than 64 characters")
+    now = datetime.now(UTC)
+    try:
+        when = fleet_status.parse_since(text, now=now).astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise FormatError(f"since {text!r} is out of range") from exc
+    if not now - HISTORY_SINCE_MAX <= when <= now + timedelta(days=1):
+        raise FormatError(f"since must lie within {HISTORY_SINCE_MAX.days} days of now")
+    return when

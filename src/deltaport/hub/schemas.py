@@ -8,9 +8,16 @@ against these models by FastAPI on the way out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from deltaport.fleet import documents as docs
+from deltaport.fleet.states import ActivationOutcome, ModuleHealth, RuntimeStatus
+from deltaport.limits import INVENTORY_MAX_IMAGES, TEXT_MAX_CHARS
+
+DIGEST_PATTERN = docs.DIGEST_PATTERN
+ImageStatusWord = Literal["present", "failed", "removed"]
 
 
 class _Open(BaseModel):
@@ -23,12 +30,14 @@ class _Open(BaseModel):
 
 
 class InventoryImage(_Open):
-    image_id: str = Field(description="sha256:… config digest (the image ID)")
+    image_id: str = Field(
+        description="sha256:… config digest (the image ID)", pattern=DIGEST_PATTERN
+    )
     name: str | None = Field(None, description="repository:tag in the device's local registry")
 
 
 class InventoryDoc(_Open):
-    images: list[InventoryImage]
+    images: list[InventoryImage] = Field(max_length=INVENTORY_MAX_IMAGES)
 
 
 class CheckinRequest(_Open):
@@ -42,45 +51,72 @@ class CheckinAnswer(BaseModel):
     )
 
 
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters
+
+
 class StatusMessageDoc(_Open):
-    message_id: str
-    kind: str | None = Field(None, description="'image' (the default) or 'activation'")
-    device: str
-    image_id: str | None = Field(None, description="image messages: the image ID")
-    status: str | None = Field(None, description="image messages: present | failed | removed")
-    reason: str | None = None
-    deployment: str | None = None
-    at: str | None = Field(None, description="ISO 8601 time")
-    version: int | None = Field(None, description="activation: desired manifest version")
-    outcome: str | None = Field(
-        None, description="activation: activating | active | rolled_back | failed | refused"
+    message_id: str = Field(
+        description="unique per device",
+        min_length=1,
+        max_length=docs.ID_MAX_CHARS,
+        pattern=ID_PATTERN,
     )
-    module: str | None = Field(None, description="activation: the failing module")
-    exit_code: int | None = None
-    restart_count: int | None = None
-    logs: list[str] | None = Field(None, description="activation: ≤ 20 lines × 500 chars")
+    kind: docs.MessageKind | None = Field(None, description="'image' (the default) or 'activation'")
+    device: str = Field(
+        description="the reporting device's name",
+        min_length=1,
+        max_length=docs.ID_MAX_CHARS,
+        pattern=ID_PATTERN,
+    )
+    image_id: str | None = Field(
+        None, description="image messages: the image ID", pattern=DIGEST_PATTERN
+    )
+    status: ImageStatusWord | None = Field(None, description="image messages")
+    reason: str | None = Field(None, max_length=TEXT_MAX_CHARS, description="cut here")
+    deployment: str | None = Field(None, min_length=1, max_length=docs.NAME_MAX_CHARS)
+    at: str | None = Field(
+        None,
+        description="ISO 8601 time; refused if more than "
+        f"{docs.DEVICE_TIME_PAST.days} days before or {docs.DEVICE_TIME_AHEAD.days} day(s) "
+        "after the hub's clock",
+        max_length=64,
+    )
+    version: int | None = Field(
+        None, description="activation: desired manifest version", ge=1, le=docs.VERSION_MAX
+    )
+    outcome: ActivationOutcome | None = Field(None, description="activation messages")
+    module: str | None = Field(
+        None, description="activation: the failing module", max_length=docs.NAME_MAX_CHARS
+    )
+    exit_code: int | None = Field(None, ge=-docs.COUNT_MAX, le=docs.COUNT_MAX)
+    restart_count: int | None = Field(None, ge=0, le=docs.COUNT_MAX)
+    logs: list[str] | None = Field(
+        None,
+        description=f"activation: ≤ {docs.LOG_LINES_MAX} lines × {docs.LOG_LINE_MAX_CHARS} chars",
+        max_length=docs.LOG_LINES_MAX,
+    )
 
 
 class StatusRequest(_Open):
-    messages: list[StatusMessageDoc]
+    messages: list[StatusMessageDoc] = Field(description="at most limits.status_batch_max")
 
 
 class DeployedDoc(_Open):
-    id: str
-    version: int
+    id: str = Field(min_length=1, max_length=docs.NAME_MAX_CHARS)
+    version: int = Field(ge=1, le=docs.VERSION_MAX)
 
 
 class LastAttemptDoc(DeployedDoc):
-    outcome: str
+    outcome: ActivationOutcome
     reason: str | None = None
 
 
 class ModuleDoc(_Open):
-    module: str
-    desired_image_id: str | None = None
-    running_image_id: str | None = None
-    runtime_status: str = Field(description="unknown | backoff | running | stopped | failed")
-    health: str | None = Field(None, description="starting | healthy | unhealthy | null")
+    module: str = Field(min_length=1, max_length=docs.NAME_MAX_CHARS)
+    desired_image_id: str | None = Field(None, pattern=DIGEST_PATTERN)
+    running_image_id: str | None = Field(None, pattern=DIGEST_PATTERN)
+    runtime_status: RuntimeStatus
+    health: ModuleHealth | None = None
     exit_code: int | None = None
     restart_count: int | None = None
     started_at: str | None = None
@@ -91,12 +127,14 @@ class ModuleDoc(_Open):
 class RuntimeReportDoc(_Open):
     deployment: DeployedDoc | None = None
     last_attempt: LastAttemptDoc | None = None
-    modules: list[ModuleDoc] = Field(description="at most 200")
+    modules: list[ModuleDoc] = Field(max_length=docs.REPORT_MAX_MODULES)
 
 
 class RuntimeRequest(_Open):
     report: RuntimeReportDoc | None = Field(None, description="the whole report")
-    report_digest: str | None = Field(None, description="a heartbeat: sha256:… of the report")
+    report_digest: str | None = Field(
+        None, description="a heartbeat: sha256:… of the report", pattern=DIGEST_PATTERN
+    )
 
 
 class RuntimeAnswer(BaseModel):
@@ -120,7 +158,7 @@ class StatusAnswer(BaseModel):
 
 
 class BundleOffer(BaseModel):
-    digest: str
+    digest: str = Field(pattern=DIGEST_PATTERN)
     url: str
     size: int
     deployment: str | None
