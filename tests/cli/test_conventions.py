@@ -150,3 +150,19 @@ def test_status_deployments_keeps_two_close_ids_apart(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert all(set_id in out.stdout for set_id in ids), out.stdout
+
+
+def test_signature_create_says_one_layer_and_sizes_in_units(tmp_path: Path) -> None:
+    import re
+
+    from deltaport.cli import signature as signature_cli
+    from tests.fixtures.images import build_image, default_layers, write_oci_layout
+
+    image = build_image(layers=default_layers(0)[:1])
+    layout = write_oci_layout(tmp_path / "layout", image)
+    result = CliRunner().invoke(signature_cli.app,
+                                ["oci:" + str(layout) + ":v1", "-o", str(tmp_path / "app.sig")])
+    assert result.exit_code == 0, result.output
+    assert "1 layer," in result.stderr
+    assert re.search(r" \d+(\.\d)? (B|kB|MB) -> ", result.stderr), result.stderr
+    assert image.image_id in result.stderr  # the whole ID, not its first 12 digits
