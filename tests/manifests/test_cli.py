@@ -101,3 +101,10 @@ def test_render_points_at_the_local_registry(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(path), "--local-registry", "127.0.0.1:5000"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"services": {"a": {"image": "127.0.0.1:5000/acme/a:1"}}}
+
+
+def test_extends_another_file_beside_the_manifest(tmp_path: Path) -> None:
+    write(tmp_path, "services:\n  web:\n    image: reg.io/web:${TAG:-1}\n", "common.yml")
+    path = write(tmp_path, "services:\n  a:\n    extends: {file: common.yml, service: web}\n")
+    result = runner.invoke(app, ["images", str(path), "--json", "--var", "TAG=9"])
+    assert json.loads(result.stdout)["images"] == [{"module": "a", "reference": "reg.io/web:9"}]

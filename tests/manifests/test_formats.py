@@ -127,3 +127,41 @@ def test_device_gets_a_deployment_not_a_template() -> None:
     assert json.loads("".join(chunks)) == big
     agent = out["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
     assert agent["edgeAgent"]["settings"]["createOptions"] == "{}"
+
+
+def test_extends_same_file_and_chain() -> None:
+    data = b"""
+services:
+  base:
+    image: reg.io/base:1
+    environment: {A: "1"}
+  mid:
+    extends: base
+    environment: {B: "2"}
+  app:
+    extends: {service: mid}
+    image: reg.io/app:${TAG:-2}
+"""
+    m = parse_manifest(data)
+    assert m.references == ("reg.io/base:1", "reg.io/app:2")
+    assert m.document["services"]["app"]["environment"] == {"A": "1", "B": "2"}
+    assert "extends" not in m.document["services"]["app"]
+
+
+def test_extends_errors() -> None:
+    with pytest.raises(FormatError, match="no service 'nope'"):
+        parse_manifest(b"services:\n  a:\n    extends: nope\n")
+    with pytest.raises(FormatError, match="a cycle"):
+        parse_manifest(b"services:\n  a:\n    extends: b\n  b:\n    extends: a\n")
+    with pytest.raises(FormatError, match="cannot be read here"):
+        parse_manifest(b"services:\n  a:\n    extends: {file: o.yaml, service: x}\n")
+
+
+def test_extends_other_file() -> None:
+    other = {"services": {"web": {"image": "ghcr.io/acme/web:3", "ports": ["80"]}}}
+    m = parse_manifest(
+        b"services:\n  a:\n    extends: {file: common.yaml, service: web}\n",
+        load_file=lambda path: other if path == "common.yaml" else {},
+    )
+    assert m.references == ("ghcr.io/acme/web:3",)
+    assert m.document["services"]["a"]["ports"] == ["80"]

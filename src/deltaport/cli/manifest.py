@@ -16,10 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from deltaport.cli.fleet import print_table, read_input
-from deltaport.errors import DeltaportError
+from deltaport.errors import DeltaportError, FormatError
 from deltaport.limits import MANIFEST_MAX_BYTES
 from deltaport.manifests import Manifest, parse_manifest, rewrite_for_device
 from deltaport.manifests.interpolation import parse_assignments, resolve_variables
+from deltaport.manifests.yamlload import decode, load_document
 
 app = typer.Typer(
     name="manifest",
@@ -78,8 +79,23 @@ def read_manifest(
         env_file=env_file,
         from_env=from_env,
     )
-    manifest = parse_manifest(data, variables, str(path), profiles=tuple(profile or ()))
+    base = Path(".") if str(path) == "-" else path.parent
+    manifest = parse_manifest(
+        data,
+        variables,
+        str(path),
+        profiles=tuple(profile or ()),
+        load_file=lambda other: _load_compose(base / other),
+    )
     return ReadManifest(manifest, data, variables)
+
+
+def _load_compose(path: Path) -> dict[str, Any]:
+    """Another Compose file named by ``extends: {file: ...}``, bounded like the first."""
+    doc = load_document(decode(read_input(path, MANIFEST_MAX_BYTES), str(path)), str(path))
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: top level must be an object")
+    return doc
 
 
 @contextmanager

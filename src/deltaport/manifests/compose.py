@@ -1,6 +1,10 @@
 """Compose files as the compose-spec defines them (https://github.com/compose-spec/compose-spec).
 
 - ``services.NAME.image`` is the image a service runs ("services" section, image);
+- ``extends`` ("services" section, extends) takes a service of the same file, or of
+  ``file:`` when the caller can read files (LOAD_FILE), as the base the service's own
+  keys are merged over (mappings merged, other values replaced: the spec's "Merge and
+  override" for the keys that name images);
 - a service with ``profiles`` is started only when one of them is active
   ("Using profiles with Compose": services without profiles are always enabled);
 - a service with only ``build`` (no image) or a ``provider`` runs nothing deltaport can
@@ -12,7 +16,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from deltaport.errors import FormatError
@@ -20,6 +24,68 @@ from deltaport.manifests.model import Manifest, ModuleImage
 from deltaport.manifests.reference import local_reference, parse_image
 
 PULL_POLICIES_DROPPED = frozenset({"never", "build"})
+EXTENDS_MAX_CHAIN = 16  # services one extends chain may pass through
+
+LoadFile = Callable[[str], dict[str, Any]]  # compose file path -> its document
+
+
+def resolve_extends(
+    doc: dict[str, Any], name: str, load_file: LoadFile | None = None
+) -> dict[str, Any]:
+    """DOC with every ``extends`` replaced by the merged base service.
+
+    Raises:
+        FormatError: a malformed ``extends``, an unknown base service, a cycle, or a
+            ``file:`` when files cannot be read.
+    """
+    services = doc.get("services")
+    if not isinstance(services, dict):
+        return doc
+    out = {
+        svc: _extended(services, svc, spec, name, load_file, 0) for svc, spec in services.items()
+    }
+    return {**doc, "services": out}
+
+
+def _extended(
+    services: dict[str, Any],
+    service: str,
+    spec: Any,
+    name: str,
+    load_file: LoadFile | None,
+    depth: int,
+) -> Any:
+    if not isinstance(spec, dict) or "extends" not in spec:
+        return spec
+    where = f"{name}: services.{service}.extends"
+    if depth >= EXTENDS_MAX_CHAIN:
+        raise FormatError(f"{where}: extends chain longer than {EXTENDS_MAX_CHAIN} (a cycle?)")
+    ext = spec["extends"]
+    ext = {"service": ext} if isinstance(ext, str) else ext
+    if not isinstance(ext, dict) or not isinstance(ext.get("service"), str):
+        raise FormatError(f"{where} must name a service")
+    base_services, base_name = services, name
+    if "file" in ext:
+        if load_file is None:
+            raise FormatError(f"{where}: file {ext['file']!r} cannot be read here")
+        other = load_file(str(ext["file"]))
+        base_services, base_name = other.get("services") or {}, str(ext["file"])
+    base = base_services.get(ext["service"]) if isinstance(base_services, dict) else None
+    if not isinstance(base, dict):
+        raise FormatError(f"{where}: no service {ext['service']!r} in {base_name}")
+    base = _extended(base_services, ext["service"], base, base_name, load_file, depth + 1)
+    own = {k: v for k, v in spec.items() if k != "extends"}
+    return _merge(base, own)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def select_services(

@@ -6,7 +6,13 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from deltaport.errors import FormatError
-from deltaport.manifests.compose import compose_modules, rewrite_compose, select_services
+from deltaport.manifests.compose import (
+    LoadFile,
+    compose_modules,
+    resolve_extends,
+    rewrite_compose,
+    select_services,
+)
 from deltaport.manifests.interpolation import Interpolator
 from deltaport.manifests.iotedge import (
     expand_template,
@@ -25,12 +31,14 @@ def parse_manifest(
     name: str = "manifest",
     *,
     profiles: Collection[str] = (),
+    load_file: LoadFile | None = None,
 ) -> Manifest:
     """Parse an IoT Edge or Compose manifest; NAME is used in error messages.
 
     VARIABLES are the only values placeholders get (see
     :func:`deltaport.manifests.interpolation.resolve_variables` for where the CLI
-    gathers them); PROFILES are the active Compose profiles.
+    gathers them); PROFILES are the active Compose profiles; LOAD_FILE reads another
+    Compose file named by ``extends: {file: ...}`` (none: such an extends is an error).
 
     Raises:
         FormatError: too large, too deep, not JSON/YAML, neither format, an image
@@ -49,7 +57,8 @@ def parse_manifest(
     if "services" in doc:
         interpolator = Interpolator(values, name)
         warnings: list[str] = []
-        resolved = interpolator.walk(select_services(doc, profiles, name, warnings))
+        extended = resolve_extends(doc, name, load_file)
+        resolved = interpolator.walk(select_services(extended, profiles, name, warnings))
         warnings.extend(interpolator.warnings)
         return Manifest(
             Kind.COMPOSE,
