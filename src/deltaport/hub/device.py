@@ -10,30 +10,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from deltaport.errors import AccessError, FormatError, UnknownObjectError
+from deltaport.errors import AccessError, FormatError, StorageError, UnknownObjectError
 from deltaport.fleet import queries, runtime
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
+    ID_MAX_CHARS,
     DeviceMessage,
     Inventory,
     RuntimeHeartbeat,
+    StatusMessage,
     check_image_id,
     device_message_from_dict,
     load_json,
     parse_inventory,
     parse_runtime_body,
 )
+from deltaport.fleet.models import Device
+from deltaport.fleet.states import ImageStatus
 from deltaport.hub import offers, schemas
-from deltaport.hub.deps import CurrentDevice, DeviceBody, Hub
+from deltaport.hub.deps import CurrentDevice, DeviceBody, Hub, HubState
+from deltaport.hub.errors import ErrorCode, error_body
 from deltaport.hub.ranges import Slice, Unsatisfiable, choose_slice
 from deltaport.pipelines.events import handle_status_messages
 from deltaport.pipelines.manifest_to_device import manifest_key_path
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/device", tags=["device"], responses=schemas.ERRORS)
 
@@ -148,6 +156,12 @@ def runtime_report(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[st
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the bundle file"},
         206: {"content": {"application/octet-stream": {}}, "description": "one byte range"},
+        410: {
+            "model": schemas.ErrorDoc,
+            "description": "the bundle file is lost from the hub's store (code: "
+            "bundle_missing): permanent for this bundle, skip it; the device image is "
+            "marked failed",
+        },
         416: {"description": "range starts past the end (Content-Range: bytes */size)"},
     },
 )
@@ -164,7 +178,12 @@ def bundle(
         raise UnknownObjectError(f"unknown bundle {digest[:80]!r}") from exc
     with session_scope(hub.engine) as session:
         found = offers.bundle_for_device(session, device=device, digest=digest)
-    fh = hub.store.open(found.store_key)
+    try:
+        fh = hub.store.open(found.store_key)
+    except StorageError as exc:
+        if not isinstance(exc.__cause__, FileNotFoundError):
+            raise  # unreadable for now: 503, try again later
+        return _bundle_missing(hub, device, found)
     try:
         size = fh.seek(0, 2)
         chosen = choose_slice(range_header, size)
@@ -180,6 +199,42 @@ def bundle(
         media_type="application/octet-stream",
         headers=_bundle_headers(found.digest, chosen),
     )
+
+
+BUNDLE_MISSING_REASON = "bundle {digest} is missing from the hub's store: rebuild or redeploy"
+
+
+def _bundle_missing(hub: HubState, device: Device, found: offers.BundleFile) -> Response:
+    """410 Gone (``code: bundle_missing``): permanent for this bundle, not "hub down".
+
+    The device images the bundle would have built are marked failed with the reason
+    (``status device`` shows it), so the offer leaves the device's list and the set's
+    owner hears of it; the message id is fixed per device and bundle, so a retried
+    download records it once.
+    """
+    reason = BUNDLE_MISSING_REASON.format(digest=found.digest)
+    log.error("device %s: %s", device.name, reason)
+    failures = [
+        StatusMessage(
+            message_id=f"hub:bundle-missing:{found.digest}:{target}"[:ID_MAX_CHARS],
+            device=device.name,
+            image_id=target,
+            status=ImageStatus.FAILED.value,
+            reason=reason,
+            deployment=found.deployment,
+        )
+        for target in found.targets
+    ]
+    handle_status_messages(
+        hub.engine,
+        failures,
+        notifier=hub.notifier,
+        store=hub.store,
+        manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
+        strict=False,
+    )
+    body = error_body(StorageError.__name__, reason) | {"code": ErrorCode.BUNDLE_MISSING.value}
+    return JSONResponse(body, status_code=410)
 
 
 def _bundle_headers(digest: str, chosen: Slice) -> dict[str, str]:

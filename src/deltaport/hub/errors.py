@@ -12,6 +12,7 @@ conflict) 409 — by class, never by message text (see :func:`status_for`).
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,6 +61,12 @@ def status_for(exc: DeltaportError) -> int:
         if cls in STATUS_BY_CLASS:
             return STATUS_BY_CLASS[cls]
     return 500
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable ``code`` an error body may carry beyond its class name."""
+
+    BUNDLE_MISSING = "bundle_missing"  # 410: the stored bundle file is gone for good
 
 
 def error_body(kind: str, message: str) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class BundleFile:
     store_key: str
     digest: str
     size: int
+    targets: tuple[str, ...] = ()  # the image IDs it rebuilds
+    deployment: str | None = None  # the deployment set it was built for
 
 
 def bundle_url(digest: str) -> str:
@@ -131,7 +133,13 @@ def bundle_for_device(session: Session, *, device: Device, digest: str) -> Bundl
     if linked is None:
         raise AccessError(f"bundle {digest} was not sent to device {device.name}", 403)
     bundle = next(b for b in bundles if b.id == linked)
-    return BundleFile(bundle_store_key(bundle.key), bundle.digest, bundle.size)
+    return BundleFile(
+        bundle_store_key(bundle.key),
+        bundle.digest,
+        bundle.size,
+        tuple(str(t) for t in bundle.targets),
+        bundle.deployment_set_id,
+    )
 
 
 @dataclass(frozen=True)

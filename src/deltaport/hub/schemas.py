@@ -213,6 +213,9 @@ class AddDeviceDoc(BaseModel):
 class ErrorDoc(BaseModel):
     error: str = Field(description="class name from deltaport.errors")
     message: str
+    code: str | None = Field(
+        None, description="machine-readable cause where one is defined: bundle_missing (410)"
+    )
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:
