@@ -165,3 +165,23 @@ def test_extends_other_file() -> None:
     )
     assert m.references == ("ghcr.io/acme/web:3",)
     assert m.document["services"]["a"]["ports"] == ["80"]
+
+
+def test_include() -> None:
+    files = {
+        "db.yaml": {"services": {"db": {"image": "postgres:16"}}},
+        "cache.yaml": {"services": {"cache": {"extends": "base"}, "base": {"image": "redis:7"}}},
+    }
+    m = parse_manifest(
+        b"include:\n  - db.yaml\n  - path: [cache.yaml]\n"
+        b"services:\n  app:\n    image: reg.io/a:1\n",
+        load_file=files.__getitem__,
+    )
+    assert [x.module for x in m.modules] == ["app", "db", "cache", "base"]
+    assert m.references == ("reg.io/a:1", "postgres:16", "redis:7")
+    with pytest.raises(FormatError, match=r"'db' from include 'db\.yaml' conflicts"):
+        parse_manifest(
+            b"include: [db.yaml]\nservices:\n  db:\n    image: x\n", load_file=files.__getitem__
+        )
+    with pytest.raises(FormatError, match="cannot be read here"):
+        parse_manifest(b"include: [db.yaml]\n")

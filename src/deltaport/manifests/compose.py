@@ -29,6 +29,43 @@ EXTENDS_MAX_CHAIN = 16  # services one extends chain may pass through
 LoadFile = Callable[[str], dict[str, Any]]  # compose file path -> its document
 
 
+def resolve_include(
+    doc: dict[str, Any], name: str, load_file: LoadFile | None = None
+) -> dict[str, Any]:
+    """DOC with the services of every ``include`` file added (compose-spec "Include").
+
+    A service both included and defined here is an error, as the spec says.
+
+    Raises:
+        FormatError: a malformed ``include``, a conflict, or files that cannot be read.
+    """
+    include = doc.get("include")
+    if include is None:
+        return doc
+    if not isinstance(include, list):
+        raise FormatError(f"{name}: include must be a list")
+    services = dict(doc.get("services") or {})
+    for index, item in enumerate(include):
+        paths = item.get("path") if isinstance(item, dict) else item
+        paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise FormatError(f"{name}: include[{index}] must name a file (path)")
+        if load_file is None:
+            raise FormatError(f"{name}: include[{index}]: {paths[0]!r} cannot be read here")
+        for path in paths:
+            other = resolve_extends(load_file(path), path, load_file)
+            for service, spec in (other.get("services") or {}).items():
+                if service in services:
+                    raise FormatError(
+                        f"{name}: service {service!r} from include {path!r} conflicts "
+                        "with one already defined"
+                    )
+                services[service] = spec
+    out = {k: v for k, v in doc.items() if k != "include"}
+    out["services"] = services
+    return out
+
+
 def resolve_extends(
     doc: dict[str, Any], name: str, load_file: LoadFile | None = None
 ) -> dict[str, Any]:

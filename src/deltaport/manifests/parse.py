@@ -10,6 +10,7 @@ from deltaport.manifests.compose import (
     LoadFile,
     compose_modules,
     resolve_extends,
+    resolve_include,
     rewrite_compose,
     select_services,
 )
@@ -54,10 +55,10 @@ def parse_manifest(
         raise FormatError(f"{name}: top level must be an object")
     if unwrap(doc) is not None:  # YAML IoT Edge, or JSON with modulesContent elsewhere
         return _iotedge(doc, name)
-    if "services" in doc:
+    if "services" in doc or "include" in doc:
         interpolator = Interpolator(values, name)
         warnings: list[str] = []
-        extended = resolve_extends(doc, name, load_file)
+        extended = resolve_include(resolve_extends(doc, name, load_file), name, load_file)
         resolved = interpolator.walk(select_services(extended, profiles, name, warnings))
         warnings.extend(interpolator.warnings)
         return Manifest(
