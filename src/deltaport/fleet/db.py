@@ -8,6 +8,7 @@ can act on; a constraint violation from a concurrent writer becomes
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ def _sqlite_engine(url: str, database: str | None, busy_timeout: float) -> Engin
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create database folder {folder}: {exc}") from exc
+        _create_owner_only(Path(database))
     engine = create_engine(url, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
@@ -68,6 +70,27 @@ def _sqlite_engine(url: str, database: str | None, busy_timeout: float) -> Engin
         cur.close()
 
     return engine
+
+
+DB_FILE_MODE = 0o600  # the database holds device token hashes: owner only
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create the SQLite file PATH with DB_FILE_MODE if it does not exist yet.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they follow.
+    An existing file keeps its mode (the operator may have chosen it).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, DB_FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create database {path}: {exc}") from exc
+    try:
+        os.fchmod(fd, DB_FILE_MODE)  # whatever the umask
+    finally:
+        os.close(fd)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -168,7 +168,7 @@ def _identifier(value: Any, where: str) -> str:
 
 def check_image_id(value: Any, where: str) -> str:
     """VALUE if it is a sha256 digest string, else FormatError naming WHERE."""
-    if not isinstance(value, str) or not _DIGEST.match(value):
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
         raise FormatError(f"{where}: image_id must be 'sha256:' and 64 hex digits")
     return value
 
@@ -436,7 +436,7 @@ def parse_runtime_body(data: bytes) -> RuntimeReport | RuntimeHeartbeat:
         return runtime_report_from_dict(doc["report"])
     if isinstance(doc, dict) and "report_digest" in doc:
         digest = doc["report_digest"]
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise FormatError("report_digest must be 'sha256:' and 64 hex digits")
         return RuntimeHeartbeat(digest)
     raise FormatError("runtime body must be {'report': {...}} or {'report_digest': 'sha256:…'}")

@@ -110,7 +110,7 @@ def add_device(
         UsageError: the name is not a valid device name.
         StateError: a device with that name exists.
     """
-    if not DEVICE_NAME.match(name):
+    if not DEVICE_NAME.fullmatch(name):
         raise UsageError(f"invalid device name {name!r}")
     if session.scalar(select(Device.id).where(Device.name == name)) is not None:
         raise StateError(f"device {name!r} already exists")

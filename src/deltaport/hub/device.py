@@ -68,7 +68,20 @@ def parse_status_batch(body: bytes, limit: int) -> tuple[DeviceMessage, ...]:
         raise FormatError("status batch must be an object with a 'messages' list")
     if len(items) > limit:
         raise FormatError(f"status batch holds more than {limit} messages")
-    return tuple(device_message_from_dict(m, f"messages[{i}]") for i, m in enumerate(items))
+    parsed = [device_message_from_dict(m, f"messages[{i}]") for i, m in enumerate(items)]
+    return tuple(first_per_id(parsed))
+
+
+def first_per_id(messages: list[DeviceMessage]) -> list[DeviceMessage]:
+    """MESSAGES without later repeats of a message id: the first one is the one judged,
+    so an id gets one answer (accepted or rejected), never both."""
+    seen: set[str] = set()
+    kept = []
+    for m in messages:
+        if m.message_id not in seen:
+            seen.add(m.message_id)
+            kept.append(m)
+    return kept
 
 
 @router.post(

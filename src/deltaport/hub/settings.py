@@ -130,7 +130,7 @@ def parse_operators(raw: Any) -> tuple[OperatorToken, ...]:
     for i, item in enumerate(raw):
         name = item.get("name") if isinstance(item, dict) else None
         digest = item.get("token_hash") if isinstance(item, dict) else None
-        if not isinstance(name, str) or not OPERATOR_NAME.match(name):
+        if not isinstance(name, str) or not OPERATOR_NAME.fullmatch(name):
             raise FormatError(f"hub config operators[{i}].name is missing or invalid")
         if not isinstance(digest, str) or not _TOKEN_HASH.match(digest):
             raise FormatError(f"hub config operators[{i}].token_hash must be sha256:<64 hex>")
@@ -147,7 +147,7 @@ def add_operator_token(path: Path, name: str) -> str:
         UsageError: invalid name. StateError: the operator has a token already.
         FormatError: the existing file is not valid. StorageError: cannot write.
     """
-    if not OPERATOR_NAME.match(name):
+    if not OPERATOR_NAME.fullmatch(name):
         raise UsageError(f"invalid operator name {name!r} (letters, digits, . _ @ -)")
     existing = parse_operators(read_hub_config(path).get("operators", []))
     if any(op.name == name for op in existing):
