@@ -108,3 +108,14 @@ def test_extends_another_file_beside_the_manifest(tmp_path: Path) -> None:
     path = write(tmp_path, "services:\n  a:\n    extends: {file: common.yml, service: web}\n")
     result = runner.invoke(app, ["images", str(path), "--json", "--var", "TAG=9"])
     assert json.loads(result.stdout)["images"] == [{"module": "a", "reference": "reg.io/web:9"}]
+
+
+def test_several_files_merged_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: reg.io/a:1\n    ports: ['80']\n")
+    over = write(tmp_path, "services:\n  a:\n    image: reg.io/a:2\n  b:\n    image: b\n", "o.yaml")
+    result = runner.invoke(app, ["render", str(path), "-f", str(over), "--local-registry", "l:5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["services"] == {
+        "a": {"image": "l:5/a:2", "ports": ["80"]},
+        "b": {"image": "l:5/library/b:latest"},
+    }

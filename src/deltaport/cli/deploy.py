@@ -27,7 +27,14 @@ from deltaport.cli.fleet import (
     store_for,
 )
 from deltaport.cli.hub import HubTokenOpt, HubUrlOpt, remote_hub
-from deltaport.cli.manifest import EnvFileOpt, FromEnvOpt, ProfileOpt, VarOpt, read_manifest
+from deltaport.cli.manifest import (
+    EnvFileOpt,
+    FromEnvOpt,
+    OverrideOpt,
+    ProfileOpt,
+    VarOpt,
+    read_manifest,
+)
 from deltaport.config import Settings
 from deltaport.errors import UsageError
 
@@ -69,6 +76,7 @@ def deploy_command(
     env_file: EnvFileOpt = None,
     profile: ProfileOpt = None,
     from_env: FromEnvOpt = False,
+    file_over: OverrideOpt = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Plain HTTP registries (local database only).")
     ] = False,
@@ -89,9 +97,11 @@ def deploy_command(
     if not by or not email:
         raise UsageError("--by USER and --email ADDRESS are required")
     refuse_insecure_on_hub(hub, insecure)
-    if hub and profile:
-        raise UsageError("--profile is not sent to a hub yet; deploy with the local database")
-    read = read_manifest(manifest, var, env_file, profile, from_env)  # checked here either way
+    if hub and (profile or file_over):
+        raise UsageError(
+            "--profile and --file are not sent to a hub yet; deploy with the local database"
+        )
+    read = read_manifest(manifest, var, env_file, profile, from_env, file_over)  # checked here
     data, variables = read.data, read.variables
     for warning in read.manifest.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -43,6 +43,10 @@ EnvFileOpt = Annotated[
 ProfileOpt = Annotated[
     list[str] | None, typer.Option("--profile", help="Active Compose profile; repeatable.")
 ]
+OverrideOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--file", "-f", help="Compose file merged over FILE, in order; repeatable."),
+]
 FromEnvOpt = Annotated[
     bool,
     typer.Option("--from-env", help="Also take variables from this process's environment."),
@@ -64,6 +68,7 @@ def read_manifest(
     env_file: Path | None,
     profile: list[str] | None,
     from_env: bool,
+    overrides: list[Path] | None = None,
 ) -> ReadManifest:
     """Read PATH with variables from --var, then the env file, then (--from-env) the
     environment; the one reading ``deploy`` and ``manifest`` share.
@@ -86,6 +91,7 @@ def read_manifest(
         str(path),
         profiles=tuple(profile or ()),
         load_file=lambda other: _load_compose(base / other),
+        overrides=[(str(p), read_input(p, MANIFEST_MAX_BYTES)) for p in overrides or []],
     )
     return ReadManifest(manifest, data, variables)
 
@@ -124,11 +130,12 @@ def images_command(
     env_file: EnvFileOpt = None,
     profile: ProfileOpt = None,
     from_env: FromEnvOpt = False,
+    file_over: OverrideOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The images a device needs for FILE, per module or service."""
     with _reported():
-        manifest = read_manifest(file, var, env_file, profile, from_env).manifest
+        manifest = read_manifest(file, var, env_file, profile, from_env, file_over).manifest
     if as_json:
         typer.echo(json.dumps(images_doc(manifest), indent=2))
         return
@@ -151,10 +158,11 @@ def render_command(
     env_file: EnvFileOpt = None,
     profile: ProfileOpt = None,
     from_env: FromEnvOpt = False,
+    file_over: OverrideOpt = None,
 ) -> None:
     """The manifest a device with LOCAL_REGISTRY runs after activation, as JSON."""
     with _reported():
-        manifest = read_manifest(file, var, env_file, profile, from_env).manifest
+        manifest = read_manifest(file, var, env_file, profile, from_env, file_over).manifest
         doc = rewrite_for_device(manifest, local_registry)
     for warning in manifest.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -115,6 +115,11 @@ def _extended(
     return _merge(base, own)
 
 
+def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """OVER merged over BASE: mappings merged key by key, other values replaced."""
+    return _merge(base, over)
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from deltaport.errors import FormatError
 from deltaport.manifests.compose import (
     LoadFile,
     compose_modules,
+    merge_documents,
     resolve_extends,
     resolve_include,
     rewrite_compose,
@@ -33,13 +34,16 @@ def parse_manifest(
     *,
     profiles: Collection[str] = (),
     load_file: LoadFile | None = None,
+    overrides: Sequence[tuple[str, bytes]] = (),
 ) -> Manifest:
     """Parse an IoT Edge or Compose manifest; NAME is used in error messages.
 
     VARIABLES are the only values placeholders get (see
     :func:`deltaport.manifests.interpolation.resolve_variables` for where the CLI
     gathers them); PROFILES are the active Compose profiles; LOAD_FILE reads another
-    Compose file named by ``extends: {file: ...}`` (none: such an extends is an error).
+    Compose file named by ``extends: {file: ...}`` (none: such an extends is an error);
+    OVERRIDES are (name, data) of further Compose files merged over it in order, as
+    ``docker compose -f a.yaml -f b.yaml`` does (mappings merged, other values replaced).
 
     Raises:
         FormatError: too large, too deep, not JSON/YAML, neither format, an image
@@ -53,8 +57,13 @@ def parse_manifest(
     doc = load_document(text, name)
     if not isinstance(doc, dict):
         raise FormatError(f"{name}: top level must be an object")
-    if unwrap(doc) is not None:  # YAML IoT Edge, or JSON with modulesContent elsewhere
+    if unwrap(doc) is not None and not overrides:  # YAML IoT Edge, or JSON elsewhere
         return _iotedge(doc, name)
+    for other_name, other_data in overrides:
+        other = load_document(decode(other_data, other_name), other_name)
+        if not isinstance(other, dict):
+            raise FormatError(f"{other_name}: top level must be an object")
+        doc = merge_documents(doc, other)
     if "services" in doc or "include" in doc:
         interpolator = Interpolator(values, name)
         warnings: list[str] = []
