@@ -119,3 +119,20 @@ def test_several_files_merged_in_order(tmp_path: Path) -> None:
         "a": {"image": "l:5/a:2", "ports": ["80"]},
         "b": {"image": "l:5/library/b:latest"},
     }
+
+
+def test_deltaport_manifest_images_is_mounted_on_the_main_cli(tmp_path: Path) -> None:
+    """`deltaport manifest images FILE --json` through the installed entry point."""
+    import subprocess
+    import sys
+
+    compose = tmp_path / "compose.yml"
+    compose.write_text("services:\n  web:\n    image: ghcr.io/acme/web:${TAG:-2}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "deltaport.cli.main", "manifest", "images", str(compose), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["kind"] == "compose"
+    assert doc["images"] == [{"module": "web", "reference": "ghcr.io/acme/web:2"}]

@@ -31,6 +31,7 @@ COMMAND_GROUPS: list[tuple[str, str]] = [
     ("status", "status"),
     ("agent", "agent"),
     ("hub", "hub"),
+    ("manifest", "manifest"),
 ]
 
 

@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from deltaport.cli.fleet import print_table, read_input
 from deltaport.errors import DeltaportError, FormatError
 from deltaport.limits import MANIFEST_MAX_BYTES
-from deltaport.manifests import Manifest, parse_manifest, rewrite_for_device
-from deltaport.manifests.interpolation import parse_assignments, resolve_variables
-from deltaport.manifests.yamlload import decode, load_document
+
+if TYPE_CHECKING:  # the readers import yaml and the OCI client: loaded inside the commands
+    from deltaport.manifests import Manifest
 
 app = typer.Typer(
     name="manifest",
@@ -77,6 +77,9 @@ def read_manifest(
         UsageError: a malformed --var. FormatError: the manifest or env file is bad.
         StorageError: PATH unreadable.
     """
+    from deltaport.manifests import parse_manifest
+    from deltaport.manifests.interpolation import parse_assignments, resolve_variables
+
     data = read_input(path, MANIFEST_MAX_BYTES)
     variables = resolve_variables(
         parse_assignments(var or []),
@@ -98,6 +101,8 @@ def read_manifest(
 
 def _load_compose(path: Path) -> dict[str, Any]:
     """Another Compose file named by ``extends: {file: ...}``, bounded like the first."""
+    from deltaport.manifests.yamlload import decode, load_document
+
     doc = load_document(decode(read_input(path, MANIFEST_MAX_BYTES), str(path)), str(path))
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: top level must be an object")
@@ -161,6 +166,8 @@ def render_command(
     file_over: OverrideOpt = None,
 ) -> None:
     """The manifest a device with LOCAL_REGISTRY runs after activation, as JSON."""
+    from deltaport.manifests import rewrite_for_device
+
     with _reported():
         manifest = read_manifest(file, var, env_file, profile, from_env, file_over).manifest
         doc = rewrite_for_device(manifest, local_registry)
