@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -151,6 +152,7 @@ class Agent:
         for folder in (config.state_dir, config.inbox, self.downloads, self.scratch):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(config.state_dir / "agent.lock")
+        _empty_scratch(self.scratch)  # what a killed agent left there is never resumed
         self.state = AgentState(config.database)
         self.registry = LocalRegistry(config.registry_host,
                                       TransportOptions(insecure=True, temp_dir=self.scratch))
@@ -567,6 +569,26 @@ def _deployment(offer: BundleOffer | None, target: Target | None) -> str | None:
     if offer is not None and offer.deployment:
         return offer.deployment
     return target.deployment if target is not None else None
+
+
+def _empty_scratch(scratch: Path) -> None:
+    """Remove everything in ``scratch`` (not following symlinks); called under the lock.
+
+    Scratch holds only work in progress of a reconstruction or an engine load, which a
+    new pass redoes from the start; resumable downloads live in ``downloads/``.
+    """
+    for entry in os.scandir(scratch):
+        path = Path(entry.path)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot clean scratch folder {scratch}: {exc}") from exc
+    log.debug("scratch folder %s emptied", scratch)
 
 
 def _lock(path: Path) -> int:
