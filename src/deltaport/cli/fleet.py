@@ -173,17 +173,6 @@ def read_input(path: Path, limit: int = INPUT_MAX_BYTES) -> bytes:
     return data
 
 
-def parse_vars(items: Sequence[str]) -> dict[str, str]:
-    """--var NAME=VALUE options over the environment."""
-    values = dict(os.environ)
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--var {item!r} must look like NAME=VALUE")
-        values[key] = value
-    return values
-
-
 def print_json(data: Any) -> None:
     """JSON on stdout (no rich markup)."""
     typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
