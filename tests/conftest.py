@@ -6,8 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.fixtures.services import Registry, run_registry
+
+# Property tests judge behaviour, never speed: on a loaded 2-core CI machine a single
+# draw can take over a second, which hypothesis would otherwise fail as "too slow"
+# (seen in tests/agent/runtime/test_gate.py). Tests' own @settings still apply on top.
+settings.register_profile(
+    "deltaport", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("deltaport")
 
 
 @pytest.fixture
