@@ -36,7 +36,6 @@ PODMAN_COMPOSE_TIMEOUT_S = 30
 
 # Cases that show a reader gap not fixed yet: strict, so a fix must remove them here.
 KNOWN_GAPS: dict[str, str] = {
-    "compose-dotenv-defaults": ".env values are not interpolated",
     "compose-extends-nested-dir": "a nested extends file is read relative to the first file",
     "compose-include-then-extends": "an included file's extends is read relative to the first file",
     "compose-reset-tag": "the !reset tag is refused",

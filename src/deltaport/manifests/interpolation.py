@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,16 +174,23 @@ def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return values
 
 
-def parse_env_file(text: str, name: str) -> dict[str, str]:
+def parse_env_file(
+    text: str, name: str, lookup: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """A ``.env`` file by the compose-spec env_file format.
 
     ``VAR=VAL``; optional ``export``; ``#`` lines and blank lines ignored; unquoted
     values end at `` #`` (a ``#`` after a space), are stripped; ``'single'`` quoted
-    values are literal; ``"double"`` quoted ones understand ``\\n \\r \\t \\\\ \\"``;
+    values are literal; ``"double"`` quoted ones understand ``\\n \\r \\t \\\\ \\" \\$``;
     a comment may follow the closing quote. ``VAR`` alone (no ``=``) is ignored.
 
+    Unquoted and double-quoted values are interpolated as Compose does (compose-go's
+    dotenv): a name is looked up in LOOKUP first (``--var``, and the environment with
+    ``--from-env``), then in the lines above it; ``$$`` is a literal ``$``.
+
     Raises:
-        FormatError: a line with no variable name or an unterminated quote.
+        FormatError: a line with no variable name, an unterminated quote, an invalid
+            interpolation or a ``:?`` variable without a value (naming the line).
     """
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -196,19 +204,26 @@ def parse_env_file(text: str, name: str) -> dict[str, str]:
             raise FormatError(f"{name}:{number}: {key[:40]!r} is not a variable name")
         if not sep:
             continue
-        values[key] = _env_value(value.strip(), f"{name}:{number}")
+        where = f"{name}:{number}"
+        raw, interpolated = _env_value(value.strip(), where)
+        if interpolated:
+            scope = ChainMap(dict(lookup or {}), values)
+            raw = Interpolator(scope, where).expand(raw, "value")
+        values[key] = raw
     return values
 
 
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
+# "\\$" stays a literal "$": written "$$" for the interpolation that follows
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$$"}
 
 
-def _env_value(value: str, where: str) -> str:
+def _env_value(value: str, where: str) -> tuple[str, bool]:
+    """The value of one line, and whether it is to be interpolated (not single-quoted)."""
     if value[:1] == "'":
         end = value.find("'", 1)
         if end < 0:
             raise FormatError(f"{where}: unterminated single quote")
-        return value[1:end]
+        return value[1:end], False
     if value[:1] == '"':
         out: list[str] = []
         pos = 1
@@ -220,16 +235,16 @@ def _env_value(value: str, where: str) -> str:
                 pos += 2
                 continue
             if char == '"':
-                return "".join(out)
+                return "".join(out), True
             out.append(char)
             pos += 1
         raise FormatError(f"{where}: unterminated double quote")
     cut = re.search(r"\s#", value)
-    return (value[: cut.start()] if cut else value).strip()
+    return (value[: cut.start()] if cut else value).strip(), True
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """PATH parsed as a ``.env`` file.
+def read_env_file(path: Path, lookup: Mapping[str, str] | None = None) -> dict[str, str]:
+    """PATH parsed as a ``.env`` file, LOOKUP values first for its interpolations.
 
     Raises:
         FormatError: unreadable, too large, not UTF-8 or malformed.
@@ -245,7 +260,7 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FormatError(f"{path}: not UTF-8 text") from exc
-    return parse_env_file(text, str(path))
+    return parse_env_file(text, str(path), lookup)
 
 
 def resolve_variables(
@@ -263,9 +278,10 @@ def resolve_variables(
     with FROM_ENV.
     """
     values: dict[str, str] = dict(os.environ if environ is None else environ) if from_env else {}
+    lookup = {**values, **given}  # what the env file's own interpolations see first
     if env_file is not None:
-        values.update(read_env_file(env_file))
+        values.update(read_env_file(env_file, lookup))
     elif manifest_path is not None and (manifest_path.parent / ENV_FILE_NAME).is_file():
-        values.update(read_env_file(manifest_path.parent / ENV_FILE_NAME))
+        values.update(read_env_file(manifest_path.parent / ENV_FILE_NAME, lookup))
     values.update(given)
     return values
