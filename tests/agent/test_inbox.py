@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from deltaport.agent import Agent
@@ -25,13 +24,26 @@ with open(dest, "wb", buffering=0) as out:
 """
 
 
+class ManualClock:
+    """A monotonic clock the test moves: the agent judges quiet time by it, not mtime."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-def _backdate(path: Path, seconds: float) -> None:
-    then = time.time() - seconds
-    os.utime(path, (then, then))
+def _arrivals(inbox: Path) -> list[str]:
+    """The inbox's entries besides the agent's own done/ and failed/."""
+    return [name for name in _files(inbox) if name not in ("done", "failed")]
 
 
 def test_bundle_written_byte_by_byte_is_taken_only_when_complete(
@@ -50,7 +62,7 @@ def test_bundle_written_byte_by_byte_is_taken_only_when_complete(
                 passes_while_writing += 1
                 assert report.inbox_done == report.inbox_failed == report.failed == 0
                 assert report.inbox_waiting == 1 or not dest.exists()
-                assert _files(config.inbox) in (["v2.bundle"], [])
+                assert _arrivals(config.inbox) in (["v2.bundle"], [])
                 assert image_id_in(device_registry, world.small.target) is None
         finally:
             writer.wait(timeout=30)
@@ -58,7 +70,7 @@ def test_bundle_written_byte_by_byte_is_taken_only_when_complete(
         agent.run_once()
         assert passes_while_writing >= 3
         assert _files(config.inbox / "done") == ["v2.bundle"]
-        assert not (config.inbox / "failed").exists()
+        assert _files(config.inbox / "failed") == []
         assert image_id_in(device_registry, world.small.target) == world.small.image_id
         pending = agent.state.pending_messages(10)
     assert [(m["status"], m["image_id"], m["deployment"], m["device"]) for m in pending] == [
@@ -73,12 +85,16 @@ def test_truncated_bundle_waits_then_fails_once_stale(
     data = world.small.path.read_bytes()
     half = config.inbox / "half.bundle"
     half.write_bytes(data[: len(data) // 2])
-    with Agent(config) as agent:
-        _backdate(half, 3000)  # quiet for a while, but not stale yet: still waiting
+    os.utime(half, (0, 0))  # dated 1970: says nothing about how long it has been quiet
+    clock = ManualClock()
+    with Agent(config, clock=clock) as agent:
+        report = agent.run_once()  # first seen now
+        assert report.inbox_waiting == 1 and report.inbox_failed == 0
+        clock.advance(3000)  # quiet for a while, but not stale yet: still waiting
         report = agent.run_once()
         assert report.inbox_waiting == 1 and report.inbox_failed == 0
-        assert _files(config.inbox) == ["half.bundle"]
-        _backdate(half, 3700)
+        assert _arrivals(config.inbox) == ["half.bundle"]
+        clock.advance(700)
         report = agent.run_once()
         assert report.inbox_failed == 1
         assert _files(config.inbox / "failed") == ["half.bundle", "half.bundle.reason"]
@@ -94,10 +110,12 @@ def test_untrusted_signature_is_refused_after_settling(
     config.inbox.mkdir(parents=True)
     bad = config.inbox / "evil.bundle"
     bad.write_bytes(world.small_untrusted.path.read_bytes())
-    with Agent(config) as agent:
-        report = agent.run_once()  # just written: may be a tool still filling it in place
-        assert report.inbox_waiting == 1 and _files(config.inbox) == ["evil.bundle"]
-        _backdate(bad, 61)
+    os.utime(bad, (0, 0))
+    clock = ManualClock()
+    with Agent(config, clock=clock) as agent:
+        report = agent.run_once()  # first seen: may be a tool still filling it in place
+        assert report.inbox_waiting == 1 and _arrivals(config.inbox) == ["evil.bundle"]
+        clock.advance(61)
         report = agent.run_once()
         assert report.inbox_failed == 1
         reason = (config.inbox / "failed" / "evil.bundle.reason").read_text()

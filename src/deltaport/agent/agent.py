@@ -30,7 +30,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -51,15 +51,9 @@ from deltaport.agent.fetch import (
     work_dir,
 )
 from deltaport.agent.hub import BundleOffer, HubClient
-from deltaport.agent.inbox import (
-    Verdict,
-    candidates,
-    check_file,
-    file_key,
-    judge,
-    move_done,
-    move_failed,
-)
+from deltaport.agent.inbox import BundleOutcome
+from deltaport.agent.inboxscan import InboxScanner
+from deltaport.agent.keyring import current_keys, keys_for
 from deltaport.agent.messages import (
     LocalImage,
     failure_message,
@@ -67,8 +61,12 @@ from deltaport.agent.messages import (
     success_message,
 )
 from deltaport.agent.reconstruct import (
+    CAUSE_TEXT,
+    TOLD_TO_HUB,
+    DeferralCause,
     Target,
     check_disk,
+    deferral_cause,
     disk_needed,
     held_release,
     reconstruct,
@@ -83,7 +81,7 @@ from deltaport.agent.runtime.gc import sources_in_flight
 from deltaport.agent.runtime.model import RuntimeKind
 from deltaport.agent.runtime.service import DeviceRuntime, describe
 from deltaport.agent.state import AgentState
-from deltaport.bundle import BundleIndex, BundleReader, load_public_key
+from deltaport.bundle import BundleIndex, BundleReader, TrustedKeys, load_public_key
 from deltaport.errors import (
     AuthError,
     DeltaportError,
@@ -97,10 +95,11 @@ from deltaport.errors import (
 )
 from deltaport.oci import TransportOptions
 from deltaport.transfer import DownloadConfig
+from deltaport.trust import Role
 
 log = logging.getLogger("deltaport.agent")
 
-DONE, FAILED, DEFERRED = "done", "failed", "deferred"
+DONE, FAILED, DEFERRED = BundleOutcome.DONE, BundleOutcome.FAILED, BundleOutcome.DEFERRED
 
 
 @dataclass
@@ -143,17 +142,24 @@ class Agent:
     """The device daemon. One per state dir (a lock file enforces it)."""
 
     def __init__(self, config: AgentConfig, *, stop: threading.Event | None = None,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` (monotonic seconds) times how long inbox files have been quiet."""
         self.config = config
         self.stop = stop or threading.Event()
-        self.keys = [load_public_key(p) for p in config.trusted_keys]
+        self.keys: TrustedKeys = [load_public_key(p) for p in config.trusted_keys]
         self.downloads = config.state_dir / "downloads"
         self.scratch = config.state_dir / "scratch"
         for folder in (config.state_dir, config.inbox, self.downloads, self.scratch):
             folder.mkdir(parents=True, exist_ok=True)
+        self.inbox = InboxScanner(config.inbox, self.keys, settle=config.inbox_settle_seconds,
+                                  stale=config.inbox_stale_seconds, clock=clock)
+        self.inbox.check_folders()  # refuses to start on a done/ or failed/ not its own
         self._lock_fd = _lock(config.state_dir / "agent.lock")
         _empty_scratch(self.scratch)  # what a killed agent left there is never resumed
         self.state = AgentState(config.database)
+        self.keys = keys_for(config.root_keys, self.state, Role.BUNDLE, self.keys)
+        self.inbox.keys = self.keys  # the keyring needs the state (docs/trust.md)
         self.registry = LocalRegistry(config.registry_host,
                                       TransportOptions(insecure=True, temp_dir=self.scratch))
         self.hub = HubClient(config.hub, http) if config.hub is not None else None
@@ -177,7 +183,8 @@ class Agent:
             engine = DockerEngine(settings.docker_host, self.config.registry_host)
         return DeviceRuntime(settings, device=self.config.device, state=self.state,
                              state_dir=self.config.state_dir, registry=self.registry,
-                             keys=[load_public_key(p) for p in settings.manifest_keys],
+                             keys=keys_for(self.config.root_keys, self.state, Role.MANIFEST,
+                                           [load_public_key(p) for p in settings.manifest_keys]),
                              engine=engine, stop=self.stop, on_active=self._after_active)
 
     def _after_active(self, new: Memory, previous: Memory | None) -> None:
@@ -269,48 +276,18 @@ class Agent:
 
     # -- inbox -----------------------------------------------------------------------
     def _scan_inbox(self, report: PassReport) -> None:
-        for path in candidates(self.config.inbox):
-            if self.stop.is_set():
-                return
-            try:
-                self._inbox_file(path, report)
-            except FileNotFoundError:
-                continue  # taken away by its writer meanwhile
-            except DeltaportError as exc:  # one stuck file must not stop the pass
-                log.error("inbox %s: %s", path.name, exc)
+        """Take the inbox's complete bundles (inboxscan.py); raises StorageError, unsafe."""
+        def apply(path: Path, index: BundleIndex, key: str) -> tuple[str, str | None]:
+            prior = self.state.outcome(key)
+            if prior is not None:
+                return prior.outcome, prior.reason
+            return self._apply(_Job(path, index, key, None, {"via": "inbox"}), report)
 
-    def _inbox_file(self, path: Path, report: PassReport) -> None:
-        quiet_for = time.time() - path.stat().st_mtime
-        error: DeltaportError | None = None
-        index = None
-        try:
-            index = check_file(path, self.keys)
-        except DeltaportError as exc:
-            error = exc
-        judgement = judge(error, quiet_for, settle=self.config.inbox_settle_seconds,
-                          stale=self.config.inbox_stale_seconds)
-        if judgement.verdict is Verdict.WAIT:
-            report.inbox_waiting += 1
-            log.debug("inbox %s: waiting (%s)", path.name, judgement.reason)
-            return
-        if judgement.verdict is Verdict.REJECT or index is None:
-            log.warning("inbox %s: rejected: %s", path.name, judgement.reason)
-            move_failed(self.config.inbox, path, judgement.reason)
-            report.inbox_failed += 1
-            report.failures.append(judgement.reason)
-            return
-        key = file_key(path, index)
-        prior = self.state.outcome(key)
-        if prior is not None:
-            outcome, reason = prior.outcome, prior.reason
-        else:
-            outcome, reason = self._apply(_Job(path, index, key, None, {"via": "inbox"}), report)
-        if outcome == DONE:
-            move_done(self.config.inbox, path)
-            report.inbox_done += 1
-        elif outcome == FAILED:
-            move_failed(self.config.inbox, path, reason or "failed")
-            report.inbox_failed += 1
+        tally = self.inbox.scan(apply, self.stop)
+        report.inbox_done += tally.done
+        report.inbox_failed += tally.failed
+        report.inbox_waiting += tally.waiting
+        report.failures.extend(tally.failures)
 
     # -- applying a verified bundle ------------------------------------------------------
     def _apply(self, job: _Job, report: PassReport) -> tuple[str, str | None]:
@@ -330,16 +307,18 @@ class Agent:
             log.info("reconstructing %s (%s) from %d local image(s)", target.name,
                      target.image_id[:19], len(images))
             rebuilt = reconstruct(job.path, target, registry=self.registry, images=images,
-                                  trusted_keys=self.keys, scratch=self.scratch,
+                                  trusted_keys=current_keys(self.keys), scratch=self.scratch,
                                   min_free=self.config.min_free_bytes)
         except MissingSourceError as exc:
             missing = ", ".join(exc.missing) or str(exc)
             return self._failed(job.key, job.offer, target, f"missing source layers: {missing}",
                                 report)
         except StorageError as exc:
-            return self._deferred(job.key, job.offer, target, str(exc), report, tell_hub=True)
+            return self._deferred(job.key, job.offer, target, str(exc), report,
+                                  deferral_cause(exc))
         except TransferError as exc:
-            return self._deferred(job.key, job.offer, target, f"local registry: {exc}", report)
+            return self._deferred(job.key, job.offer, target, f"local registry: {exc}", report,
+                                  deferral_cause(exc))
         except DeltaportError as exc:
             return self._failed(job.key, job.offer, target, f"{type(exc).__name__}: {exc}",
                                 report)
@@ -402,15 +381,19 @@ class Agent:
         return FAILED, reason
 
     def _deferred(self, key: str, offer: BundleOffer | None, target: Target, reason: str,
-                  report: PassReport, *, tell_hub: bool = False) -> tuple[str, str | None]:
-        """Keep the bundle for the next pass; tell the hub once per distinct reason."""
-        log.warning("bundle %s deferred: %s", key, reason)
+                  report: PassReport, cause: DeferralCause) -> tuple[str, str | None]:
+        """Keep the bundle for the next pass; tell the hub once per cause (not per byte
+        count in the reason): again only when the cause changes or after it was cleared."""
         report.deferred += 1
-        if tell_hub and self.state.get(f"deferred:{key}") != reason:
-            self.state.enqueue(failure_message(
-                self.config.device, target.image_id, f"deferred: {reason}",
-                target=target.name, deployment=_deployment(offer, target), bundle=key))
-            self.state.put(f"deferred:{key}", reason)
+        if self.state.get(f"deferred:{key}") == cause:
+            log.debug("bundle %s still deferred (%s): %s", key, cause, reason)
+            return DEFERRED, reason
+        log.warning("bundle %s deferred (%s): %s", key, cause, reason)
+        messages = [{**failure_message(
+            self.config.device, target.image_id, f"deferred: {CAUSE_TEXT[cause]}: {reason}",
+            target=target.name, deployment=_deployment(offer, target), bundle=key),
+            "deferral_cause": str(cause)}] if cause in TOLD_TO_HUB else []
+        self.state.commit({f"deferred:{key}": str(cause)}, messages)
         return DEFERRED, reason
 
     # -- hub downloads -----------------------------------------------------------------
@@ -477,6 +460,10 @@ class Agent:
         key = offer_key(offer)
         if self.state.outcome(key) is not None:
             return
+        refused = hub.offer_refusal(offer)
+        if refused is not None:  # permanent for this offer; the others go on
+            self._failed(key, offer, None, refused, report)
+            return
         folder = work_dir(self.downloads, offer.digest)
         if not (folder / "offer.json").exists():
             save_offer(folder, offer)
@@ -486,14 +473,16 @@ class Agent:
             config = self._download_config(hub, offer)
             try:
                 index, fetched = fetch_head(offer, folder, config=config, trusted_keys=self.keys,
-                                            probe=self.config.head_probe_bytes, stop=self.stop)
+                                            probe=self.config.head_probe_bytes, stop=self.stop,
+                                            client=hub.http)
                 stopped = self._check_before_payload(offer, index, key, report)
                 if stopped:
                     discard(folder)
                     return
                 log.info("downloading %s (%d bytes) for %s", offer.digest[:19], offer.size,
                          offer.target or offer.image_id[:19])
-                fetched += fetch_payload(offer, folder, index, config=config, stop=self.stop)
+                fetched += fetch_payload(offer, folder, index, config=config, stop=self.stop,
+                                         client=hub.http)
                 assemble(offer, folder)
             except (FormatError, IntegrityError) as exc:  # includes Signature, Truncated
                 self._failed(key, offer, None, f"{type(exc).__name__}: {exc}", report)
@@ -534,10 +523,16 @@ class Agent:
         needed = disk_needed(target, 2 * offer.size, self.config.min_free_bytes)
         try:
             check_disk(self.downloads, needed)
+        except StorageError as exc:
+            self._deferred(key, offer, target, str(exc), report, deferral_cause(exc))
+            return True
+        try:
             self.disk.check_watermark(target.size, sources_in_flight(self._offers))
         except StorageError as exc:
-            self._deferred(key, offer, target, str(exc), report, tell_hub=True)
+            self._deferred(key, offer, target, str(exc), report, DeferralCause.DISK_WATERMARK)
             return True
+        if self.state.get(f"deferred:{key}"):
+            self.state.put(f"deferred:{key}", "")  # cleared: a later shortage is news again
         return False
 
     # -- outbox delivery and desired manifest ----------------------------------------------

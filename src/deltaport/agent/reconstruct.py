@@ -9,11 +9,13 @@ killed half-way is simply run again.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,14 @@ from deltaport.agent.state import HeldRelease
 from deltaport.bundle import BundleIndex, Release
 from deltaport.delta.content import parse_content
 from deltaport.delta.image import apply_image_delta
-from deltaport.errors import FormatError, StorageError, UsageError
+from deltaport.errors import (
+    DeltaportError,
+    FormatError,
+    RegistryError,
+    StorageError,
+    TransferError,
+    UsageError,
+)
 from deltaport.oci import parse_reference
 
 SCRATCH_FACTOR = 2  # uncompressed target bytes held at once: spooled sources + new layer
@@ -75,7 +84,7 @@ def target_of(index: BundleIndex) -> Target:
         deployment=deployment if isinstance(deployment, str) else None,
         devices=tuple(devices) if devices is not None else None,
         release=index.release,
-        signer=index.signer_key_id or "",
+        signer=index.trust_domain or index.signer_key_id or "",  # docs/trust.md section 5
     )
 
 
@@ -139,12 +148,74 @@ def disk_needed(target: Target, bundle_bytes_to_come: int, min_free: int) -> int
     return bundle_bytes_to_come + SCRATCH_FACTOR * target.size + min_free
 
 
+class DeferralCause(StrEnum):
+    """Why a bundle waits for a later pass: the stable key its deferral is reported by.
+
+    A reason text carries byte counts that change every pass; the cause does not, so
+    the hub hears of a deferral once per cause (again when the cause changes, or after
+    it was cleared), not once per pass.
+    """
+
+    DISK_FULL = "disk_full"  # the agent's disk has less free than a reconstruction needs
+    DISK_WATERMARK = "disk_watermark"  # it would eat into runtime.keep_free, even after GC
+    REGISTRY_DISK_FULL = "registry_disk_full"  # the device registry cannot store: disk full
+    REGISTRY_UNREACHABLE = "registry_unreachable"  # the device registry is down or failing
+    STORAGE = "storage"  # the agent's disk failed otherwise (unwritable, I/O error)
+
+
+CAUSE_TEXT = {
+    DeferralCause.DISK_FULL: "not enough free disk on the device",
+    DeferralCause.DISK_WATERMARK: "the registry disk's kept-free share would be used",
+    DeferralCause.REGISTRY_DISK_FULL: "the device registry's disk is full",
+    DeferralCause.REGISTRY_UNREACHABLE: "the device registry is unreachable",
+    DeferralCause.STORAGE: "the device's disk failed",
+}
+TOLD_TO_HUB = frozenset({DeferralCause.DISK_FULL, DeferralCause.DISK_WATERMARK,
+                         DeferralCause.REGISTRY_DISK_FULL, DeferralCause.STORAGE})
+"""Causes the operator can act on (free disk); a registry that is down is the device's
+own passing trouble, retried every pass without a message."""
+
+REGISTRY_DISK_FULL_MARKS = ("no space left on device", "disk quota exceeded",
+                            "insufficient storage", "enospc")
+"""What Docker Distribution (and others) put in a 5xx answer when their disk is full."""
+
+
+class NotEnoughDiskError(StorageError):
+    """A file system has less free space than a step needs (see :func:`check_disk`)."""
+
+
 def check_disk(where: Path, needed: int) -> None:
-    """Raises StorageError when the file system of ``where`` has less than ``needed`` free."""
+    """Raises NotEnoughDiskError when the file system of ``where`` has less than ``needed``
+    free; the message has the byte counts, :func:`deferral_cause` the stable cause."""
     free = shutil.disk_usage(where).free
     if free < needed:
-        raise StorageError(f"not enough free disk in {where}: {free} bytes free, "
-                           f"{needed} needed")
+        raise NotEnoughDiskError(f"not enough free disk in {where}: {free} bytes free, "
+                                 f"{needed} needed")
+
+
+def deferral_cause(error: DeltaportError) -> DeferralCause:
+    """Pure: the stable cause of a deferring error (disk, registry disk, registry down)."""
+    if isinstance(error, NotEnoughDiskError) or _enospc(error):
+        return DeferralCause.DISK_FULL
+    if isinstance(error, RegistryError) and (
+            error.status == 507 or ((error.status or 0) >= 500 and any(
+                mark in str(error).lower() for mark in REGISTRY_DISK_FULL_MARKS))):
+        return DeferralCause.REGISTRY_DISK_FULL
+    if isinstance(error, TransferError):
+        return DeferralCause.REGISTRY_UNREACHABLE
+    return DeferralCause.STORAGE
+
+
+def _enospc(error: BaseException) -> bool:
+    """Whether an OSError with ENOSPC/EDQUOT is in the chain of ``error``."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a cause chain is short; bound it anyway
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def already_present(target: Target, images: Sequence[LocalImage]) -> bool:

@@ -102,12 +102,17 @@ def transport_error(host: str, what: str, exc: httpx.TransportError) -> Transfer
 
 
 def error_detail(response: httpx.Response) -> tuple[str, str]:
-    """(code, message) of a registry error body, or ('', '')."""
+    """(code, message) of a registry error body, or ('', ''); a text ``detail`` is kept
+    (Docker Distribution's "unknown error" says "no space left on device" only there)."""
     try:
         body = response.read()[:MAX_ERROR_BODY]
         doc = httpx.Response(200, content=body).json()
         first = doc["errors"][0]
-        return str(first.get("code", "")), str(first.get("message", ""))
+        detail = first.get("detail")
+        message = str(first.get("message", ""))
+        if isinstance(detail, str) and detail:
+            message = f"{message}: {detail}" if message else detail
+        return str(first.get("code", "")), message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, httpx.HTTPError):
         return "", ""
 
