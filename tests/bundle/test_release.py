@@ -34,7 +34,7 @@ def test_release_is_signed_and_read_back(tmp_path: Path) -> None:
     path = tmp_path / "r.bundle"
     _write(path, key, Release(7, 2_000_000_000))
     with BundleReader(path, trusted_keys=[key.public_key()]) as reader:
-        assert reader.index.format_version == FORMAT_VERSION == 3
+        assert reader.index.format_version == FORMAT_VERSION == 4
         assert reader.index.release == Release(7, 2_000_000_000)
         reader.verify_all()
 

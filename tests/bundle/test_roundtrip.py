@@ -125,7 +125,7 @@ def test_layout_is_fixed_head_index_signatures_then_members_back_to_back(
     build_bundle(path, key=Ed25519PrivateKey.generate())
     data = path.read_bytes()
     assert data[:8] == MAGIC
-    assert int.from_bytes(data[8:10], "big") == FORMAT_VERSION == 3
+    assert int.from_bytes(data[8:10], "big") == FORMAT_VERSION == 4
     assert data[10:12] == b"\x00\x00"
     index_len, sig_len = int.from_bytes(data[12:16], "big"), int.from_bytes(data[16:20], "big")
     with BundleReader(path) as reader:

@@ -3,7 +3,8 @@
 Example ``agent.toml`` (relative paths are relative to the file's directory)::
 
     device = "dev-1"
-    trusted_keys = ["keys/deltaport.pub"]
+    root_keys = ["keys/root.pub"]  # docs/trust.md: the root certifies the signing keys
+    trusted_keys = ["keys/deltaport.pub"]  # or pinned keys, trusted for ever (either is needed)
     inbox = "/var/lib/deltaport/inbox"
     state_dir = "/var/lib/deltaport/state"
     registry = "docker://127.0.0.1:5000"
@@ -80,6 +81,7 @@ class AgentConfig:
     min_free_bytes: int = 64 * 1024 * 1024  # disk kept free beyond a reconstruction's estimate
     docker_host: str | None = None  # "unix:///run/podman.sock": also pull into this engine
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    root_keys: tuple[Path, ...] = ()  # root public keys: signing keys come from key lists
 
     @property
     def registry_host(self) -> str:
@@ -96,6 +98,7 @@ _KNOWN = {
     "device", "trusted_keys", "inbox", "state_dir", "registry", "desired_manifest", "hub",
     "max_rate", "poll_interval", "inventory_interval", "inbox_settle_seconds",
     "inbox_stale_seconds", "download_max_attempts", "min_free_bytes", "docker_host", "runtime",
+    "root_keys",
 }
 _RUNTIME_KNOWN = {
     "kind", "docker_host", "manifest_keys", "health_window", "health_grace", "health_poll",
@@ -116,9 +119,12 @@ def config_from_mapping(doc: Mapping[str, Any], base: Path,
     unknown = sorted(set(doc) - _KNOWN)
     if unknown:
         raise UsageError(f"agent config: unknown setting(s) {', '.join(unknown)}")
-    keys = doc.get("trusted_keys")
-    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
-        raise UsageError("agent config: trusted_keys must be a non-empty list of key paths")
+    roots = _paths(base, doc.get("root_keys", []), "root_keys")
+    keys = doc.get("trusted_keys", [] if roots else None)
+    if not isinstance(keys, list) or not (keys or roots) or not all(
+            isinstance(k, str) for k in keys):
+        raise UsageError("agent config: trusted_keys must be a non-empty list of key paths "
+                         "(or give root_keys, docs/trust.md)")
     registry = _string(doc, "registry")
     if not registry.startswith("docker://") or "/" in registry.removeprefix("docker://").strip("/"):
         raise UsageError("agent config: registry must look like docker://127.0.0.1:5000")
@@ -139,7 +145,8 @@ def config_from_mapping(doc: Mapping[str, Any], base: Path,
         download_max_attempts=_number(doc, "download_max_attempts", 8, int),
         min_free_bytes=_number(doc, "min_free_bytes", 64 << 20, int, zero_ok=True),
         docker_host=doc.get("docker_host") if isinstance(doc.get("docker_host"), str) else None,
-        runtime=_runtime(doc.get("runtime"), base, manifest),
+        runtime=_runtime(doc.get("runtime"), base, manifest, bool(roots)),
+        root_keys=roots,
     )
 
 
@@ -149,7 +156,7 @@ def _paths(base: Path, raw: Any, where: str) -> tuple[Path, ...]:
     return tuple(_path(base, k) for k in raw)
 
 
-def _runtime(raw: Any, base: Path, desired_manifest: Any) -> RuntimeSettings:
+def _runtime(raw: Any, base: Path, desired_manifest: Any, roots: bool = False) -> RuntimeSettings:
     """The ``[runtime]`` table; a top-level ``desired_manifest`` alone means kind "file"."""
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
@@ -163,7 +170,7 @@ def _runtime(raw: Any, base: Path, desired_manifest: Any) -> RuntimeSettings:
     except ValueError as exc:
         raise UsageError("agent config: runtime.kind must be engine, file or none") from exc
     keys = _paths(base, raw.get("manifest_keys", []), "runtime.manifest_keys")
-    if kind is not RuntimeKind.NONE and not keys:
+    if kind is not RuntimeKind.NONE and not keys and not roots:
         raise UsageError(f"agent config: runtime kind {kind} needs runtime.manifest_keys "
                          "(the public keys that may sign desired manifests)")
     host = raw.get("docker_host")

@@ -23,15 +23,13 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.agent.hub import BundleOffer
-from deltaport.bundle import BundleIndex, read_head, required_head_bytes
+from deltaport.bundle import BundleIndex, TrustedKeys, read_head, required_head_bytes
 from deltaport.errors import FormatError, IntegrityError, StorageError
 from deltaport.fsutil import write_atomic
 from deltaport.transfer import ChunkPlan, DownloadConfig, download, fetch_range, part_path
@@ -68,7 +66,7 @@ def load_offer(folder: Path) -> BundleOffer | None:
 
 
 def fetch_head(offer: BundleOffer, folder: Path, *, config: DownloadConfig,
-               trusted_keys: Sequence[Ed25519PublicKey], probe: int,
+               trusted_keys: TrustedKeys, probe: int,
                stop: threading.Event | None = None,
                client: httpx.Client | None = None) -> tuple[BundleIndex, int]:
     """The verified head of the offered bundle (from disk, or fetched); and bytes fetched.

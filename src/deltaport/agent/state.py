@@ -13,6 +13,7 @@
 - ``bundles``: the outcome of every bundle handled (by key: ``hub:<digest>`` or
   ``index:<index digest>``), so a bundle is not downloaded or reported twice.
 - ``kv``: small values (desired manifest ETag, time of the last check-in).
+- ``key_list``: the newest root-signed key list seen (docs/trust.md); never lowered.
 
 WAL journal with ``synchronous=FULL``: a committed message survives SIGKILL and power loss.
 """
@@ -66,6 +67,12 @@ CREATE TABLE IF NOT EXISTS releases (
     image_id TEXT NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (name, signer)
+);
+CREATE TABLE IF NOT EXISTS key_list (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    updated REAL NOT NULL
 );
 """
 
@@ -208,6 +215,22 @@ class AgentState:
         rows = self._query(
             "SELECT signer, version, image_id FROM releases WHERE name = ?", (name,))
         return {str(s): HeldRelease(name, str(s), int(v), str(i)) for s, v, i in rows}
+
+    # -- the key list (docs/trust.md) ------------------------------------------------------
+    def key_list(self) -> tuple[int, str] | None:
+        """The held key list: its version and its envelope JSON, or None."""
+        rows = self._query("SELECT version, envelope FROM key_list WHERE id = 1")
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def hold_key_list(self, version: int, envelope: str) -> None:
+        """Keep ENVELOPE (verified by the caller) as the held key list if VERSION is newer."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO key_list (id, version, envelope, updated) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+                "envelope = excluded.envelope, updated = excluded.updated "
+                "WHERE excluded.version > key_list.version",
+                (version, envelope, time.time()))
 
     def outcome(self, key: str) -> Outcome | None:
         """The recorded outcome of bundle ``key``, if any."""

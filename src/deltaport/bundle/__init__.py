@@ -28,6 +28,7 @@ from deltaport.bundle.keys import (
 )
 from deltaport.bundle.payload import PayloadVerifier
 from deltaport.bundle.reader import BundleReader
+from deltaport.bundle.signing import Keyring, ResolvedKeys, Signer, TrustedKeys
 from deltaport.bundle.writer import BundleInfo, BundleWriter
 
 __all__ = [
@@ -39,9 +40,13 @@ __all__ = [
     "BundleReader",
     "BundleWriter",
     "KeyPair",
+    "Keyring",
     "MemberInfo",
     "PayloadVerifier",
     "Release",
+    "ResolvedKeys",
+    "Signer",
+    "TrustedKeys",
     "generate_keypair",
     "key_id",
     "load_private_key",

@@ -11,13 +11,21 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The bundle format version this code writes.
 
 Version 1 was a tar archive; version 2 drops the tar framing (3-4 KiB of headers,
 padding and end-of-archive blocks per bundle, more than a small update's patches).
 Version 3 adds the optional signed ``release`` (version and expiry, against replay).
+Version 4 adds the optional root-signed ``key_list`` to the signature document
+(docs/trust.md), so signing keys can be rotated without touching the device.
 """
+
+KEY_LIST_FORMAT_VERSION = 4
+"""The first format whose signature document may carry ``key_list``."""
+
+KEY_LIST_FIELD = "key_list"
+"""The signature document field holding the key list envelope (format 4)."""
 
 MIN_FORMAT_VERSION = 2
 """The oldest format version this code reads (2: the same layout, without ``release``)."""

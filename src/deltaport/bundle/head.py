@@ -12,26 +12,34 @@ first, then the schema).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
-from collections.abc import Sequence
 
 import zstandard
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.bundle.format import (
     FORMAT_VERSION,
     HEAD_FIXED_SIZE,
+    KEY_LIST_FIELD,
+    KEY_LIST_FORMAT_VERSION,
     MAGIC,
     MIN_FORMAT_VERSION,
     V1_PREFIX,
     BundleLimits,
 )
 from deltaport.bundle.index import BundleIndex, parse_index
-from deltaport.bundle.signing import check_signatures, parse_signatures
+from deltaport.bundle.signing import (
+    Keyring,
+    TrustedKeys,
+    check_signatures,
+    parse_signature_document,
+    resolve_keys,
+)
 from deltaport.errors import (
     FormatError,
     IntegrityError,
+    SignatureError,
     TruncatedError,
     UnsupportedVersionError,
     UsageError,
@@ -138,20 +146,20 @@ def required_head_bytes(data: bytes, limits: BundleLimits = BundleLimits()) -> i
     return HEAD_FIXED_SIZE + index_size + sig_size
 
 
-def _split_head(data: bytes, limits: BundleLimits) -> tuple[bytes, bytes, int]:
-    """Stored index bytes, signature bytes and the payload offset."""
+def _split_head(data: bytes, limits: BundleLimits) -> tuple[int, bytes, bytes, int]:
+    """Format version, stored index bytes, signature bytes and the payload offset."""
     head_size = required_head_bytes(data, limits)
     if len(data) < head_size:
         raise TruncatedError(f"bundle ends after {len(data)} bytes, its head needs {head_size}")
-    _, index_size, _ = _fixed_part(data, limits)
+    version, index_size, _ = _fixed_part(data, limits)
     index_end = HEAD_FIXED_SIZE + index_size
-    return data[HEAD_FIXED_SIZE:index_end], data[index_end:head_size], head_size
+    return version, data[HEAD_FIXED_SIZE:index_end], data[index_end:head_size], head_size
 
 
 def read_head(
     data: bytes,
     *,
-    trusted_keys: Sequence[Ed25519PublicKey] | None = None,
+    trusted_keys: TrustedKeys | None = None,
     require_signature: bool | None = None,
     limits: BundleLimits = BundleLimits(),
 ) -> tuple[BundleIndex, bytes, int]:
@@ -160,7 +168,8 @@ def read_head(
     ``data`` may hold more than the head (the whole file, say). With ``trusted_keys``
     the signature is checked before the index is even decompressed; ``require_signature``
     defaults to True exactly when trusted keys are given (see :func:`check_signatures`
-    for what False means with keys).
+    for what False means with keys). A :class:`~deltaport.bundle.signing.Keyring`
+    chooses the keys from the key list the signature document carries (format 4).
 
     Raises:
         TruncatedError: ``data`` ends before the head does.
@@ -169,15 +178,23 @@ def read_head(
         FormatError: anything else malformed.
         UsageError: a signature is required but no trusted keys were given.
     """
-    keys = list(trusted_keys or [])
-    required = bool(keys) if require_signature is None else require_signature
-    if required and not keys:
+    given = isinstance(trusted_keys, Keyring) or bool(trusted_keys)
+    required = given if require_signature is None else require_signature
+    if required and not given:
         raise UsageError("a bundle signature is required, but no trusted keys were given")
-    index_bytes, signature_bytes, payload_offset = _split_head(data, limits)
-    entries = parse_signatures(signature_bytes, limits)
-    signer = (
-        check_signatures(index_bytes, entries, keys, require_signature=required) if keys else None
-    )
+    version, index_bytes, signature_bytes, payload_offset = _split_head(data, limits)
+    document = parse_signature_document(signature_bytes, limits)
+    if document.key_list is not None and version < KEY_LIST_FORMAT_VERSION:
+        raise SignatureError(f"a format-{version} bundle may not carry a {KEY_LIST_FIELD} "
+                             f"(format {KEY_LIST_FORMAT_VERSION} and later)")
+    signer = domain = None
+    if trusted_keys is not None and given:
+        resolved = resolve_keys(trusted_keys, document.key_list)
+        if resolved.keys or required:
+            signer = check_signatures(
+                index_bytes, document.entries, list(resolved.keys), require_signature=required,
+                explain=resolved.explain if isinstance(trusted_keys, Keyring) else None)
+        domain = resolved.domain if signer in resolved.certified else None
     index = parse_index(
         decode_index_bytes(index_bytes, limits),
         payload_offset=payload_offset,
@@ -185,6 +202,8 @@ def read_head(
         signer_key_id=signer,
         limits=limits,
     )
+    if domain is not None:
+        index = dataclasses.replace(index, trust_domain=domain)
     return index, signature_bytes, payload_offset
 
 

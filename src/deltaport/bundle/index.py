@@ -84,6 +84,7 @@ class BundleIndex:
     index_digest: str
     signer_key_id: str | None = None
     release: Release | None = None  # None: a version-2 bundle, or one built without it
+    trust_domain: str | None = None  # set when a keyring's certified key signed (docs/trust.md)
 
     @property
     def bundle_size(self) -> int:

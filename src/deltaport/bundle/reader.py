@@ -10,18 +10,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from deltaport.bundle.format import BundleLimits
 from deltaport.bundle.head import read_head, required_head_bytes
 from deltaport.bundle.index import BundleIndex, MemberInfo
 from deltaport.bundle.payload import PayloadVerifier
+from deltaport.bundle.signing import TrustedKeys
 from deltaport.errors import FormatError, IntegrityError, StorageError, TruncatedError
 
 HEAD_PROBE_SIZE = 64 << 10
@@ -100,7 +99,7 @@ class BundleReader:
         self,
         path: Path,
         *,
-        trusted_keys: Sequence[Ed25519PublicKey] | None = None,
+        trusted_keys: TrustedKeys | None = None,
         require_signature: bool | None = None,
         limits: BundleLimits = BundleLimits(),
     ) -> None:

@@ -4,6 +4,10 @@ Pure: bytes and key objects in, a verdict out. A bundle is accepted by a reader 
 trusted keys when one entry names a trusted key id and its signature over
 ``SIGNING_CONTEXT + stored index bytes`` verifies. Entries by keys the reader does not
 trust are ignored; a bad signature by a trusted key is refused outright.
+
+The trusted keys are either a fixed list (*pinned keys*) or a :class:`Keyring`, which
+picks them from the root-signed key list the bundle carries in its signature document
+(format 4, docs/trust.md) and the one the device already holds.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -20,7 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from deltaport.bundle.format import KEY_ID_RE, SIGNATURE_FIELDS, SIGNING_CONTEXT, BundleLimits
+from deltaport.bundle.format import (
+    KEY_ID_RE,
+    KEY_LIST_FIELD,
+    SIGNATURE_FIELDS,
+    SIGNING_CONTEXT,
+    BundleLimits,
+)
 from deltaport.bundle.index import loads_strict
 from deltaport.bundle.keys import key_id
 from deltaport.errors import FormatError, SignatureError
@@ -36,25 +47,79 @@ class SignatureEntry:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class Signer:
+    """A bundle signing key and the root-signed key list that certifies it.
+
+    The writer embeds ``key_list`` (the envelope object, docs/trust.md) in the
+    signature document, so a device provisioned with the root key alone learns the key.
+    """
+
+    private_key: Ed25519PrivateKey
+    key_list: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedKeys:
+    """The keys a :class:`Keyring` trusts for one document, and why others are not."""
+
+    keys: tuple[Ed25519PublicKey, ...]
+    explain: Callable[[str], str]  # key id -> why it is not trusted (for messages)
+    certified: frozenset[str] = frozenset()  # ids of ``keys`` a key list vouches for
+    domain: str | None = None  # names what certified keys sign for (release counters)
+
+
+@runtime_checkable
+class Keyring(Protocol):
+    """Decides which keys may sign, given the key list a document carries (or None).
+
+    Raises (from ``resolve``): SignatureError when the carried key list is forged or
+    contradicts the held one.
+    """
+
+    def resolve(self, key_list: Mapping[str, Any] | None) -> ResolvedKeys: ...
+
+
+TrustedKeys = Sequence[Ed25519PublicKey] | Keyring
+"""What a reader is told to trust: pinned public keys, or a keyring."""
+
+
+@dataclass(frozen=True)
+class SignatureDocument:
+    """A parsed signature document: the entries and the embedded key list (format 4)."""
+
+    entries: tuple[SignatureEntry, ...]
+    key_list: Mapping[str, Any] | None = None  # the key list envelope, not yet verified
+
+
 def signing_input(index_bytes: bytes) -> bytes:
     """The exact bytes an Ed25519 bundle signature covers."""
     return SIGNING_CONTEXT + index_bytes
 
 
-def sign_index(index_bytes: bytes, private_key: Ed25519PrivateKey) -> SignatureEntry:
+def sign_index(index_bytes: bytes, private_key: Ed25519PrivateKey | Signer) -> SignatureEntry:
     """Sign the stored index bytes with ``private_key``."""
+    if isinstance(private_key, Signer):
+        private_key = private_key.private_key
     signature = private_key.sign(signing_input(index_bytes))
     return SignatureEntry(key_id(private_key.public_key()), signature)
 
 
-def encode_signatures(entries: Sequence[SignatureEntry]) -> bytes:
-    """Canonical signature document bytes; an unsigned bundle has an empty list."""
-    document = {
+def encode_signatures(
+    entries: Sequence[SignatureEntry], key_list: Mapping[str, Any] | None = None
+) -> bytes:
+    """Canonical signature document bytes; an unsigned bundle has an empty list.
+
+    ``key_list`` (a key list envelope) is embedded as is; only format 4 allows it.
+    """
+    document: dict[str, Any] = {
         "signatures": [
             {"key_id": e.key_id, "signature": base64.b64encode(e.signature).decode("ascii")}
             for e in entries
         ]
     }
+    if key_list is not None:
+        document[KEY_LIST_FIELD] = dict(key_list)
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
@@ -75,8 +140,11 @@ def _parse_entry(obj: object) -> SignatureEntry:
     return SignatureEntry(kid, raw)
 
 
-def parse_signatures(data: bytes, limits: BundleLimits) -> tuple[SignatureEntry, ...]:
+def parse_signature_document(data: bytes, limits: BundleLimits) -> SignatureDocument:
     """Parse signature document bytes (already bounded by ``limits.max_signature_size``).
+
+    The embedded key list is returned as the JSON object it is, unverified (its root
+    signature is the keyring's business).
 
     Raises:
         SignatureError: the document is malformed or holds too many entries.
@@ -85,14 +153,44 @@ def parse_signatures(data: bytes, limits: BundleLimits) -> tuple[SignatureEntry,
         document = loads_strict(data, "signature document")
     except FormatError as exc:
         raise SignatureError(str(exc)) from exc
-    if not isinstance(document, dict) or document.keys() != {"signatures"}:
-        raise SignatureError("bundle signature document must be an object with only 'signatures'")
+    if not isinstance(document, dict) or not {"signatures"} <= document.keys() <= {
+        "signatures", KEY_LIST_FIELD
+    }:
+        raise SignatureError(
+            f"bundle signature document must be an object with 'signatures' "
+            f"(and optionally '{KEY_LIST_FIELD}') only"
+        )
     entries = document["signatures"]
     if not isinstance(entries, list) or len(entries) > limits.max_signatures:
         raise SignatureError(
             f"bundle signature document must list at most {limits.max_signatures} signatures"
         )
-    return tuple(_parse_entry(obj) for obj in entries)
+    key_list = document.get(KEY_LIST_FIELD)
+    if key_list is not None and not isinstance(key_list, dict):
+        raise SignatureError(f"bundle signature document: {KEY_LIST_FIELD} must be an object")
+    return SignatureDocument(tuple(_parse_entry(obj) for obj in entries), key_list)
+
+
+def parse_signatures(data: bytes, limits: BundleLimits) -> tuple[SignatureEntry, ...]:
+    """The entries of a signature document (see :func:`parse_signature_document`).
+
+    Raises:
+        SignatureError: the document is malformed or holds too many entries.
+    """
+    return parse_signature_document(data, limits).entries
+
+
+def resolve_keys(trusted: TrustedKeys, key_list: Mapping[str, Any] | None) -> ResolvedKeys:
+    """The keys to check against: pinned ones as they are, or a keyring's choice.
+
+    Raises:
+        SignatureError: the keyring refused the carried key list.
+    """
+    if isinstance(trusted, Keyring):
+        return trusted.resolve(key_list)
+    keys = tuple(trusted)
+    trusted_ids = ", ".join(key_id(k) for k in keys) or "none"
+    return ResolvedKeys(keys, lambda kid: f"{kid} is not a trusted key (trusted: {trusted_ids})")
 
 
 def check_signatures(
@@ -101,6 +199,7 @@ def check_signatures(
     trusted_keys: Sequence[Ed25519PublicKey],
     *,
     require_signature: bool,
+    explain: Callable[[str], str] | None = None,
 ) -> str | None:
     """The id of the trusted key that signed ``index_bytes``, or None if unsigned by one.
 
@@ -127,6 +226,9 @@ def check_signatures(
     if not entries:
         raise SignatureError("bundle is unsigned, but a signature by a trusted key is required")
     signers = ", ".join(e.key_id for e in entries)
+    if explain is not None:
+        reasons = "; ".join(explain(e.key_id) for e in entries)
+        raise SignatureError(f"bundle is signed by {signers}, none of which is trusted: {reasons}")
     raise SignatureError(
         f"bundle is signed by {signers}, none of which is trusted "
         f"(trusted: {', '.join(trusted) or 'none'})"

@@ -33,7 +33,7 @@ from deltaport.bundle.format import (
 from deltaport.bundle.head import encode_head, encode_index_bytes, read_head
 from deltaport.bundle.index import MemberInfo, Release, encode_index
 from deltaport.bundle.payload import ChunkHasher
-from deltaport.bundle.signing import encode_signatures, sign_index
+from deltaport.bundle.signing import Signer, encode_signatures, sign_index
 from deltaport.errors import FormatError, StorageError, TruncatedError, UsageError
 from deltaport.fsutil import fsync_dir
 
@@ -183,13 +183,15 @@ class BundleWriter:
     def finish(
         self,
         content: Mapping[str, Any],
-        signing_key: Ed25519PrivateKey | None,
+        signing_key: Ed25519PrivateKey | Signer | None,
         release: Release | None = None,
     ) -> BundleInfo:
         """Build and sign the index, write the bundle file atomically, describe it.
 
         ``release`` (version and expiry) is signed with the index; agents use it to
-        refuse replayed or expired bundles (docs/bundle-format.md, section 9).
+        refuse replayed or expired bundles (docs/bundle-format.md, section 9). A
+        :class:`Signer` with a key list embeds it in the signature document, for
+        devices that trust a root key (docs/trust.md).
 
         Raises:
             UsageError: writer not open.
@@ -213,7 +215,8 @@ class BundleWriter:
             )
         index_bytes = encode_index_bytes(index_json)
         entries = [sign_index(index_bytes, signing_key)] if signing_key else []
-        head = encode_head(index_bytes, encode_signatures(entries))
+        key_list = signing_key.key_list if isinstance(signing_key, Signer) else None
+        head = encode_head(index_bytes, encode_signatures(entries, key_list))
         index, _, _ = read_head(head)  # the writer's output must satisfy the reader
         digest, size = self._publish(head)
         self._state = "finished"

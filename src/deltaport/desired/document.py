@@ -10,7 +10,9 @@ out. The envelope (docs/desired-manifest.md)::
 A signature covers ``SIGNING_CONTEXT + payload bytes`` (the decoded base64), so the
 payload is verified exactly as signed, never re-serialised first. The key is the
 hub's *manifest* key, not the bundle key: who may say what runs and who may say what
-content is can be different parties.
+content is can be different parties. An envelope may also carry ``key_list``, the
+root-signed key list that certifies the manifest key (docs/trust.md); a device with
+root keys learns the key from it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from deltaport.bundle.format import DIGEST_RE, KEY_ID_RE
 from deltaport.bundle.index import loads_strict
 from deltaport.bundle.keys import key_id
+from deltaport.bundle.signing import Keyring, Signer, TrustedKeys, resolve_keys
 from deltaport.errors import FormatError, IntegrityError, SignatureError
 
 FORMAT = "deltaport.desired/1"
@@ -43,6 +46,7 @@ MAX_REFERENCE_CHARS = 500
 ED25519_SIGNATURE_SIZE = 64
 
 ENVELOPE_FIELDS = frozenset({"format", "payload", "signatures"})
+KEY_LIST_FIELD = "key_list"  # optional: the key list envelope (docs/trust.md)
 PAYLOAD_FIELDS = frozenset(
     {"format", "device", "version", "deployment", "issued_at", "kind", "modules", "manifest"}
 )
@@ -104,28 +108,36 @@ def payload_bytes(state: DesiredState) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def encode_envelope(state: DesiredState, keys: Sequence[Ed25519PrivateKey]) -> bytes:
-    """The signed envelope bytes of STATE, one signature per key (none: unsigned)."""
+def encode_envelope(state: DesiredState, keys: Sequence[Ed25519PrivateKey | Signer]) -> bytes:
+    """The signed envelope bytes of STATE, one signature per key (none: unsigned).
+
+    The key list of the first :class:`Signer` that has one is embedded.
+    """
     payload = payload_bytes(state)
+    key_list = next((k.key_list for k in keys if isinstance(k, Signer) and k.key_list), None)
+    private_keys = [k.private_key if isinstance(k, Signer) else k for k in keys]
     signatures = [
         {
             "key_id": key_id(k.public_key()),
             "signature": base64.b64encode(k.sign(SIGNING_CONTEXT + payload)).decode("ascii"),
         }
-        for k in keys
+        for k in private_keys
     ]
-    envelope = {
+    envelope: dict[str, object] = {
         "format": FORMAT,
         "payload": base64.b64encode(payload).decode("ascii"),
         "signatures": signatures,
     }
+    if key_list is not None:
+        envelope[KEY_LIST_FIELD] = dict(key_list)
     return json.dumps(envelope, sort_keys=True, indent=1).encode("ascii")
 
 
-def decode_envelope(
-    data: bytes, trusted_keys: Sequence[Ed25519PublicKey], *, device: str
-) -> DesiredState:
+def decode_envelope(data: bytes, trusted_keys: TrustedKeys, *, device: str) -> DesiredState:
     """Check DATA: format, a signature by a trusted key, a well-formed payload for DEVICE.
+
+    TRUSTED_KEYS are pinned manifest keys, or a keyring that picks them from the key
+    list the envelope carries (docs/trust.md).
 
     Raises:
         FormatError: too large, not the envelope, or a malformed payload.
@@ -135,14 +147,18 @@ def decode_envelope(
     """
     if len(data) > DESIRED_MAX_BYTES:
         raise FormatError(f"desired manifest is larger than {DESIRED_MAX_BYTES} bytes")
-    envelope = _exact(loads_strict(data, "desired manifest"), ENVELOPE_FIELDS, "envelope")
+    document = loads_strict(data, "desired manifest")
+    key_list = _key_list(document)
+    envelope = _exact(document, ENVELOPE_FIELDS, "envelope")
     if envelope["format"] != FORMAT:
         raise FormatError(
             f"desired manifest format {str(envelope['format'])[:40]!r} is not {FORMAT!r} "
             "(an unsigned manifest from an older hub, or a newer format)"
         )
     payload = _b64(envelope["payload"], "payload")
-    signer = _check_signatures(payload, envelope["signatures"], trusted_keys)
+    resolved = resolve_keys(trusted_keys, key_list)
+    explain = resolved.explain if isinstance(trusted_keys, Keyring) else None
+    signer = _check_signatures(payload, envelope["signatures"], resolved.keys, explain)
     state = _parse_payload(payload)
     if state.device != device:
         raise IntegrityError(
@@ -153,6 +169,16 @@ def decode_envelope(
         issued_at=state.issued_at, kind=state.kind, modules=state.modules,
         manifest=state.manifest, signer=signer,
     )
+
+
+def _key_list(document: Any) -> Mapping[str, Any] | None:
+    """Take the optional key list out of DOCUMENT (what is left must be the envelope)."""
+    if not isinstance(document, dict) or KEY_LIST_FIELD not in document:
+        return None
+    key_list = document.pop(KEY_LIST_FIELD)
+    if not isinstance(key_list, dict):
+        raise FormatError(f"desired manifest {KEY_LIST_FIELD} must be an object")
+    return key_list
 
 
 def _exact(obj: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
@@ -172,7 +198,8 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 def _check_signatures(
-    payload: bytes, entries: Any, trusted_keys: Sequence[Ed25519PublicKey]
+    payload: bytes, entries: Any, trusted_keys: Sequence[Ed25519PublicKey],
+    explain: Callable[[str], str] | None = None,
 ) -> str:
     if not isinstance(entries, list) or len(entries) > MAX_SIGNATURES:
         raise SignatureError(f"desired manifest must list at most {MAX_SIGNATURES} signatures")
@@ -201,6 +228,9 @@ def _check_signatures(
     if not signers:
         raise SignatureError(
             "desired manifest is unsigned; a signature by a trusted key is required")
+    if explain is not None:
+        raise SignatureError(f"desired manifest is signed by {', '.join(signers)}, none of "
+                             f"which is trusted: {'; '.join(explain(s) for s in signers)}")
     raise SignatureError(
         f"desired manifest is signed by {', '.join(signers)}, none of which is trusted "
         f"(trusted: {', '.join(trusted) or 'none'})"

@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from deltaport.agent.registry import LocalRegistry
 from deltaport.agent.runtime.gate import GateState, Judgement, Verdict, judge, with_probed_health
 from deltaport.agent.runtime.model import (
@@ -48,6 +46,7 @@ from deltaport.agent.runtime.policy import Attempt, Decision, Deployed, Outcome,
 from deltaport.agent.runtime.reports import activation_message, runtime_report
 from deltaport.agent.runtime.specs import module_specs
 from deltaport.agent.state import AgentState
+from deltaport.bundle import TrustedKeys
 from deltaport.desired import DesiredState, decode_envelope
 from deltaport.errors import DeltaportError, IntegrityError, RegistryError, TransferError
 
@@ -123,7 +122,7 @@ class Runtime:
     """Runs the desired manifest in an engine. One per agent; single-threaded."""
 
     def __init__(self, settings: RuntimeSettings, *, device: str, state: AgentState,
-                 engine: Engine, registry: LocalRegistry, keys: Sequence[Ed25519PublicKey],
+                 engine: Engine, registry: LocalRegistry, keys: TrustedKeys,
                  stop: threading.Event | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None,
@@ -133,7 +132,7 @@ class Runtime:
         self.state = state
         self.engine = engine
         self.registry = registry
-        self.keys = list(keys)
+        self.keys = keys
         self.stop = stop or threading.Event()
         self.clock = clock
         self.sleep = sleep or self.stop.wait

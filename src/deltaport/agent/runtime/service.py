@@ -15,12 +15,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from deltaport.agent.registry import LocalRegistry
 from deltaport.agent.runtime.activation import Memory, Result, Runtime, refuse_once
@@ -28,6 +26,7 @@ from deltaport.agent.runtime.model import Engine, RuntimeSettings
 from deltaport.agent.runtime.policy import Attempt, Decision, Deployed, Outcome, decide
 from deltaport.agent.runtime.reports import activation_message, report_digest, runtime_report
 from deltaport.agent.state import AgentState
+from deltaport.bundle import TrustedKeys
 from deltaport.desired import DESIRED_MAX_BYTES, decode_envelope
 from deltaport.errors import DeltaportError, StorageError
 from deltaport.fsutil import write_atomic
@@ -52,14 +51,14 @@ class DeviceRuntime:
 
     def __init__(self, settings: RuntimeSettings, *, device: str, state: AgentState,
                  state_dir: Path, registry: LocalRegistry,
-                 keys: Sequence[Ed25519PublicKey], engine: Engine | None = None,
+                 keys: TrustedKeys, engine: Engine | None = None,
                  stop: threading.Event | None = None,
                  on_active: Callable[[Memory, Memory | None], None] | None = None) -> None:
         self.settings = settings
         self.device = device
         self.state = state
         self.envelope_path = state_dir / ENVELOPE_NAME
-        self.keys = list(keys)
+        self.keys = keys
         self.runtime = None if engine is None else Runtime(
             settings, device=device, state=state, engine=engine, registry=registry,
             keys=keys, stop=stop, on_active=on_active)
