@@ -10,6 +10,7 @@ Idempotent requests are retried a bounded number of times on transient failures
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from deltaport.oci.options import TransportOptions
 from deltaport.oci.registry.auth import Authenticator
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_DETAIL = 500  # characters of an error's detail kept in the message
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _NOT_FOUND_CODES = frozenset({"MANIFEST_UNKNOWN", "BLOB_UNKNOWN", "NAME_UNKNOWN"})
 
@@ -108,13 +110,25 @@ def error_detail(response: httpx.Response) -> tuple[str, str]:
         body = response.read()[:MAX_ERROR_BODY]
         doc = httpx.Response(200, content=body).json()
         first = doc["errors"][0]
-        detail = first.get("detail")
         message = str(first.get("message", ""))
-        if isinstance(detail, str) and detail:
+        detail = _detail_text(first.get("detail"))
+        if detail:
             message = f"{message}: {detail}" if message else detail
         return str(first.get("code", "")), message
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, httpx.HTTPError):
         return "", ""
+
+
+def _detail_text(detail: object) -> str:
+    """An error's ``detail`` as text: a string, or Distribution's storage-driver error
+    (``{"Enclosed": {"Op": "write", "Path": ..., "Err": 28}}``) with its errno named."""
+    if isinstance(detail, str):
+        return detail[:MAX_ERROR_DETAIL]
+    enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
+    if isinstance(enclosed, dict) and isinstance(enclosed.get("Err"), int):
+        return (f"{enclosed.get('Op', '')} {enclosed.get('Path', '')}: "
+                f"{os.strerror(enclosed['Err']).lower()}")[:MAX_ERROR_DETAIL]
+    return ""
 
 
 class RegistryClient:
