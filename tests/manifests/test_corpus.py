@@ -35,12 +35,7 @@ MIN_CORPUS_FILES = 30
 PODMAN_COMPOSE_TIMEOUT_S = 30
 
 # Cases that show a reader gap not fixed yet: strict, so a fix must remove them here.
-KNOWN_GAPS: dict[str, str] = {
-    "compose-extends-nested-dir": "a nested extends file is read relative to the first file",
-    "compose-include-then-extends": "an included file's extends is read relative to the first file",
-    "compose-reset-tag": "the !reset tag is refused",
-    "iotedge-moduledir-placeholder": "${MODULEDIR<path>} is not recognised as iotedgedev's",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 runner = CliRunner()
 

@@ -16,32 +16,45 @@
 from __future__ import annotations
 
 import copy
+import posixpath
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from deltaport.errors import FormatError
 from deltaport.manifests.model import Manifest, ModuleImage
 from deltaport.manifests.reference import local_reference, parse_image
+from deltaport.manifests.yamlload import RESET, Override
 
 PULL_POLICIES_DROPPED = frozenset({"never", "build"})
 EXTENDS_MAX_CHAIN = 16  # services one extends chain may pass through
+INCLUDE_MAX_DEPTH = 16  # files one include chain may pass through
 
 LoadFile = Callable[[str], dict[str, Any]]  # compose file path -> its document
 
 
 def resolve_include(
-    doc: dict[str, Any], name: str, load_file: LoadFile | None = None
+    doc: dict[str, Any],
+    name: str,
+    load_file: LoadFile | None = None,
+    origin: str = "",
+    depth: int = 0,
 ) -> dict[str, Any]:
     """DOC with the services of every ``include`` file added (compose-spec "Include").
 
-    A service both included and defined here is an error, as the spec says.
+    A service both included and defined here is an error, as the spec says. Paths are
+    relative to the file that names them (ORIGIN: its folder, relative to the first
+    file); an included file's own ``extends`` and ``include`` are resolved from its folder.
 
     Raises:
-        FormatError: a malformed ``include``, a conflict, or files that cannot be read.
+        FormatError: a malformed ``include``, a conflict, too deep (a cycle?), or files
+            that cannot be read.
     """
     include = doc.get("include")
     if include is None:
         return doc
+    if depth >= INCLUDE_MAX_DEPTH:
+        raise FormatError(f"{name}: include nested deeper than {INCLUDE_MAX_DEPTH} (a cycle?)")
     if not isinstance(include, list):
         raise FormatError(f"{name}: include must be a list")
     services = dict(doc.get("services") or {})
@@ -52,12 +65,15 @@ def resolve_include(
             raise FormatError(f"{name}: include[{index}] must name a file (path)")
         if load_file is None:
             raise FormatError(f"{name}: include[{index}]: {paths[0]!r} cannot be read here")
-        for path in paths:
-            other = resolve_extends(load_file(path), path, load_file)
+        for relative in paths:
+            path = relative_to(origin, relative)
+            folder = posixpath.dirname(path)
+            other = resolve_extends(load_file(path), path, load_file, folder)
+            other = resolve_include(other, path, load_file, folder, depth + 1)
             for service, spec in (other.get("services") or {}).items():
                 if service in services:
                     raise FormatError(
-                        f"{name}: service {service!r} from include {path!r} conflicts "
+                        f"{name}: service {service!r} from include {relative!r} conflicts "
                         "with one already defined"
                     )
                 services[service] = spec
@@ -66,10 +82,18 @@ def resolve_include(
     return out
 
 
+def relative_to(origin: str, path: str) -> str:
+    """PATH, named in a file of folder ORIGIN, as a path from the first file's folder."""
+    return posixpath.normpath(posixpath.join(origin, path)) if origin else path
+
+
 def resolve_extends(
-    doc: dict[str, Any], name: str, load_file: LoadFile | None = None
+    doc: dict[str, Any], name: str, load_file: LoadFile | None = None, origin: str = ""
 ) -> dict[str, Any]:
     """DOC with every ``extends`` replaced by the merged base service.
+
+    ``extends.file`` is relative to the file that names it (ORIGIN: the folder of DOC,
+    relative to the first file), so a base file may itself extend a file beside it.
 
     Raises:
         FormatError: a malformed ``extends``, an unknown base service, a cycle, or a
@@ -79,38 +103,43 @@ def resolve_extends(
     if not isinstance(services, dict):
         return doc
     out = {
-        svc: _extended(services, svc, spec, name, load_file, 0) for svc, spec in services.items()
+        svc: _extended(services, svc, spec, _Source(name, origin, load_file), 0)
+        for svc, spec in services.items()
     }
     return {**doc, "services": out}
 
 
-def _extended(
-    services: dict[str, Any],
-    service: str,
-    spec: Any,
-    name: str,
-    load_file: LoadFile | None,
-    depth: int,
-) -> Any:
+@dataclass(frozen=True)
+class _Source:
+    """The file a service is defined in: its NAME, its folder ORIGIN, how to read others."""
+
+    name: str
+    origin: str
+    load_file: LoadFile | None
+
+
+def _extended(services: dict[str, Any], service: str, spec: Any, src: _Source, depth: int) -> Any:
     if not isinstance(spec, dict) or "extends" not in spec:
         return spec
-    where = f"{name}: services.{service}.extends"
+    where = f"{src.name}: services.{service}.extends"
     if depth >= EXTENDS_MAX_CHAIN:
         raise FormatError(f"{where}: extends chain longer than {EXTENDS_MAX_CHAIN} (a cycle?)")
     ext = spec["extends"]
     ext = {"service": ext} if isinstance(ext, str) else ext
     if not isinstance(ext, dict) or not isinstance(ext.get("service"), str):
         raise FormatError(f"{where} must name a service")
-    base_services, base_name = services, name
+    base_services, base_src = services, src
     if "file" in ext:
-        if load_file is None:
+        if src.load_file is None:
             raise FormatError(f"{where}: file {ext['file']!r} cannot be read here")
-        other = load_file(str(ext["file"]))
-        base_services, base_name = other.get("services") or {}, str(ext["file"])
+        path = relative_to(src.origin, str(ext["file"]))
+        other = src.load_file(path)
+        base_services = other.get("services") or {}
+        base_src = _Source(path, posixpath.dirname(path), src.load_file)
     base = base_services.get(ext["service"]) if isinstance(base_services, dict) else None
     if not isinstance(base, dict):
-        raise FormatError(f"{where}: no service {ext['service']!r} in {base_name}")
-    base = _extended(base_services, ext["service"], base, base_name, load_file, depth + 1)
+        raise FormatError(f"{where}: no service {ext['service']!r} in {base_src.name}")
+    base = _extended(base_services, ext["service"], base, base_src, depth + 1)
     own = {k: v for k, v in spec.items() if k != "extends"}
     return _merge(base, own)
 
@@ -123,11 +152,27 @@ def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is RESET:
+            out.pop(key, None)
+        elif isinstance(value, Override):
+            out[key] = value.value
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
     return out
+
+
+def strip_merge_tags(node: Any) -> Any:
+    """NODE once merged: a ``!reset`` left with nothing under it removes its key (or list
+    item), an ``!override`` is its value."""
+    if isinstance(node, Override):
+        return strip_merge_tags(node.value)
+    if isinstance(node, dict):
+        return {k: strip_merge_tags(v) for k, v in node.items() if v is not RESET}
+    if isinstance(node, list):
+        return [strip_merge_tags(v) for v in node if v is not RESET]
+    return node
 
 
 def select_services(
@@ -135,10 +180,13 @@ def select_services(
 ) -> dict[str, Any]:
     """The document with only the services that run: active profiles, something to pull.
 
+    The merge tags are gone from it (:func:`strip_merge_tags`): every merge is done.
+
     Raises:
         FormatError: 'services' is not a non-empty mapping, a service is not a mapping,
             or nothing is left to deploy.
     """
+    doc = strip_merge_tags(doc)
     services = doc.get("services")
     if not isinstance(services, dict) or not services:
         raise FormatError(f"{name}: 'services' must be a non-empty mapping")

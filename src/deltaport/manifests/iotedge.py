@@ -2,8 +2,9 @@
 
 - A template (``deployment.template.json``) has placeholders that iotedgedev expands
   in the *text*, before JSON parsing: ``${VAR}`` and ``$VAR``, so ``"ttl": ${TTL}``
-  is valid once expanded. ``${MODULES.name}`` (``.platform``, ``.debug``) names the
-  image iotedgedev builds for a module folder: accepted through ``--var``, otherwise
+  is valid once expanded. ``${MODULES.name}`` (``.platform``, ``.debug``) and
+  ``${MODULEDIR<./path>.platform}`` name the image iotedgedev builds for a module
+  folder: accepted through ``--var``, otherwise
   the template must be generated first (``iotedgedev genconfig``). An unbraced
   ``$name`` with no value is left as written: ``$edgeAgent``, ``$edgeHub`` and
   ``$upstream`` are IoT Edge's own.
@@ -35,7 +36,11 @@ EDGE_AGENT = "$edgeAgent"
 CONTENT_KEYS = ("modulesContent", "moduleContent")
 MODULES_PREFIX = "MODULES."
 _LAYERED = re.compile(r"^properties\.desired\.(systemModules|modules)\.(.+)$")
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+MODULEDIR_PREFIX = "MODULEDIR<"  # ${MODULEDIR<./path/to/module>.platform}: a module folder
+_PLACEHOLDER = re.compile(
+    r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*|MODULEDIR<[^<>{}\"]*>[A-Za-z0-9_.\-]*)\}"
+    r"|\$([A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 def looks_like_iotedge(text: str) -> bool:
@@ -64,10 +69,10 @@ def expand_template(text: str, variables: Mapping[str, str], name: str) -> str:
     if missing:
         names = ", ".join("${" + v + "}" for v in sorted(missing))
         hint = "give --var NAME=VALUE, an --env-file, or --from-env"
-        if any(v.startswith(MODULES_PREFIX) for v in missing):
+        if any(v.startswith((MODULES_PREFIX, MODULEDIR_PREFIX)) for v in missing):
             hint = (
-                "${MODULES.*} is filled in by iotedgedev: generate the deployment first "
-                "(iotedgedev genconfig) or give --var MODULES.name=IMAGE"
+                "${MODULES.*} and ${MODULEDIR<path>.*} are filled in by iotedgedev: generate "
+                "the deployment first (iotedgedev genconfig) or give --var MODULES.name=IMAGE"
             )
         raise FormatError(f"{name}: no value for {names} ({hint})")
     return out

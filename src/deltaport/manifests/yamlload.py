@@ -10,6 +10,7 @@ the named limits in :mod:`deltaport.limits` before anything walks the document.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -48,6 +49,48 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+class Reset:
+    """A value tagged ``!reset``: removes what a base or earlier file gave the key
+    (compose-spec "Merge and override", reset value)."""
+
+    _instance: Reset | None = None
+
+    def __new__(cls) -> Reset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "!reset"
+
+
+RESET = Reset()
+
+
+@dataclass(frozen=True)
+class Override:
+    """A value tagged ``!override``: replaces the base's value whole, not merged into it
+    (compose-spec "Merge and override", replace value)."""
+
+    value: Any
+
+
+def _construct_reset(loader: yaml.SafeLoader, node: Node) -> Reset:
+    return RESET
+
+
+def _construct_override(loader: yaml.SafeLoader, node: Node) -> Override:
+    if isinstance(node, MappingNode):
+        return Override(loader.construct_mapping(node, deep=True))
+    if isinstance(node, SequenceNode):
+        return Override(loader.construct_sequence(node, deep=True))
+    return Override(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_BoundedLoader.add_constructor("!reset", _construct_reset)
+_BoundedLoader.add_constructor("!override", _construct_override)
 
 
 def expanded_size(root: Node) -> int:
