@@ -131,7 +131,8 @@ def agent_config(tmp_path: Path, world: World, registry_host: str, *,
         "state_dir": tmp_path / "state",
         "registry": f"docker://{registry_host}",
         "desired_manifest": tmp_path / "desired.json",
-        "hub": HubSettings(hub_url, token, timeout=5.0) if hub_url else None,
+        "hub": HubSettings(hub_url, token, timeout=5.0,  # plain-HTTP test hubs say so
+                           insecure=hub_url.startswith("http://")) if hub_url else None,
         "poll_interval": 0.2,
     }
     settings.update(overrides)

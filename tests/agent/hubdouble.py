@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import re
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ class HostedBundle:
     target: str
     deployment: str
     priority: int = 0
+    url: str | None = None  # the listed download URL; None: the hub's own bundle endpoint
 
 
 def file_digest(path: Path) -> str:
@@ -55,17 +57,20 @@ class HubDouble:
     drop_status_answers: int = 0
     retire_on_present: bool = True  # stop offering a bundle once its image is reported
     unknown_deployments: set[str] = field(default_factory=set)  # their messages are rejected
+    tls: ssl.SSLContext | None = None  # serve https with this server context
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> HubDouble:
         self._thread.start()
@@ -77,9 +82,9 @@ class HubDouble:
         self._thread.join(timeout=5)
 
     def add_bundle(self, device: str, path: Path, *, image_id: str, target: str,
-                   deployment: str, priority: int = 0) -> HostedBundle:
+                   deployment: str, priority: int = 0, url: str | None = None) -> HostedBundle:
         bundle = HostedBundle(path, file_digest(path), path.stat().st_size, image_id, target,
-                              deployment, priority)
+                              deployment, priority, url)
         with self._lock:
             self.bundles.setdefault(device, []).append(bundle)
         return bundle
@@ -100,7 +105,7 @@ class HubDouble:
             present = {m["image_id"] for m in self.messages.values()
                        if m.get("device") == device and m.get("status") == "present"}
             return [
-                {"digest": b.digest, "url": f"/api/v1/device/bundles/{b.digest}",
+                {"digest": b.digest, "url": b.url or f"/api/v1/device/bundles/{b.digest}",
                  "size": b.size, "deployment": b.deployment, "priority": b.priority,
                  "target": b.target, "image_id": b.image_id}
                 for b in self.bundles.get(device, [])

@@ -38,7 +38,8 @@ def write_toml(path: Path, config: AgentConfig) -> Path:
         f'device = "{config.device}"\ntrusted_keys = [{keys}]\ninbox = "{config.inbox}"\n'
         f'state_dir = "{config.state_dir}"\nregistry = "{config.registry}"\n'
         f"poll_interval = {config.poll_interval}\n"
-        f'[hub]\nurl = "{config.hub.url}"\ntoken = "{config.hub.token}"\ntimeout = 5.0\n')
+        f'[hub]\nurl = "{config.hub.url}"\ntoken = "{config.hub.token}"\ntimeout = 5.0\n'
+        f"insecure = {'true' if config.hub.insecure else 'false'}\n")
     return path
 
 

@@ -157,7 +157,7 @@ def test_config_file(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text(
         'device = "dev-1"\ntrusted_keys = ["k.pub"]\ninbox = "in"\nstate_dir = "/var/x"\n'
         'registry = "docker://127.0.0.1:5000"\nmax_rate = 125000\n'
-        '[hub]\nurl = "http://hub:8080/"\ntoken_file = "tok"\n')
+        '[hub]\nurl = "http://hub:8080/"\ntoken_file = "tok"\ninsecure = true\n')
     cfg = load_config(tmp_path / "agent.toml")
     assert cfg.trusted_keys == (tmp_path / "k.pub",)
     assert cfg.inbox == tmp_path / "in" and cfg.state_dir == Path("/var/x")

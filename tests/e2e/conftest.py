@@ -84,12 +84,12 @@ def start_hub(tmp_path: Path, group: ProcessGroup,
     clients: list[HubClient] = []
 
     def start(host: str = "127.0.0.1") -> Hub:
-        files = prepare_hub_dir(tmp_path / "hub", smtp=(mail.host, mail.port))
+        files = prepare_hub_dir(tmp_path / "hub", smtp=(mail.host, mail.port), hosts=host)
         port = free_port()
         child = group.start("hub", hub_command(files.data_dir, port, host), tmp_path / "hub.log")
-        url = f"http://{host}:{port}"
-        child.wait_http(url + "/healthz")
-        client = HubClient(url, files.operator_token, timeout=300)
+        url = f"https://{host}:{port}"  # verified against the hub's starter CA
+        child.wait_http(url + "/healthz", ca_file=files.ca_file)
+        client = HubClient(url, files.operator_token, timeout=300, ca_file=files.ca_file)
         clients.append(client)
         return Hub(url, port, files, client)
 

@@ -56,11 +56,12 @@ def test_fleet_over_links_cut_every_64k(
             if start:
                 copy_image(cloud.refs[start], reg.ref("demo/tools:v1"), OPTS)
             token = hc.add_device(name, local_registry=reg.host)["token"]
-            link = stack.enter_context(TcpProxy(("127.0.0.1", hub.port), cut_after=CUT))
+            link = stack.enter_context(TcpProxy(("127.0.0.1", hub.port), cut_after=CUT,
+                                                    scheme="https"))
             files = write_agent_config(tmp_path / "devices" / name, agent_config_text(
                 device=name, token=token, hub_url=link.url, registry_host=reg.host,
                 public_key=hub.files.public_key, poll_interval=2.0,
-                manifest_key=hub.files.manifest_public_key))
+                manifest_key=hub.files.manifest_public_key, ca_file=hub.files.ca_file))
             group.start(f"agent {name}", agent_command(files.config), files.log)
             registries[name], links[name], agents[name] = reg, link, files
         logs = (tmp_path / "hub.log", *(f.log for f in agents.values()))

@@ -80,7 +80,7 @@ def test_agent_in_a_namespace_survives_an_outage_on_a_1mbit_link(
     files = write_agent_config(tmp_path / "device", agent_config_text(
         device="dev-ns", token=token, hub_url=hub.url, registry_host=registry,
         public_key=hub.files.public_key, poll_interval=1.0,
-        manifest_key=hub.files.manifest_public_key))
+        manifest_key=hub.files.manifest_public_key, ca_file=hub.files.ca_file))
     group.start("agent dev-ns", agent_command(files.config), files.log, prefix=netns.prefix)
     logs = (tmp_path / "hub.log", files.log)
     wait_for(lambda: checked_in(hc, "dev-ns", 0), "dev-ns to check in", 30, logs=logs)

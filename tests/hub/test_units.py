@@ -136,7 +136,7 @@ def test_client_maps_transport_and_answers() -> None:
             return httpx.Response(200, content=b"<html>")
         return httpx.Response(404, json={"error": "StateError", "message": "unknown device"})
 
-    with HubClient("http://hub", "t0k", transport=httpx.MockTransport(handler)) as hc:
+    with HubClient("https://hub", "t0k", transport=httpx.MockTransport(handler)) as hc:
         assert hc.device("a") == {"device": "a"}
         with pytest.raises(StateError, match="unknown device"):
             hc.device("b")
@@ -221,7 +221,7 @@ def test_json_is_what_the_client_sends() -> None:
         seen.update(json.loads(request.content))
         return httpx.Response(200, json={"deployment": "d-1"})
 
-    with HubClient("http://hub/", "t", transport=httpx.MockTransport(handler)) as hc:
+    with HubClient("https://hub/", "t", transport=httpx.MockTransport(handler)) as hc:
         hc.deploy(
             "services: {}",
             by="u",
@@ -249,8 +249,8 @@ def test_remote_hub_options() -> None:
     assert remote_hub(None, "t") is None and remote_hub("", None) is None
     with pytest.raises(UsageError, match="--token"):
         remote_hub("http://hub:8080", None)
-    client = remote_hub("http://hub:8080/", "t")
-    assert client is not None and client.url == "http://hub:8080"
+    client = remote_hub("https://hub:8080/", "t")
+    assert client is not None and client.url == "https://hub:8080"
     client.close()
 
 

@@ -67,7 +67,7 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
                     manifest_keys=(manifest_keys.public_key_path,),
                     desired_file=tmp_path / "desired.json",
                 ),
-                hub=HubSettings(link.url, token, timeout=10.0),
+                hub=HubSettings(link.url, token, timeout=10.0, insecure=True),
                 poll_interval=0.2,
             )
             with Agent(config) as agent:

@@ -15,6 +15,10 @@ Example ``agent.toml`` (relative paths are relative to the file's directory)::
     [hub]                        # omit the whole table for inbox-only mode
     url = "https://hub.example:8443"
     token = "dp_dev_..."         # or token_file = "hub.token"
+    ca_file = "hub-ca.crt"       # the CA the hub's certificate must chain to (hub init's
+                                 # tls/ca.crt); omit to use the system trust store
+    bundle_origins = ["https://cdn.example"]  # other places offers may point at (no token)
+    insecure = false             # true: allow a plain http:// hub (warned at every start)
 
     [runtime]                    # what runs the modules (docs/device-runtime.md)
     kind = "engine"              # engine: the agent drives a Docker-API engine;
@@ -49,11 +53,30 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class HubSettings:
-    """Where the hub is and how the device proves who it is."""
+    """Where the hub is, how the device proves who it is, and whom it trusts on the way.
 
-    url: str  # base URL, e.g. "http://127.0.0.1:8080"; the API lives under /api/v1
-    token: str  # the device token, sent as "Authorization: Bearer <token>"
+    https with certificate verification is the only default: ``http://`` (URL or bundle
+    origin) is refused unless ``insecure`` is set, so no direct construction can make
+    the agent send its token in clear by accident.
+    """
+
+    url: str  # base URL, e.g. "https://hub.example:8443"; the API lives under /api/v1
+    token: str = field(repr=False)  # the device token, sent as "Authorization: Bearer <token>"
     timeout: float = 30.0  # seconds for one API call (not for bundle downloads)
+    ca_file: Path | None = None  # verify the hub against this CA alone; None: system store
+    insecure: bool = False  # allow plain http:// (the agent warns at every start)
+    bundle_origins: tuple[str, ...] = ()  # "https://cdn.example": offers may point there too
+
+    def __post_init__(self) -> None:
+        for where, url in (("hub.url", self.url),
+                           *(("hub.bundle_origins", o) for o in self.bundle_origins)):
+            if not url.startswith(("http://", "https://")):
+                raise UsageError(f"agent config: {where} must start with https://, not {url!r}")
+            if url.startswith("http://") and not self.insecure:
+                raise UsageError(
+                    f"agent config: {where} {url} is plain HTTP: the device token and what "
+                    "the hub says would cross the network unprotected. Use https:// (with "
+                    "hub.ca_file for a private CA), or set hub.insecure = true")
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,7 @@ _KNOWN = {
     "inbox_stale_seconds", "download_max_attempts", "min_free_bytes", "docker_host", "runtime",
     "root_keys",
 }
+_HUB_KNOWN = {"url", "token", "token_file", "timeout", "ca_file", "insecure", "bundle_origins"}
 _RUNTIME_KNOWN = {
     "kind", "docker_host", "manifest_keys", "health_window", "health_grace", "health_poll",
     "stop_timeout", "max_interruptions", "heartbeat_interval", "keep_free", "registry_root",
@@ -206,16 +230,28 @@ def _hub(raw: Any, base: Path, read_token: Any) -> HubSettings | None:
         return None
     if not isinstance(raw, Mapping):
         raise UsageError("agent config: [hub] must be a table")
+    unknown = sorted(set(raw) - _HUB_KNOWN)
+    if unknown:
+        raise UsageError(f"agent config: unknown hub setting(s) {', '.join(unknown)}")
     url = _string(raw, "url", "hub.url").rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise UsageError("agent config: hub.url must start with http:// or https://")
+    insecure = raw.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise UsageError("agent config: hub.insecure must be true or false")
+    origins = raw.get("bundle_origins", [])
+    if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
+        raise UsageError("agent config: hub.bundle_origins must be a list of URLs")
+    ca_file = raw.get("ca_file")
+    if ca_file is not None and not (isinstance(ca_file, str) and ca_file):
+        raise UsageError("agent config: hub.ca_file must be a path")
     token = raw.get("token")
     if token is None and isinstance(raw.get("token_file"), str) and read_token is not None:
         token = str(read_token(_path(base, raw["token_file"]))).strip()
     if not isinstance(token, str) or not token:
         raise UsageError("agent config: hub.token (or hub.token_file) is required")
     return HubSettings(url=url, token=token,
-                       timeout=_number(raw, "timeout", 30.0, float, where="hub.timeout"))
+                       timeout=_number(raw, "timeout", 30.0, float, where="hub.timeout"),
+                       ca_file=_path(base, ca_file) if ca_file is not None else None,
+                       insecure=insecure, bundle_origins=tuple(o.rstrip("/") for o in origins))
 
 
 def _string(doc: Mapping[str, Any], key: str, where: str | None = None) -> str:

@@ -5,11 +5,21 @@ from the token. Transport failures become ``TransferError`` and error statuses t
 errors of ``hub_status_error`` (401/403 ``AuthError``, 404 ``NotFoundError``, others
 ``RegistryError``; all are ``TransferError``), so the agent can log "hub unreachable"
 apart from "token refused" and try again on its next pass either way.
+
+Transport security (docs/hub-api.md): the hub is reached over https, verified against
+``hub.ca_file`` alone when configured, else the system trust store; a certificate that
+does not verify, or a server that does not speak TLS, fails before any request (so
+before the token) is sent: ``UntrustedCertificateError``. Plain http:// needs
+``hub.insecure = true`` and is warned about at every start. An offer may point only at
+the hub's own origin or a configured ``hub.bundle_origins`` entry (never at a service
+on the device, such as its registry); the token goes to the hub's origin only, and
+redirects are not followed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +35,9 @@ from deltaport.errors import (
     NotFoundError,
     RegistryError,
     TransferError,
+    UntrustedCertificateError,
 )
+from deltaport.tlsutil import client_context, describe_tls_failure, tls_failure
 
 API = "/api/v1/device"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a bundle list, an answer to a status post
@@ -35,6 +47,8 @@ MAX_SOURCES = 1000  # source image IDs announced in one bundle list entry
 MAX_STATUS_BATCH = 100  # messages per POST /status
 MAX_REJECTION_CHARS = 2000  # a rejection's error text is cut to this (kept in the outbox)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+log = logging.getLogger("deltaport.agent")
 
 
 @dataclass(frozen=True)
@@ -148,10 +162,40 @@ def download_order(offers: Sequence[BundleOffer]) -> list[BundleOffer]:
     return sorted(offers, key=lambda o: (o.priority, o.position))
 
 
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, default port filled in; None if it has none.
+
+    A URL with user info (``https://hub@evil/``) has no origin we accept.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[parts.scheme]
+
+
 def same_origin(url: str, base_url: str) -> bool:
     """Whether ``url`` is on the hub itself (so the device token may be sent to it)."""
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+    mine = origin(url)
+    return mine is not None and mine == origin(base_url)
+
+
+def offer_refusal(url: str, base_url: str, bundle_origins: Sequence[str]) -> str | None:
+    """Why an offer's download URL must not be fetched, or None when it may (pure).
+
+    Only the hub's own origin and the configured bundle origins are allowed: a hub (or
+    whoever answers in its name) must not make the device fetch from its own services.
+    """
+    mine = origin(url)
+    if mine is not None and (mine == origin(base_url)
+                             or any(mine == origin(o) for o in bundle_origins)):
+        return None
+    allowed = ", ".join([base_url, *bundle_origins])
+    return (f"offered download URL {url[:200]} is not on the hub's origin nor on a "
+            f"configured bundle origin (allowed: {allowed}); refused")
 
 
 @dataclass(frozen=True)
@@ -217,9 +261,24 @@ class HubClient:
     """Calls the device endpoints of one hub. Use as a context manager."""
 
     def __init__(self, settings: HubSettings, client: httpx.Client | None = None) -> None:
+        """Raises UsageError: ``hub.ca_file`` cannot be read."""
         self.settings = settings
         self.base_url = settings.url.rstrip("/")
-        self._http = client or httpx.Client(timeout=settings.timeout)
+        if settings.insecure:
+            log.warning("hub.insecure = true: plain HTTP to %s is allowed; the device token "
+                        "and the hub's answers cross the network unprotected", self.base_url)
+        self._http = client or httpx.Client(
+            timeout=settings.timeout, verify=client_context(settings.ca_file),
+            follow_redirects=False)
+
+    @property
+    def http(self) -> httpx.Client:
+        """The verifying HTTP client, also for bundle downloads (it follows no redirect)."""
+        return self._http
+
+    def offer_refusal(self, offer: BundleOffer) -> str | None:
+        """Why OFFER's URL must not be fetched (see :func:`offer_refusal`), or None."""
+        return offer_refusal(offer.url, self.base_url, self.settings.bundle_origins)
 
     def __enter__(self) -> HubClient:
         return self
@@ -255,6 +314,12 @@ class HubClient:
                         raise FormatError(f"{method} {url}: answer larger than {limit} bytes")
                 return resp.status_code, bytes(data), resp.headers
         except httpx.HTTPError as exc:
+            failure = tls_failure(exc)
+            if failure is not None:
+                raise UntrustedCertificateError(
+                    f"{method} {url}: refused to talk to the hub: {describe_tls_failure(failure)}"
+                    "; nothing was sent (set hub.ca_file to the CA that signed its "
+                    "certificate)") from exc
             raise TransferError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
 
     @staticmethod

@@ -1,8 +1,12 @@
-"""`deltaport hub serve | token create`: run the hub, mint operator tokens.
+"""`deltaport hub init | serve | token create`: set up and run the hub, mint operator tokens.
 
 ``--data-dir`` and ``--db`` may be given here or before the command (the global
 options); here wins. The hub config file is ``--config``, else
 ``$DELTAPORT_HUB_CONFIG``, else ``<data dir>/hub.toml`` (see ``deltaport.hub.settings``).
+
+Commands run against a remote hub (``--hub URL``) verify its https certificate
+against ``$DELTAPORT_HUB_CA_FILE`` (else the system trust store); plain ``http://``
+to another machine needs ``DELTAPORT_HUB_INSECURE=1``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from deltaport.cli.fleet import GlobalOptions, print_json
-from deltaport.errors import UsageError
+from deltaport.errors import StateError, UsageError
 
 if TYPE_CHECKING:  # imported when used: every command imports this module
     from deltaport.hub.client import HubClient
@@ -59,12 +63,56 @@ def remote_hub(url: str | None, token: str | None) -> HubClient | None:
         raise UsageError("--hub needs --token (or DELTAPORT_HUB_TOKEN)")
     from deltaport.hub.client import HubClient
 
-    return HubClient(url, token)
+    ca_file = os.environ.get("DELTAPORT_HUB_CA_FILE")
+    insecure = os.environ.get("DELTAPORT_HUB_INSECURE", "") in ("1", "true", "yes")
+    return HubClient(url, token, ca_file=Path(ca_file) if ca_file else None, insecure=insecure)
 
 
 def _globals(ctx: typer.Context) -> GlobalOptions:
     root = ctx.find_root().obj
     return root if isinstance(root, GlobalOptions) else GlobalOptions(None, None)
+
+
+@app.command("init")
+def init(
+    directory: Annotated[Path, typer.Argument(help="The hub's data dir (created).")],
+    self_signed: Annotated[str | None, typer.Option(
+        "--self-signed", metavar="HOST[,HOST...]",
+        help="Also make a starter CA and hub certificate for these names/IPs "
+             "(plus localhost, 127.0.0.1, ::1).")] = None,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="Listen address (default 0.0.0.0 with --self-signed, else 127.0.0.1)."
+    )] = None,
+    port: Annotated[int, typer.Option("--port", help="Listen port.")] = 8443,
+) -> None:
+    """Write a starter DIRECTORY/hub.toml (and, with --self-signed, DIRECTORY/tls/).
+
+    Nothing existing is overwritten. Give devices and operators DIRECTORY/tls/ca.crt
+    as their CA file. Example: deltaport hub init /var/lib/deltaport-hub
+    --self-signed hub.example.org,192.0.2.10
+    """
+    from deltaport.hub.settings import HUB_CONFIG_NAME, starter_config_text
+    from deltaport.tlsutil import parse_hosts, starter_pair, write_new
+
+    hosts = parse_hosts(self_signed) if self_signed is not None else None
+    config = directory / HUB_CONFIG_NAME
+    tls = directory / "tls"
+    targets = [config, *([tls / "ca.crt", tls / "hub.crt", tls / "hub.key"] if hosts else [])]
+    existing = [str(p) for p in targets if p.exists() or p.is_symlink()]
+    if existing:
+        raise StateError(f"refusing to overwrite {', '.join(existing)}")
+    listen = host or ("0.0.0.0" if hosts else "127.0.0.1")
+    if hosts:
+        pair = starter_pair(hosts)
+        write_new(tls / "hub.key", pair.key_pem, mode=0o600)
+        write_new(tls / "hub.crt", pair.cert_pem)
+        write_new(tls / "ca.crt", pair.ca_pem)
+    write_new(config, starter_config_text(host=listen, port=port, tls=bool(hosts)).encode(),
+              mode=0o600)
+    typer.echo(f"wrote {config}")
+    if hosts:
+        typer.echo(f"wrote {tls}/hub.crt and hub.key for {', '.join(hosts)}; "
+                   f"devices and operators trust {tls / 'ca.crt'}")
 
 
 @app.command("serve")

@@ -20,6 +20,7 @@ from pathlib import Path
 from deltaport.bundle.keys import generate_keypair
 from deltaport.errors import UsageError
 from deltaport.hub.settings import add_operator_token
+from deltaport.tlsutil import parse_hosts, starter_pair, write_new
 
 START_KINDS = ("empty", "has-v1", "shares-base")
 DEVICES_MAX = 26  # dev-a … dev-z
@@ -57,6 +58,7 @@ class HubFiles:
     operator_token: str
     public_key: Path  # the key agents trust for bundles
     manifest_public_key: Path  # the key agents trust for desired manifests
+    ca_file: Path  # the CA the hub's https certificate chains to (agents and operators)
 
 
 def _toml_str(value: str) -> str:
@@ -65,8 +67,8 @@ def _toml_str(value: str) -> str:
 
 
 def hub_config_text(*, smtp: tuple[str, int] | None) -> tuple[str, str]:
-    """(hub.toml, config.toml) for a hub reading a plain-HTTP cloud registry."""
-    hub = "registry_insecure = true\n"
+    """(hub.toml, config.toml) for an https hub reading a plain-HTTP cloud registry."""
+    hub = 'registry_insecure = true\ntls_cert = "tls/hub.crt"\ntls_key = "tls/hub.key"\n'
     config = ""
     if smtp is not None:
         config = (
@@ -76,13 +78,19 @@ def hub_config_text(*, smtp: tuple[str, int] | None) -> tuple[str, str]:
     return hub, config
 
 
-def prepare_hub_dir(data_dir: Path, *, smtp: tuple[str, int] | None = None) -> HubFiles:
-    """Make the hub's data dir: signing keys, hub.toml with an operator token, SMTP settings.
+def prepare_hub_dir(data_dir: Path, *, smtp: tuple[str, int] | None = None,
+                    hosts: str = "127.0.0.1") -> HubFiles:
+    """Make the hub's data dir: signing keys, a starter TLS pair for HOSTS (comma-separated;
+    loopback names are always in), hub.toml with an operator token, SMTP settings.
 
     Raises:
-        StorageError: a file cannot be written.
+        StorageError: a file cannot be written. StateError: a TLS file exists already.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
+    pair = starter_pair(parse_hosts(hosts))
+    write_new(data_dir / "tls" / "hub.key", pair.key_pem, mode=0o600)
+    write_new(data_dir / "tls" / "hub.crt", pair.cert_pem)
+    write_new(data_dir / "tls" / "ca.crt", pair.ca_pem)
     keys = generate_keypair(data_dir / "keys")
     manifest_keys = generate_keypair(data_dir / "keys", "manifest")
     hub_toml, config_toml = hub_config_text(smtp=smtp)
@@ -90,7 +98,8 @@ def prepare_hub_dir(data_dir: Path, *, smtp: tuple[str, int] | None = None) -> H
     if config_toml:
         (data_dir / "config.toml").write_text(config_toml)
     token = add_operator_token(data_dir / "hub.toml", OPERATOR)
-    return HubFiles(data_dir, token, keys.public_key_path, manifest_keys.public_key_path)
+    return HubFiles(data_dir, token, keys.public_key_path, manifest_keys.public_key_path,
+                    data_dir / "tls" / "ca.crt")
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,13 @@ def agent_config_text(
     manifest_key: Path,
     docker_host: str | None = None,
     registry_root: Path | None = None,
+    ca_file: Path | None = None,
+    insecure: bool = False,
 ) -> str:
-    """agent.toml for DEVICE (paths relative to the file's folder)."""
+    """agent.toml for DEVICE (paths relative to the file's folder).
+
+    CA_FILE verifies an https hub; INSECURE lets the agent talk to a plain-HTTP one.
+    """
     lines = [
         f"device = {_toml_str(device)}",
         f"trusted_keys = [{_toml_str(str(public_key))}]",
@@ -140,6 +154,8 @@ def agent_config_text(
         f"url = {_toml_str(hub_url)}",
         f"token = {_toml_str(token)}",
         "timeout = 20",
+        *([f"ca_file = {_toml_str(str(ca_file))}"] if ca_file is not None else []),
+        *(["insecure = true"] if insecure else []),
         "",
         "[runtime]",
         f"kind = {_toml_str('engine' if docker_host else 'file')}",

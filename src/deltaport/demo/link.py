@@ -141,7 +141,11 @@ class TcpProxy:
         cut_between: tuple[int, int] | None = None,
         cut_mode: str = "close",
         seed: int | None = None,
+        scheme: str = "http",
     ) -> None:
+        if scheme not in ("http", "https"):
+            raise UsageError("scheme is 'http' or 'https'")
+        self.scheme = scheme  # only what ``url`` says: TLS passes through a TCP proxy
         if cut_mode not in ("close", "reset"):
             raise UsageError("cut_mode is 'close' or 'reset'")
         if cut_between is not None and not 0 < cut_between[0] <= cut_between[1]:
@@ -168,8 +172,8 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>`` of the proxy."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>`` of the proxy (``https://`` in front of a TLS server)."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> TcpProxy:
         self._listener.listen(64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -97,13 +98,14 @@ class Child:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=STOP_TIMEOUT)
 
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        """Poll URL until it answers 2xx.
+    def wait_http(self, url: str, timeout: float = 30.0, *, ca_file: Path | None = None) -> None:
+        """Poll URL until it answers 2xx (an https URL verified against CA_FILE).
 
         Raises:
             StorageError: the process exited, or URL did not answer within TIMEOUT.
         """
         deadline = time.monotonic() + timeout
+        verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         while True:
             if self.proc.poll() is not None:
                 raise StorageError(
@@ -111,7 +113,7 @@ class Child:
                     f"log {self.log}:\n{log_tail(self.log)}"
                 )
             try:
-                if httpx.get(url, timeout=1.0).is_success:
+                if httpx.get(url, timeout=1.0, verify=verify).is_success:
                     return
             except httpx.HTTPError:
                 pass

@@ -125,8 +125,8 @@ def _register(hub: HubClient, refs: dict[str, str]) -> dict[str, DemoImage]:
 def _start_hub(group: ProcessGroup, files: HubFiles, logs: Path) -> str:
     port = free_port()
     hub = group.start("hub", hub_command(files.data_dir, port), logs / "hub.log")
-    url = f"http://127.0.0.1:{port}"
-    hub.wait_http(url + "/healthz")
+    url = f"https://127.0.0.1:{port}"
+    hub.wait_http(url + "/healthz", ca_file=files.ca_file)
     return url
 
 
@@ -138,12 +138,14 @@ def _start_device(stack: ExitStack, group: ProcessGroup, hub: HubClient, hub_por
     token = str(hub.add_device(setup.name, link_rate=rate, local_registry=registry.host,
                                labels={"start": setup.start})["token"])
     link = stack.enter_context(TcpProxy(("127.0.0.1", hub_port), rate=options.link_bps / 8,
-                                        cut_between=options.cut_between, seed=seed))
+                                        cut_between=options.cut_between, seed=seed,
+                                        scheme="https"))
     text = agent_config_text(device=setup.name, token=token, hub_url=link.url,
                              registry_host=registry.host, public_key=files.public_key,
                              poll_interval=options.poll_interval,
                              manifest_key=files.manifest_public_key,
-                             docker_host=engine.docker_host, registry_root=registry.root)
+                             docker_host=engine.docker_host, registry_root=registry.root,
+                             ca_file=files.ca_file)
     agent_files = write_agent_config(work / "devices" / setup.name, text)
     device = Device(setup, registry, link, agent_files, engine)
     device.agent = group.start(f"agent {setup.name}", agent_command(agent_files.config),
@@ -413,7 +415,8 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
                                     smtp=(mail.host, mail.port) if mail is not None else None)
         group = stack.enter_context(ProcessGroup())
         hub_url = _start_hub(group, hub_files, work)
-        hub = stack.enter_context(HubClient(hub_url, hub_files.operator_token, timeout=900))
+        hub = stack.enter_context(HubClient(hub_url, hub_files.operator_token, timeout=900,
+                                            ca_file=hub_files.ca_file))
         console.print(f"hub {hub_url} (data in {hub_files.data_dir}); registering images")
         images = _register(hub, refs)
         hub_port = int(hub_url.rsplit(":", 1)[1])

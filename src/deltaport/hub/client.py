@@ -5,18 +5,32 @@ Each method matches one operator endpoint and returns its JSON. An error answer
 ``deltaport.errors``, so a command run against a remote hub fails with the same
 exit code and message as one run against the local database. Transport failures
 become :class:`~deltaport.errors.TransferError`.
+
+https is verified: against ``ca_file`` alone when given (``hub init``'s ``ca.crt``),
+else the system trust store. Plain ``http://`` is refused (the operator token would
+cross the network in clear) unless ``insecure=True`` or the hub is on this machine
+(a loopback address: the token never leaves it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from deltaport import errors
-from deltaport.errors import DeltaportError, FormatError, TransferError
+from deltaport.errors import (
+    DeltaportError,
+    FormatError,
+    TransferError,
+    UntrustedCertificateError,
+    UsageError,
+)
+from deltaport.tlsutil import client_context, describe_tls_failure, is_loopback, tls_failure
 
 API = "/api/v1"
 ANSWER_MAX_BYTES = 64 * 1024 * 1024  # any operator answer (a status of 100,000 devices)
@@ -40,6 +54,30 @@ def error_from_answer(status: int, body: Any, where: str) -> DeltaportError:
     return TransferError(text) if status >= 500 else FormatError(text)
 
 
+def check_hub_url(url: str, *, insecure: bool) -> None:
+    """Refuse a URL the operator token must not be sent to.
+
+    Raises:
+        UsageError: not http(s)://, or plain http:// to another machine without INSECURE.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"hub URL {url!r} must be https://HOST[:PORT]")
+    if parts.scheme == "http" and not insecure and not is_loopback(parts.hostname):
+        raise UsageError(
+            f"hub URL {url} is plain HTTP: the operator token would cross the network in "
+            "clear. Use https:// (with DELTAPORT_HUB_CA_FILE for a private CA), or set "
+            "DELTAPORT_HUB_INSECURE=1")
+
+
+def transport_error(where: str, exc: httpx.HTTPError) -> TransferError:
+    """The error for a failed request: an untrusted certificate apart from a dead link."""
+    failure = tls_failure(exc)
+    if failure is None:
+        return TransferError(f"{where}: {exc}")
+    return UntrustedCertificateError(f"{where}: {describe_tls_failure(failure)}")
+
+
 class HubClient:
     """Calls a hub's operator API with an operator token."""
 
@@ -50,13 +88,18 @@ class HubClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        ca_file: Path | None = None,
+        insecure: bool = False,
     ) -> None:
+        """Raises UsageError: see check_hub_url; CA_FILE unreadable."""
         self.url = url.rstrip("/")
+        check_hub_url(self.url, insecure=insecure)
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=10.0),
             transport=transport,
+            verify=client_context(ca_file),
         )
 
     def __enter__(self) -> HubClient:
@@ -79,7 +122,7 @@ class HubClient:
         try:
             resp = self._http.request(method, API + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise TransferError(f"{where}: {exc}") from exc
+            raise transport_error(where, exc) from exc
         if len(resp.content) > ANSWER_MAX_BYTES:
             raise FormatError(f"{where}: answer larger than {ANSWER_MAX_BYTES} bytes")
         try:

@@ -4,7 +4,10 @@ The hub config file (``--config FILE``, else ``$DELTAPORT_HUB_CONFIG``, else
 ``<data dir>/hub.toml``) is TOML::
 
     host = "0.0.0.0"                 # optional; default 127.0.0.1
-    port = 8080                      # optional
+    port = 8443                      # optional; default 8080
+    tls_cert = "tls/hub.crt"         # PEM certificate (chain) the hub presents: https
+    tls_key = "tls/hub.key"          # its private key; both or neither, relative to this file
+    insecure = false                 # true: serve plain HTTP on a non-loopback address
     registry_insecure = false        # plain-HTTP cloud registry (register, deploy)
 
     [[operators]]                    # one table per operator token (only its hash)
@@ -18,6 +21,12 @@ be revoked by deleting a table, and the fleet schema stays the fleet's. With
 several hub processes, the same file is deployed to each. ``deltaport hub token
 create`` appends a table (atomically); a running hub picks it up when restarted.
 
+Without ``tls_cert``/``tls_key`` the hub serves plain HTTP, and device and operator
+tokens cross the network in clear: it does so on a loopback address only (behind a
+TLS-terminating proxy, or for a test), with a warning; on any other address it
+refuses to start unless ``insecure = true``. ``deltaport hub init DIR --self-signed
+HOSTS`` writes a starter hub.toml with a certificate pair (``deltaport.tlsutil``).
+
 Where state lives, the database and SMTP come from ``deltaport.config``
 (``--data-dir``/``DELTAPORT_HOME``, ``--db``/``DELTAPORT_DB``, the data dir's
 ``config.toml``). Only :func:`load_hub_settings` and :func:`add_operator_token`
@@ -26,6 +35,7 @@ read or write files; everything else receives a :class:`HubServerSettings`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -38,6 +48,7 @@ from deltaport.errors import FormatError, StateError, UsageError
 from deltaport.fleet.models import utcnow
 from deltaport.fleet.queries import hash_token, new_token
 from deltaport.fsutil import write_atomic
+from deltaport.tlsutil import is_loopback
 
 HUB_CONFIG_NAME = "hub.toml"
 DEFAULT_HOST = "127.0.0.1"
@@ -69,6 +80,14 @@ class HubLimits:
 
 
 @dataclass(frozen=True)
+class HubTls:
+    """The certificate (chain) and private key the hub serves https with (PEM files)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class HubServerSettings:
     """Everything the hub needs to run, read once at start."""
 
@@ -78,6 +97,8 @@ class HubServerSettings:
     config_path: Path | None = None
     operators: tuple[OperatorToken, ...] = ()
     registry_insecure: bool = False
+    tls: HubTls | None = None  # None: plain HTTP (see plain_http_refusal)
+    insecure: bool = False  # plain HTTP allowed on a non-loopback address
     limits: HubLimits = field(default_factory=HubLimits)
     graceful_shutdown: float = 5.0  # seconds uvicorn waits for open requests on stop
 
@@ -114,7 +135,49 @@ def load_hub_settings(
         config_path=path,
         operators=parse_operators(raw.get("operators", [])),
         registry_insecure=_bool(raw, "registry_insecure"),
+        tls=parse_tls(raw, path.parent),
+        insecure=_bool(raw, "insecure"),
     )
+
+
+def parse_tls(raw: Mapping[str, Any], base: Path) -> HubTls | None:
+    """``tls_cert`` and ``tls_key`` (both or neither), relative to the config's folder.
+
+    Raises:
+        FormatError: only one of them, or not strings.
+    """
+    cert, key = _str(raw, "tls_cert"), _str(raw, "tls_key")
+    if cert is None and key is None:
+        return None
+    if not cert or not key:
+        raise FormatError("hub config: tls_cert and tls_key go together (both or neither)")
+    return HubTls(base / Path(cert).expanduser(), base / Path(key).expanduser())
+
+
+def plain_http_refusal(settings: HubServerSettings) -> str | None:
+    """Why the hub must not start on plain HTTP, or None (it has TLS, or may go without)."""
+    if settings.tls is not None or settings.insecure or is_loopback(settings.host):
+        return None
+    return (f"the hub would serve plain HTTP on {settings.host}: tokens would cross the "
+            "network in clear. Set tls_cert and tls_key in the hub config (`deltaport hub "
+            "init DIR --self-signed HOST` makes a starter pair), or insecure = true")
+
+
+def starter_config_text(*, host: str, port: int, tls: bool) -> str:
+    """A starter hub.toml; with TLS it names the files ``hub init`` writes in ``tls/``."""
+    lines = [
+        "# deltaport hub configuration (see deltaport.hub.settings for every key)",
+        f"host = {json.dumps(host)}",
+        f"port = {port}",
+    ]
+    if tls:
+        lines += ['tls_cert = "tls/hub.crt"  # give devices and operators tls/ca.crt',
+                  'tls_key = "tls/hub.key"']
+    else:
+        lines += ['# tls_cert = "tls/hub.crt"  # without these two the hub serves plain HTTP',
+                  '# tls_key = "tls/hub.key"   # (on a loopback address only)']
+    lines.append("registry_insecure = false  # true: the cloud registry is plain HTTP")
+    return "\n".join(lines) + "\n"
 
 
 def read_hub_config(path: Path) -> dict[str, Any]:

@@ -75,7 +75,8 @@ def rig(tmp_path: Path, device: DeviceRegistry) -> Iterator[Rig]:
         config = AgentConfig(
             device=DEVICE, trusted_keys=(keys.public_key_path,), inbox=tmp_path / "inbox",
             state_dir=tmp_path / "state", registry=f"docker://{host}",
-            hub=HubSettings(f"http://127.0.0.1:{hub.port}", "tok-1", timeout=10.0),
+            hub=HubSettings(f"http://127.0.0.1:{hub.port}", "tok-1", timeout=10.0,
+                            insecure=True),
             runtime=runtime)
         yield Rig(device, engine, hub, {}, config, load_private_key(keys.private_key_path))
 
