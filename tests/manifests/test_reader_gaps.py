@@ -123,3 +123,18 @@ def test_moduledir_placeholder_needs_genconfig_or_a_var() -> None:
         parse_manifest(MODULEDIR_TEMPLATE.encode(), {})
     given = {"MODULEDIR<./mods/m>.debug": "reg.io/m:1-debug"}
     assert images(MODULEDIR_TEMPLATE, variables=given) == {"m": "reg.io/m:1-debug"}
+
+
+# --- COMPOSE_PROFILES (compose-go WithDefaultProfiles) --------------------------------------
+
+PROFILED = "services:\n  a:\n    image: alpine\n  b:\n    image: busybox\n    profiles: [x]\n"
+
+
+def test_compose_profiles_variable_activates_when_no_profile_is_given() -> None:
+    assert images(PROFILED, variables={"COMPOSE_PROFILES": " x ,y"}) == {
+        "a": "alpine",
+        "b": "busybox",
+    }
+    assert images(PROFILED, variables={"COMPOSE_PROFILES": "x"}, profiles=["other"]) == {
+        "a": "alpine"
+    }

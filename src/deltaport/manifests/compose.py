@@ -29,6 +29,7 @@ from deltaport.manifests.yamlload import RESET, Override
 PULL_POLICIES_DROPPED = frozenset({"never", "build"})
 EXTENDS_MAX_CHAIN = 16  # services one extends chain may pass through
 INCLUDE_MAX_DEPTH = 16  # files one include chain may pass through
+COMPOSE_PROFILES_VARIABLE = "COMPOSE_PROFILES"  # profiles when no --profile is given
 
 LoadFile = Callable[[str], dict[str, Any]]  # compose file path -> its document
 
@@ -173,6 +174,15 @@ def strip_merge_tags(node: Any) -> Any:
     if isinstance(node, list):
         return [strip_merge_tags(v) for v in node if v is not RESET]
     return node
+
+
+def active_profiles(profiles: Collection[str], variables: Mapping[str, str]) -> tuple[str, ...]:
+    """PROFILES if any were given, else those COMPOSE_PROFILES names (comma-separated),
+    as ``docker compose`` does (compose-go ``WithDefaultProfiles``)."""
+    if profiles:
+        return tuple(profiles)
+    listed = variables.get(COMPOSE_PROFILES_VARIABLE, "").split(",")
+    return tuple(p.strip() for p in listed if p.strip())
 
 
 def select_services(

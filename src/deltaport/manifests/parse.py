@@ -8,6 +8,7 @@ from typing import Any
 from deltaport.errors import FormatError
 from deltaport.manifests.compose import (
     LoadFile,
+    active_profiles,
     compose_modules,
     merge_documents,
     resolve_extends,
@@ -68,7 +69,8 @@ def parse_manifest(
         interpolator = Interpolator(values, name)
         warnings: list[str] = []
         extended = resolve_include(resolve_extends(doc, name, load_file), name, load_file)
-        resolved = interpolator.walk(select_services(extended, profiles, name, warnings))
+        active = active_profiles(profiles, values)
+        resolved = interpolator.walk(select_services(extended, active, name, warnings))
         warnings.extend(interpolator.warnings)
         return Manifest(
             Kind.COMPOSE,
