@@ -23,11 +23,12 @@ from deltaport.agent import Agent, AgentConfig, HubSettings
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings
 from deltaport.demo.processes import ProcessGroup, hub_command
-from deltaport.errors import UsageError
+from deltaport.errors import AccessError, UntrustedCertificateError, UsageError
 from deltaport.hub.client import HubClient
 from deltaport.hub.server import uvicorn_config
 from deltaport.hub.settings import HubServerSettings, HubTls, add_operator_token
 from deltaport.oci import TransportOptions, copy_image
+from tests.agent.hubdouble import HubDouble
 from tests.fixtures.images import build_image, write_oci_layout
 from tests.fixtures.services import Registry, free_port, run_registry
 from tests.fixtures.tls import write_starter_tls
@@ -133,3 +134,21 @@ def test_hub_serve_on_a_public_address_without_tls_exits_with_a_reason(tmp_path:
          str(tmp_path), "--host", "0.0.0.0", "--port", str(free_port())],
         capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and "tls_cert and tls_key" in done.stderr
+
+
+def test_the_operator_client_verifies_the_hub_and_keeps_its_token_off_plain_http(
+        tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="plain HTTP"):
+        HubClient("http://hub.example:8080", "t")
+    HubClient("http://hub.example:8080", "t", insecure=True).close()
+    HubClient("http://127.0.0.1:8080", "t").close()  # the token stays on this machine
+    ours, theirs = write_starter_tls(tmp_path / "ours"), write_starter_tls(tmp_path / "theirs")
+    with HubDouble(tokens={}, tls=theirs.server_context()) as spoof:
+        with (HubClient(spoof.url, "t", ca_file=ours.ca, timeout=5) as hc,
+              pytest.raises(UntrustedCertificateError, match="certificate is not trusted")):
+            hc.device("edge-1")
+        assert spoof.requests == []
+        with (HubClient(spoof.url, "t", ca_file=theirs.ca, timeout=5) as hc,
+              pytest.raises(AccessError)):  # verified, then the double refuses the token
+            hc.device("edge-1")
+        assert spoof.requests != []
