@@ -49,12 +49,13 @@ def _split_names(values: list[str] | None) -> tuple[str, ...]:
 
 def _builder(s: Settings, insecure: bool) -> Any:
     """The real bundle builder, signing with the data dir's key when there is one."""
-    from deltaport.bundle.keys import PRIVATE_KEY_NAME, load_private_key
+    from deltaport.bundle.keys import PRIVATE_KEY_NAME
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import DeltaBundleBuilder
+    from deltaport.trust.files import load_signer
 
     key_path = s.keys_dir / PRIVATE_KEY_NAME
-    key = load_private_key(key_path) if key_path.exists() else None
+    key = load_signer(key_path) if key_path.exists() else None  # with keys/keylist.json
     return DeltaBundleBuilder(TransportOptions(insecure=insecure), key, s.patch_cache_dir)
 
 

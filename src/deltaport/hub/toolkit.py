@@ -35,7 +35,7 @@ def real_toolkit(settings: HubServerSettings) -> Toolkit:
     Raises:
         FormatError / StorageError: the data dir's signing key exists but is unreadable.
     """
-    from deltaport.bundle.keys import PRIVATE_KEY_NAME, load_private_key
+    from deltaport.bundle.keys import PRIVATE_KEY_NAME
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import (
         DeltaBundleBuilder,
@@ -43,10 +43,11 @@ def real_toolkit(settings: HubServerSettings) -> Toolkit:
         OciIdentityReader,
         SignatureRanker,
     )
+    from deltaport.trust.files import load_signer
 
     options = TransportOptions(insecure=settings.registry_insecure)
     key_path = settings.fleet.keys_dir / PRIVATE_KEY_NAME
-    key = load_private_key(key_path) if key_path.exists() else None
+    key = load_signer(key_path) if key_path.exists() else None  # with keys/keylist.json
     return Toolkit(
         reader=OciIdentityReader(options),
         signer=DeltaSignatureMaker(options),

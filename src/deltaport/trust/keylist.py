@@ -221,8 +221,8 @@ def _check_root_signature(payload: bytes, entries: Any,
             ) from exc
         return kid
     raise SignatureError(
-        f"key list is signed by {', '.join(signers) or 'no key'}, which is not a root key "
-        f"of this device (root keys: {', '.join(roots) or 'none'})"
+        f"key list is signed by {', '.join(signers) or 'no key'}, which is not a trusted "
+        f"root key (root keys: {', '.join(roots) or 'none'})"
     )
 
 
