@@ -160,3 +160,18 @@ def test_the_hub_builder_signs_with_the_key_list_of_its_data_dir(tmp_path: Path)
     builder = real_toolkit(HubServerSettings(fleet=fleet)).builder
     signer = getattr(builder, "signing_key", None)
     assert isinstance(signer, Signer) and signer.key_list is not None
+
+
+def test_the_hub_manifest_key_carries_the_key_list_into_desired_manifests(
+        tmp_path: Path, state: AgentState) -> None:
+    from deltaport.pipelines.manifest_to_device import load_manifest_key
+
+    pair = generate_keypair(tmp_path / "keys", "manifest")
+    key = load_private_key(pair.private_key_path)
+    listed = certify(None, key.public_key(), [Role.MANIFEST], now=NOW, days=90)
+    write_envelope(tmp_path / "keys" / KEY_LIST_FILE_NAME, sign_key_list(listed, [ROOT]))
+    signer = load_manifest_key(pair.private_key_path)
+    desired = iotedge_state("dev-1", 1, {"app": "sha256:" + "cd" * 32})
+    got = decode_envelope(encode_envelope(desired, [signer]), _ring(state, Role.MANIFEST),
+                          device="dev-1")
+    assert got.signer == pair.key_id

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
-from deltaport.bundle.keys import load_private_key
+from deltaport.bundle.signing import Signer
 from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_envelope
 from deltaport.errors import StateError
 from deltaport.fleet import queries
@@ -46,6 +46,8 @@ from deltaport.pipelines.manifest import (
     rewrite_for_device,
 )
 from deltaport.storage.base import BundleStore
+from deltaport.trust import Role
+from deltaport.trust.files import load_signer
 
 MISSING_LISTED_MAX = 50  # lines of "what is missing" in an error message
 MANIFEST_KEY_NAME = "manifest.key"  # in the data dir's keys folder; manifest.pub beside it
@@ -95,12 +97,13 @@ def manifest_key_path(keys_dir: Path) -> Path:
     return keys_dir / MANIFEST_KEY_NAME
 
 
-def load_manifest_key(path: Path) -> Ed25519PrivateKey:
-    """The manifest-signing key at PATH.
+def load_manifest_key(path: Path) -> Ed25519PrivateKey | Signer:
+    """The manifest-signing key at PATH, with the key list beside it (docs/trust.md).
 
     Raises:
         StateError: there is no key file (naming the command that creates one).
         FormatError / StorageError: the file is not a key, or unreadable.
+        UsageError: keylist.json beside it does not certify it for the manifest role.
     """
     if not path.exists():
         raise StateError(
@@ -108,7 +111,7 @@ def load_manifest_key(path: Path) -> Ed25519PrivateKey:
             f"exist (create it: deltaport keys generate {path.parent} --name manifest; "
             "give devices manifest.pub as runtime.manifest_keys)"
         )
-    return load_private_key(path)
+    return load_signer(path, Role.MANIFEST)
 
 
 def missing_images(session: Session, set_id: str) -> list[MissingImage]:
@@ -229,7 +232,7 @@ def desired_state(
 def _publish(
     session: Session,
     store: BundleStore,
-    key: Ed25519PrivateKey,
+    key: Ed25519PrivateKey | Signer,
     dset: DeploymentSet,
     manifest: Manifest,
     modules: tuple[DesiredModule, ...],
