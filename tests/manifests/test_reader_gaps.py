@@ -138,3 +138,56 @@ def test_compose_profiles_variable_activates_when_no_profile_is_given() -> None:
     assert images(PROFILED, variables={"COMPOSE_PROFILES": "x"}, profiles=["other"]) == {
         "a": "alpine"
     }
+
+
+# --- sequences merged as the compose-spec "Merge and override" says --------------------
+
+MERGE_BASE = b"""services:
+  app:
+    image: reg.io/app:1
+    command: ["serve", "--port", "80"]
+    dns: [1.1.1.1]
+    ports: ["8080:80", "127.0.0.1:9000:9000/udp"]
+    volumes: ["data:/var/lib/app", "./conf:/etc/app:ro"]
+    secrets: [token]
+    environment: [MODE=base, LEVEL=info]
+    healthcheck: {test: ["CMD", "true"], interval: 5s}
+"""
+MERGE_OVER = b"""services:
+  app:
+    command: ["serve", "--port", "81"]
+    dns: [8.8.8.8]
+    ports: ["8443:443", "8080:80"]
+    volumes: ["other:/var/lib/app", {type: bind, source: ./logs, target: /var/log/app}]
+    secrets: [{source: token2, target: token}, cert]
+    environment: {MODE: override}
+    healthcheck: {test: ["CMD", "false"]}
+"""
+MERGED_APP = {
+    "image": "reg.io/app:1",
+    "command": ["serve", "--port", "81"],
+    "dns": ["1.1.1.1", "8.8.8.8"],
+    "ports": ["8080:80", "127.0.0.1:9000:9000/udp", "8443:443"],
+    "volumes": [
+        "other:/var/lib/app",
+        "./conf:/etc/app:ro",
+        {"type": "bind", "source": "./logs", "target": "/var/log/app"},
+    ],
+    "secrets": [{"source": "token2", "target": "token"}, "cert"],
+    "environment": {"MODE": "override", "LEVEL": "info"},
+    "healthcheck": {"test": ["CMD", "false"], "interval": "5s"},
+}
+
+
+def test_override_files_merge_sequences_by_the_spec() -> None:
+    manifest = parse_manifest(MERGE_BASE, {}, overrides=[("over.yaml", MERGE_OVER)])
+    assert manifest.document["services"]["app"] == MERGED_APP
+
+
+def test_extends_merges_sequences_by_the_spec() -> None:
+    base = MERGE_BASE.decode().replace("  app:\n", "  base:\n")
+    own = MERGE_OVER.decode().removeprefix("services:\n").replace(
+        "  app:\n", "  app:\n    extends: base\n"
+    )
+    manifest = parse_manifest((base + own).encode(), {})
+    assert manifest.document["services"]["app"] == MERGED_APP

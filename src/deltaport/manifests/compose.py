@@ -142,25 +142,133 @@ def _extended(services: dict[str, Any], service: str, spec: Any, src: _Source, d
         raise FormatError(f"{where}: no service {ext['service']!r} in {base_src.name}")
     base = _extended(base_services, ext["service"], base, base_src, depth + 1)
     own = {k: v for k, v in spec.items() if k != "extends"}
-    return _merge(base, own)
+    return merge_service(base, own)
 
 
 def merge_documents(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """OVER merged over BASE: mappings merged key by key, other values replaced."""
-    return _merge(base, over)
+    """OVER merged over BASE by the compose-spec "Merge and override": mappings merged key
+    by key, sequences appended, each service by the service rules (:func:`merge_service`)."""
+    out = _merge(base, {k: v for k, v in over.items() if k != "services"})
+    if "services" not in over:
+        return out
+    services, more = base.get("services"), over["services"]
+    if not isinstance(services, dict) or not isinstance(more, dict):
+        out["services"] = more
+        return out
+    merged = dict(services)
+    for name, spec in more.items():
+        own = merged.get(name)
+        both = isinstance(own, dict) and isinstance(spec, dict)
+        merged[name] = merge_service(own, spec) if both else spec  # type: ignore[arg-type]
+    out["services"] = merged
+    return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_service(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Service OVER merged over BASE (-f files, extends), as the compose-spec says:
+
+    - ``command``, ``entrypoint``, ``healthcheck.test`` are replaced ("shell commands");
+    - ``ports``, ``volumes``, ``secrets``, ``configs`` append entries, and an entry with the
+      same unique key (target; for ports ip, target, published, protocol) replaces the
+      earlier one ("unique resources");
+    - ``environment``, ``labels``, ``annotations``, ``sysctls`` merge as mappings, whether
+      written as mappings or ``KEY=VALUE`` lists;
+    - other sequences are appended, mappings merged, scalars replaced; ``!reset`` removes,
+      ``!override`` replaces whole.
+    """
+    return _merge(base, over, _service_value)
+
+
+def _merge(
+    base: dict[str, Any], over: dict[str, Any], value_of: _Rule | None = None
+) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if value is RESET:
             out.pop(key, None)
         elif isinstance(value, Override):
             out[key] = value.value
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        elif key in out:
+            out[key] = (value_of or _merged_value)(key, out[key], value)
         else:
             out[key] = value
+    return out
+
+
+_Rule = Callable[[str, Any, Any], Any]  # (key, earlier value, later value) -> merged value
+
+
+def _merged_value(key: str, current: Any, value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(current, dict):
+        return _merge(current, value)
+    if isinstance(value, list) and isinstance(current, list):
+        return current + value
+    return value
+
+
+SHELL_COMMANDS = frozenset({"command", "entrypoint"})
+UNIQUE_RESOURCES = frozenset({"ports", "volumes", "secrets", "configs"})
+MAPPINGS_OR_LISTS = frozenset({"environment", "labels", "annotations", "sysctls"})
+
+
+def _service_value(key: str, current: Any, value: Any) -> Any:
+    if key in SHELL_COMMANDS:
+        return value
+    if key in UNIQUE_RESOURCES and isinstance(current, list) and isinstance(value, list):
+        return _merge_unique(key, current, value)
+    mappings = isinstance(current, list | dict) and isinstance(value, list | dict)
+    if key in MAPPINGS_OR_LISTS and mappings:
+        return _merge(_as_mapping(current), _as_mapping(value))
+    if key == "healthcheck" and isinstance(current, dict) and isinstance(value, dict):
+        merged = _merge(current, value)
+        if isinstance(value.get("test"), list | str):
+            merged["test"] = value["test"]
+        return merged
+    return _merged_value(key, current, value)
+
+
+def _merge_unique(key: str, current: list[Any], value: list[Any]) -> list[Any]:
+    out = list(current)
+    where = {_unique_key(key, item): i for i, item in enumerate(out)}
+    for item in value:
+        unique = _unique_key(key, item)
+        if unique is not None and unique in where:
+            i = where[unique]
+            both = isinstance(out[i], dict) and isinstance(item, dict)
+            out[i] = _merge(out[i], item) if both else item
+        else:
+            where.setdefault(unique, len(out))
+            out.append(item)
+    return out
+
+
+def _unique_key(key: str, item: Any) -> Any:
+    """The compose-spec unique key of one ports/volumes/secrets/configs entry."""
+    if key == "ports":
+        if isinstance(item, dict):
+            ip, target, published = (item.get(f) for f in ("host_ip", "target", "published"))
+            texts = (str(v) if v is not None else "" for v in (ip, target, published))
+            return (*texts, str(item.get("protocol") or "tcp"))
+        text, _, protocol = str(item).partition("/")
+        parts = text.rsplit(":", 2)
+        ip, published, target = ["", "", *parts][-3:]
+        return (ip, target, published, protocol or "tcp")
+    if isinstance(item, dict):
+        return item.get("target") or (item.get("source") if key != "volumes" else None)
+    if key == "volumes":
+        parts = str(item).split(":")
+        return parts[1] if len(parts) > 1 else parts[0]
+    return str(item)
+
+
+def _as_mapping(value: list[Any] | dict[str, Any]) -> dict[str, Any]:
+    """``[KEY=VALUE, KEY]`` as ``{KEY: VALUE, KEY: None}``; a mapping as it is."""
+    if isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for item in value:
+        name, sep, text = str(item).partition("=")
+        out[name] = text if sep else None
     return out
 
 
