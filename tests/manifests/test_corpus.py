@@ -62,9 +62,10 @@ def canonical(images: dict[str, str]) -> dict[str, str]:
 
 
 def deltaport_args(name: str) -> list[str]:
+    """FILE and the options of a case, as ``deltaport manifest images|render`` take them."""
     case, folder = EXPECTED[name], CORPUS / name
     args = case.get("args", {})
-    argv = ["images", str(folder / case["file"]), "--json"]
+    argv = [str(folder / case["file"])]
     for key, value in args.get("var", {}).items():
         argv += ["--var", f"{key}={value}"]
     for profile in args.get("profile", []):
@@ -92,7 +93,7 @@ def test_corpus_is_large_and_every_file_has_an_origin() -> None:
 @pytest.mark.parametrize("name", cases())
 def test_deltaport_reads_what_the_tool_resolves(name: str) -> None:
     case = EXPECTED[name]
-    result = runner.invoke(app, deltaport_args(name))
+    result = runner.invoke(app, ["images", *deltaport_args(name), "--json"])
     if "error" in case:
         assert result.exit_code == 3, result.output
         assert case["error"] in result.stderr
@@ -103,6 +104,40 @@ def test_deltaport_reads_what_the_tool_resolves(name: str) -> None:
     assert doc["kind"] == name.split("-", 1)[0]
     got = {image["module"]: image["reference"] for image in doc["images"]}
     assert canonical(got) == canonical(case["images"])
+
+
+LOCAL_REGISTRY = "127.0.0.1:5000"
+CREATE_OPTIONS_CHUNK = 512  # characters, as edgeAgent reads createOptions, createOptions01 …
+
+
+def _modules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    holder = doc.get("content", doc)
+    agent = holder["modulesContent"]["$edgeAgent"]
+    desired = agent.get("properties.desired", {})
+    found = [*desired.get("systemModules", {}).values(), *desired.get("modules", {}).values()]
+    return found + [v for k, v in agent.items() if k.startswith("properties.desired.")]
+
+
+@pytest.mark.parametrize("name", [c for c in cases() if "images" in EXPECTED[c.values[0]]])
+def test_render_gives_the_device_a_deployment_on_its_registry(name: str) -> None:
+    """What a device gets: every image on its registry, nothing to build, no template."""
+    argv = ["render", *deltaport_args(name), "--local-registry", LOCAL_REGISTRY]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    if name.startswith("compose"):
+        services = doc["services"].values()
+        assert all(s["image"].startswith(LOCAL_REGISTRY + "/") for s in services)
+        assert not any("build" in s for s in services)
+        return
+    assert "$schema-template" not in result.stdout
+    for module in _modules(doc):
+        settings = module["settings"]
+        assert settings["image"].startswith(LOCAL_REGISTRY + "/")
+        chunks = [v for k, v in settings.items() if k.startswith("createOptions")]
+        assert all(isinstance(c, str) and len(c) <= CREATE_OPTIONS_CHUNK for c in chunks)
+        if "".join(chunks):  # empty is "no options" to edgeAgent
+            json.loads("".join(chunks))  # the chunks join to the JSON edgeAgent reads
 
 
 class _TaggedLoader(yaml.SafeLoader):
@@ -116,7 +151,7 @@ def _tag_value(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
 _TaggedLoader.add_multi_constructor("!", _tag_value)  # type: ignore[no-untyped-call]
 
 
-def podman_compose(name: str) -> subprocess.CompletedProcess[str]:
+def podman_compose(name: str, home: Path) -> subprocess.CompletedProcess[str]:
     """``podman-compose [--profile P] [--env-file F] -f FILE [-f ...] config`` in the case's
     folder, with only --var values in the environment (as deltaport reads it)."""
     case, folder = EXPECTED[name], CORPUS / name
@@ -129,7 +164,7 @@ def podman_compose(name: str) -> subprocess.CompletedProcess[str]:
     for compose_file in [case["file"], *args.get("files", [])]:
         argv += ["-f", compose_file]
     path = os.environ.get("PATH", "/usr/bin:/bin")
-    env = {"PATH": path, "HOME": str(folder), **args.get("var", {})}
+    env = {"PATH": path, "HOME": str(home), **args.get("var", {})}
     return subprocess.run(
         [*argv, "config"],
         cwd=folder,
@@ -153,9 +188,9 @@ def images_podman_compose_runs(config: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", cases(ORACLE_PODMAN_COMPOSE))
-def test_podman_compose_resolves_the_expected_images(name: str) -> None:
+def test_podman_compose_resolves_the_expected_images(name: str, tmp_path: Path) -> None:
     case = EXPECTED[name]
-    result = podman_compose(name)
+    result = podman_compose(name, tmp_path)
     if "error" in case:
         assert result.returncode != 0
         assert case["error"] in result.stderr
