@@ -24,6 +24,7 @@ import ipaddress
 import os
 import re
 import ssl
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,16 +194,16 @@ def describe_tls_failure(error: ssl.SSLError) -> str:
 def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write DATA to a new file PATH atomically; never replace an existing file.
 
-    The data goes to a temp file in the same folder (created 0600, then chmod-ed to
-    MODE), which is then hard-linked to PATH: the link fails if PATH exists.
+    The data goes to a fresh temp file in the same folder (created 0600, then chmod-ed
+    to MODE), which is then hard-linked to PATH: the link fails if PATH exists.
 
     Raises:
         StateError: PATH exists. StorageError: the folder or file cannot be written.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)

@@ -23,11 +23,12 @@ from deltaport.agent import Agent, AgentConfig, HubSettings
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings
 from deltaport.demo.processes import ProcessGroup, hub_command
-from deltaport.errors import AccessError, UntrustedCertificateError, UsageError
+from deltaport.errors import AccessError, StateError, UntrustedCertificateError, UsageError
 from deltaport.hub.client import HubClient
 from deltaport.hub.server import uvicorn_config
 from deltaport.hub.settings import HubServerSettings, HubTls, add_operator_token
 from deltaport.oci import TransportOptions, copy_image
+from deltaport.tlsutil import write_new
 from tests.agent.hubdouble import HubDouble
 from tests.fixtures.images import build_image, write_oci_layout
 from tests.fixtures.services import Registry, free_port, run_registry
@@ -152,3 +153,16 @@ def test_the_operator_client_verifies_the_hub_and_keeps_its_token_off_plain_http
               pytest.raises(AccessError)):  # verified, then the double refuses the token
             hc.device("edge-1")
         assert spoof.requests != []
+
+
+def test_hub_init_leaves_nothing_when_a_file_is_in_the_way(tmp_path: Path) -> None:
+    data = tmp_path / "hub"
+    (data / "tls").mkdir(parents=True)
+    (data / "tls" / "ca.crt").symlink_to(tmp_path / "elsewhere")  # even a dangling link
+    done = deltaport("hub", "init", str(data), "--self-signed", "hub.example")
+    assert done.returncode != 0 and "refusing to overwrite" in done.stderr
+    assert sorted(p.name for p in data.rglob("*")) == ["ca.crt", "tls"]
+    assert not (tmp_path / "elsewhere").exists()
+    with pytest.raises(StateError, match="refusing to overwrite"):
+        write_new(data / "tls" / "ca.crt", b"x")
+    assert not (tmp_path / "elsewhere").exists()

@@ -102,13 +102,21 @@ def init(
     if existing:
         raise StateError(f"refusing to overwrite {', '.join(existing)}")
     listen = host or ("0.0.0.0" if hosts else "127.0.0.1")
+    files = [(config, starter_config_text(host=listen, port=port, tls=bool(hosts)).encode(),
+              0o600)]
     if hosts:
         pair = starter_pair(hosts)
-        write_new(tls / "hub.key", pair.key_pem, mode=0o600)
-        write_new(tls / "hub.crt", pair.cert_pem)
-        write_new(tls / "ca.crt", pair.ca_pem)
-    write_new(config, starter_config_text(host=listen, port=port, tls=bool(hosts)).encode(),
-              mode=0o600)
+        files += [(tls / "hub.key", pair.key_pem, 0o600), (tls / "hub.crt", pair.cert_pem, 0o644),
+                  (tls / "ca.crt", pair.ca_pem, 0o644)]
+    written: list[Path] = []
+    try:
+        for path, data, mode in files:
+            write_new(path, data, mode=mode)
+            written.append(path)
+    except BaseException:  # nothing half-written: remove what this run wrote
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     typer.echo(f"wrote {config}")
     if hosts:
         typer.echo(f"wrote {tls}/hub.crt and hub.key for {', '.join(hosts)}; "
