@@ -25,6 +25,7 @@ from deltaport.delta.image import create_image_delta
 from deltaport.trust import CertifiedKey, KeyList, Role, encode_envelope
 from deltaport.trust.issue import certify, revoke
 from tests.agent.conftest import DEVICE, OPTS, World, agent_config, image_id_in
+from tests.agent.hubdouble import HubDouble
 from tests.fixtures.services import Registry
 
 DAY = 86_400
@@ -183,3 +184,32 @@ def test_the_held_key_list_survives_a_restart(
         reason = _drop(agent, a1)
         assert reason is not None and "older than the held v2" in reason
         assert not _present(device_registry, a1)
+
+
+def _offer(hub: HubDouble, bundle: Path) -> str:
+    """Offer BUNDLE to the device through the hub; the image ID it rebuilds."""
+    with BundleReader(bundle) as reader:
+        target = reader.index.content["target"]
+    hub.add_bundle(DEVICE, bundle, image_id=str(target["image_id"]), target=str(target["name"]),
+                   deployment=f"dep-{bundle.stem}")
+    return str(target["image_id"])
+
+
+def test_hub_offers_rotate_keys_and_a_rolled_back_key_is_reported(
+        tmp_path: Path, world: World, device_registry: Registry, keys: Keys) -> None:
+    b2 = _bundle(world, tmp_path / "b2.bundle", "v3", Signer(keys.b, keys.v2))
+    old = _bundle(world, tmp_path / "a-old.bundle", "v2", Signer(keys.a, keys.v1))
+    with HubDouble(tokens={"tok-1": DEVICE}) as hub:
+        config = agent_config(tmp_path, world, device_registry.host, hub_url=hub.url,
+                              trusted_keys=(), root_keys=(keys.root_pub,))
+        with Agent(config) as agent:
+            _offer(hub, b2)
+            agent.run_once()  # head fetched and checked through the keyring, then applied
+            assert _present(device_registry, b2) and _held_version(agent) == 2
+            old_id = _offer(hub, old)
+            report = agent.run_once()
+            assert report.failed == 1 and not _present(device_registry, old)
+            agent.run_once()  # deliver the failure
+        failed = [m for m in hub.statuses(old_id) if m["status"] == "failed"]
+    assert len(failed) == 1
+    assert f"{key_id(keys.a.public_key())} is not certified in key list v2" in failed[0]["reason"]
