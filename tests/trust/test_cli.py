@@ -70,3 +70,26 @@ def test_mistakes_fail_with_their_exit_code_and_leave_the_list_alone(tmp_path: P
     listed = deltaport_cli("keys", "list", str(out), "--root-key",
                            str(tmp_path / "other" / "root.pub"))
     assert listed.returncode == 4
+
+
+def test_bundle_inspect_shows_the_carried_key_list(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from deltaport.bundle import Signer
+    from deltaport.trust import Role, encode_envelope
+    from deltaport.trust.issue import certify
+    from tests.bundle.helpers import build_bundle
+
+    root, key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    listed = certify(None, key.public_key(), [Role.BUNDLE], now=1_800_000_000, days=9)
+    path = tmp_path / "b.bundle"
+    build_bundle(path, key=Signer(key, encode_envelope(listed, [root])))  # type: ignore[arg-type]
+    doc = _json("bundle", "inspect", str(path))
+    assert doc["format_version"] == 4 and doc["key_list"]["version"] == 1
+    assert doc["key_list"]["keys"] == [{"key_id": doc["signatures_claimed"][0],
+                                        "roles": ["bundle"]}]
+    text = deltaport_cli("bundle", "inspect", str(path))
+    assert text.returncode == 0 and "key list: v1" in text.stdout
+    plain = tmp_path / "plain.bundle"
+    build_bundle(plain, key=key)
+    assert _json("bundle", "inspect", str(plain))["key_list"] is None

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from deltaport.bundle.signing import SignatureDocument
 
 app = typer.Typer(help="Look inside bundle files.", no_args_is_help=True)
 
 
-def claimed_signers(path: Path) -> list[str]:
-    """Key ids the bundle's signature document names, signatures not checked.
+def _signature_document(path: Path) -> SignatureDocument:
+    """The bundle's signature document, signatures not checked.
 
     Raises:
         FormatError, TruncatedError, SignatureError: not a bundle head.
@@ -20,7 +23,7 @@ def claimed_signers(path: Path) -> list[str]:
     """
     from deltaport.bundle import BundleLimits, read_head, required_head_bytes
     from deltaport.bundle.format import HEAD_FIXED_SIZE
-    from deltaport.bundle.signing import parse_signatures
+    from deltaport.bundle.signing import parse_signature_document
     from deltaport.errors import StorageError
 
     limits = BundleLimits()
@@ -32,7 +35,32 @@ def claimed_signers(path: Path) -> list[str]:
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
     _, signature_bytes, _ = read_head(data, limits=limits)
-    return [e.key_id for e in parse_signatures(signature_bytes, limits)]
+    return parse_signature_document(signature_bytes, limits)
+
+
+def claimed_signers(path: Path) -> list[str]:
+    """Key ids the bundle's signature document names, signatures not checked."""
+    return [e.key_id for e in _signature_document(path).entries]
+
+
+def carried_key_list(path: Path) -> dict[str, Any] | None:
+    """The key list the bundle carries (format 4, docs/trust.md), root signature not
+    checked: its version, expiry, the root key ids claimed, certified and revoked keys.
+
+    Raises:
+        FormatError: the carried key list is malformed.
+    """
+    from deltaport.trust import read_unverified
+
+    envelope = _signature_document(path).key_list
+    if envelope is None:
+        return None
+    key_list = read_unverified(envelope)
+    return {"version": key_list.version, "expires_at": key_list.expires_at,
+            "signed_by": [str(e.get("key_id")) for e in envelope["signatures"]
+                          if isinstance(e, dict)],
+            "keys": [{"key_id": k.key_id, "roles": sorted(k.roles)} for k in key_list.keys],
+            "revoked": sorted(key_list.revoked)}
 
 
 def signer_text(doc: dict[str, Any]) -> str:
@@ -69,6 +97,7 @@ def bundle_summary(path: Path, trust_keys: list[Path], verify: bool) -> dict[str
             "signer": index.signer_key_id,
             "signature_checked": bool(keys),
             "signatures_claimed": claimed_signers(path),
+            "key_list": carried_key_list(path),
             "release": (
                 None if index.release is None
                 else {"version": index.release.version,
@@ -101,6 +130,11 @@ def _print_summary(doc: dict[str, Any]) -> None:
     )
     verified = "yes" if doc["payload_verified"] else "no"
     console.print(f"signer: {signer}; payload verified: {verified}")
+    key_list = doc["key_list"]
+    if key_list is not None:
+        keys = ", ".join(f"{k['key_id']} ({'/'.join(k['roles'])})" for k in key_list["keys"])
+        console.print(f"key list: v{key_list['version']} (root signature not checked here), "
+                      f"certifies {keys or 'no key'}")
     release = doc["release"]
     if release is None:
         console.print("release: none (no version or expiry: replay protection does not apply)")
