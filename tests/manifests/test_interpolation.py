@@ -46,7 +46,7 @@ def test_spec_forms(text: str, expected: str) -> None:
         ("${U:?set U please}", "required variable U is missing a value: set U please"),
         ("${E:?}", "required variable E is missing a value"),
         ("${U?}", "required variable U"),
-        ("$ x", "invalid interpolation"),
+        ("${A x}", "invalid interpolation"),  # a lone "$ x" is literal, as compose-go keeps it
         ("${A", "invalid interpolation"),
         ("${A:-x", "unterminated"),
         ("${1}", "a variable name must follow"),

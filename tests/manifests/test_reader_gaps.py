@@ -191,3 +191,26 @@ def test_extends_merges_sequences_by_the_spec() -> None:
     )
     manifest = parse_manifest((base + own).encode(), {})
     assert manifest.document["services"]["app"] == MERGED_APP
+
+
+# --- a lone "$" is literal (compose-go template: only $$, $NAME and ${...} are special) ----
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("echo $(cat /proc/sys/kernel/random/uuid)", "echo $(cat /proc/sys/kernel/random/uuid)"),
+        ("costs $5 or $ 6", "costs $5 or $ 6"),
+        ("ends with $", "ends with $"),
+        ("$$(kept) $A", "$(kept) a"),
+    ],
+)
+def test_a_dollar_before_anything_else_is_kept(text: str, value: str) -> None:
+    doc = f"services:\n  s:\n    image: alpine\n    command: '{text}'\n"
+    manifest = parse_manifest(doc.encode(), {"A": "a"})
+    assert manifest.document["services"]["s"]["command"] == value
+
+
+def test_an_invalid_braced_interpolation_is_still_an_error() -> None:
+    with pytest.raises(FormatError, match="invalid interpolation"):
+        parse_manifest(b"services:\n  s:\n    image: alpine\n    command: '${1x}'\n", {})

@@ -12,7 +12,9 @@ Compose interpolation follows the compose-spec, section "Interpolation"
   ``${VARIABLE+replacement}`` if it is set; otherwise empty;
 - defaults, errors and replacements may themselves hold interpolations
   (``${A:-${B:-x}}``), evaluated only when used;
-- ``$$`` is a literal ``$`` and is never interpolated;
+- ``$$`` is a literal ``$`` and is never interpolated; a ``$`` followed by anything
+  but ``$``, ``{`` or a name is kept as it is (compose-go's template pattern matches only
+  those three, so ``$(cat f)`` reaches the container unchanged);
 - an unset variable without a default is an empty string, with a warning.
 
 Values come, in this order, from ``--var NAME=VALUE``, then the ``.env`` file beside
@@ -94,11 +96,9 @@ class Interpolator:
             elif match := _NAME.match(text, pos + 1):
                 out.append(self._plain(match.group(), live, where))
                 pos = match.end()
-            else:
-                raise FormatError(
-                    f"{self.name}: {where}: invalid interpolation at {text[pos : pos + 20]!r} "
-                    "(write $$ for a literal $)"
-                )
+            else:  # "$(", "$5", "$ ", a final "$": not a template, kept as docker compose does
+                out.append("$")
+                pos += 1
         if nested:
             raise FormatError(f"{self.name}: {where}: unterminated '${{' in {text[:80]!r}")
         return "".join(out), pos
