@@ -17,7 +17,7 @@ import pytest
 
 from deltaport.agent import Agent
 from deltaport.bundle import Release, load_private_key
-from deltaport.delta.image import create_image_delta
+from deltaport.delta.image import create_image_delta, target_name
 from deltaport.oci import copy_image
 from tests.agent.conftest import DEVICE, OPTS, World, agent_config, image_id_in
 from tests.agent.hubdouble import HubDouble
@@ -36,6 +36,7 @@ class Releases:
     v2_unversioned: Path  # no release at all (a format-2 style bundle)
     v2_id: str
     v3_id: str
+    target: str  # what the device stores NAME as: the cloud registry stays in the path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory, world: World) -> Releases
     r3, _ = build("v2", "r3.bundle", Release(3, far))
     expired, _ = build("v3", "expired.bundle", Release(4, int(time.time()) - 3 * DAY))
     legacy, _ = build("v2", "legacy.bundle", None)
-    return Releases(r1, r2, r3, expired, legacy, v2_id, v3_id)
+    return Releases(r1, r2, r3, expired, legacy, v2_id, v3_id, target_name(cloud.ref(NAME)))
 
 
 def _drop(config_inbox: Path, bundle: Path, name: str) -> None:
@@ -76,29 +77,29 @@ def test_inbox_replay_is_refused_and_an_operator_rollback_is_taken(
     with Agent(config) as agent:
         _drop(config.inbox, releases.v2_r1, "r1.bundle")
         agent.run_once()
-        assert image_id_in(device_registry, NAME) == releases.v2_id
+        assert image_id_in(device_registry, releases.target) == releases.v2_id
         _drop(config.inbox, releases.v3_r2, "r2.bundle")
         agent.run_once()
-        assert image_id_in(device_registry, NAME) == releases.v3_id
+        assert image_id_in(device_registry, releases.target) == releases.v3_id
 
         _drop(config.inbox, releases.v2_r1, "replayed.bundle")
         report = agent.run_once()
         assert report.reconstructed == 0 and report.inbox_failed == 1
         assert "replay refused" in _reason(config.inbox, "replayed.bundle")
         assert "release 1" in _reason(config.inbox, "replayed.bundle")
-        assert image_id_in(device_registry, NAME) == releases.v3_id
+        assert image_id_in(device_registry, releases.target) == releases.v3_id
 
         _drop(config.inbox, releases.v2_unversioned, "legacy.bundle")
         report = agent.run_once()
         assert report.inbox_failed == 1
         assert "no signed release" in _reason(config.inbox, "legacy.bundle")
-        assert image_id_in(device_registry, NAME) == releases.v3_id
+        assert image_id_in(device_registry, releases.target) == releases.v3_id
 
         _drop(config.inbox, releases.v2_r3, "rollback.bundle")
         report = agent.run_once()
         assert report.reconstructed == 1 and report.inbox_done == 1
-        assert image_id_in(device_registry, NAME) == releases.v2_id
-        held = agent.state.releases(NAME)
+        assert image_id_in(device_registry, releases.target) == releases.v2_id
+        held = agent.state.releases(releases.target)
         assert [h.version for h in held.values()] == [3]
 
 
@@ -110,7 +111,7 @@ def test_expired_bundle_is_refused(
         report = agent.run_once()
     assert report.reconstructed == 0 and report.inbox_failed == 1
     assert "expired" in _reason(config.inbox, "old.bundle")
-    assert image_id_in(device_registry, NAME) is None
+    assert image_id_in(device_registry, releases.target) is None
 
 
 def test_unversioned_bundle_is_taken_when_no_release_is_held(
@@ -121,24 +122,24 @@ def test_unversioned_bundle_is_taken_when_no_release_is_held(
         _drop(config.inbox, releases.v2_unversioned, "legacy.bundle")
         report = agent.run_once()
     assert report.reconstructed == 1
-    assert image_id_in(device_registry, NAME) == releases.v2_id
+    assert image_id_in(device_registry, releases.target) == releases.v2_id
     assert "no signed release version" in caplog.text
 
 
 def test_hub_offer_of_an_old_bundle_is_refused_and_reported(
         tmp_path: Path, world: World, device_registry: Registry, releases: Releases) -> None:
     with HubDouble(tokens={"tok-1": DEVICE}) as hub:
-        hub.add_bundle(DEVICE, releases.v3_r2, image_id=releases.v3_id, target=NAME,
+        hub.add_bundle(DEVICE, releases.v3_r2, image_id=releases.v3_id, target=releases.target,
                        deployment="dep-new")
         config = agent_config(tmp_path, world, device_registry.host, hub_url=hub.url)
         with Agent(config) as agent:
             agent.run_once()
-            assert image_id_in(device_registry, NAME) == releases.v3_id
-            hub.add_bundle(DEVICE, releases.v2_r1, image_id=releases.v2_id, target=NAME,
+            assert image_id_in(device_registry, releases.target) == releases.v3_id
+            hub.add_bundle(DEVICE, releases.v2_r1, image_id=releases.v2_id, target=releases.target,
                            deployment="dep-old")
             report = agent.run_once()
             assert report.reconstructed == 0 and report.failed == 1
-            assert image_id_in(device_registry, NAME) == releases.v3_id
+            assert image_id_in(device_registry, releases.target) == releases.v3_id
             agent.run_once()  # deliver the failure
         failed = [m for m in hub.statuses(releases.v2_id) if m["status"] == "failed"]
     assert len(failed) == 1 and "replay refused" in failed[0]["reason"]

@@ -19,6 +19,7 @@ import pytest
 from deltaport.demo.fleet import agent_config_text, write_agent_config
 from deltaport.demo.processes import ProcessGroup, agent_command
 from deltaport.demo.services import REGISTRY_CONFIG
+from deltaport.pipelines.adapters import delivered_name
 from tests.e2e.conftest import (
     Cloud,
     Hub,
@@ -104,7 +105,8 @@ def test_agent_in_a_namespace_survives_an_outage_on_a_1mbit_link(
     elapsed = time.monotonic() - started
 
     assert elapsed > 0.8 * size * 8 / RATE_BPS + OUTAGE_SECONDS  # the link really was slow
-    assert skopeo_image_id(f"docker://{registry}/demo/app:v1") == v1["image_id"]
+    on_device = delivered_name(str(v1["image"]))  # the cloud registry stays in the path
+    assert skopeo_image_id(f"docker://{registry}/{on_device}") == v1["image_id"]
     at_hub = {i["image_id"]: i["status"] for i in hc.device("dev-ns")["images"]}
     assert at_hub[v1["image_id"]] == "present"
     wait_for(lambda: desired_deployment(files.desired_manifest) == plan["deployment"],

@@ -35,9 +35,9 @@ def test_bundles_are_signed_with_a_version_per_name_and_an_expiry(fleet: Fleet) 
         by_name.setdefault(i2d.device_target_name(spec.target), set()).add(
             spec.release.version)
     # one release per name and image, whatever the devices' sources
-    assert by_name == {"app:2": {1}, "web:2": {1}}
-    assert _versions(fleet) == {"app:2": (1, fleet.image_id("reg.io/app:2")),
-                                "web:2": (1, fleet.image_id("reg.io/web:2"))}
+    assert by_name == {"reg.io/app:2": {1}, "reg.io/web:2": {1}}
+    assert _versions(fleet) == {"reg.io/app:2": (1, fleet.image_id("reg.io/app:2")),
+                                "reg.io/web:2": (1, fleet.image_id("reg.io/web:2"))}
     with session_scope(fleet.engine) as s:
         assert len(list(s.scalars(select(BundleRelease)))) == 4
 
@@ -49,7 +49,7 @@ def test_a_bundle_older_than_a_newer_release_of_another_image_is_rebuilt(
     # a later deployment shipped another image as app:2 (release 5): the stored app:2
     # bundle (release 1) would be refused by a device holding release 5
     with session_scope(fleet.engine) as s:
-        counter = s.get(BundleVersion, "app:2")
+        counter = s.get(BundleVersion, "reg.io/app:2")
         assert counter is not None
         counter.last_version, counter.last_image_id = 5, "sha256:" + "9" * 64
     with session_scope(fleet.engine) as s:
@@ -57,10 +57,10 @@ def test_a_bundle_older_than_a_newer_release_of_another_image_is_rebuilt(
     fleet.report("e", "reg.io/app:1", "reg.io/web:1")
     third = fleet.deploy(("e",))
     rebuilt = fleet.builder.built[2:]
-    assert [i2d.device_target_name(s.target) for s in rebuilt] == ["app:2"]
+    assert [i2d.device_target_name(s.target) for s in rebuilt] == ["reg.io/app:2"]
     assert rebuilt[0].release is not None and rebuilt[0].release.version == 6
     assert len(third.reused) == 1  # web:2 is still current: reused
-    assert _versions(fleet)["app:2"] == (6, fleet.image_id("reg.io/app:2"))
+    assert _versions(fleet)["reg.io/app:2"] == (6, fleet.image_id("reg.io/app:2"))
 
 
 def test_a_bundle_near_its_expiry_is_rebuilt(fleet: Fleet) -> None:  # noqa: F811

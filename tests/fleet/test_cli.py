@@ -198,7 +198,7 @@ def test_activate_and_event_apply(data_dir: Path, tmp_path: Path) -> None:
         envelope, [load_public_key(Path(keys["public_key"]))], device="dev-1"
     )
     app2 = image_id(data_dir, "reg.io/app:2")
-    assert desired.modules == (DesiredModule("a", "localhost:5000/app:2", app2),)
+    assert desired.modules == (DesiredModule("a", "localhost:5000/reg.io/app:2", app2),)
     assert desired.version == 1 and desired.deployment == dep
     again_activated = json.loads(run(data_dir, "activate", dep, "--json").stdout)
     assert again_activated["deployment"] == dep and again_activated["versions"] == {"dev-1": 2}

@@ -104,8 +104,8 @@ def test_references_normalized_and_rewritten() -> None:
     assert normalize_reference("docker://reg.io/app") == "reg.io/app:latest"
     assert normalize_reference("reg.io:5000/app:1") == "reg.io:5000/app:1"
     assert local_reference("myacr.azurecr.io/team/app:1.0", "localhost:5000") == (
-        "localhost:5000/team/app:1.0"
-    )
+        "localhost:5000/myacr.azurecr.io/team/app:1.0"
+    )  # the registry stays in the path: another registry's team/app is another image
     # the device stores a Docker Hub image under its full path (delta.image.target_name)
     assert local_reference("redis", "localhost:5000") == "localhost:5000/library/redis:latest"
 
@@ -115,10 +115,11 @@ def test_rewrite_for_device_keeps_everything_else() -> None:
     out = rewrite_for_device(m, "127.0.0.1:5000")
     desired = out["modulesContent"]["$edgeAgent"]["properties.desired"]
     assert desired["modules"]["web"]["settings"] == {
-        "image": "127.0.0.1:5000/web:1",
+        "image": "127.0.0.1:5000/reg.io/web:1",
         "createOptions": "{}",
     }
-    assert desired["systemModules"]["edgeHub"]["settings"]["image"] == "127.0.0.1:5000/hub:1.4"
+    assert desired["systemModules"]["edgeHub"]["settings"]["image"] == (
+        "127.0.0.1:5000/mcr.microsoft.com/hub:1.4")
     assert (
         m.document["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["web"][
             "settings"

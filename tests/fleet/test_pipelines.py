@@ -177,10 +177,10 @@ def test_nothing_to_send_finishes_and_activates(fleet: Fleet) -> None:
     result = fleet.deploy(("d",))
     assert result.state == "active" and result.activated and not fleet.builder.built
     desired = fleet.desired("d")
-    assert desired.manifest["services"]["app"]["image"] == "localhost:5000/app:2"
+    assert desired.manifest["services"]["app"]["image"] == "localhost:5000/reg.io/app:2"
     assert desired.version == 1 and desired.deployment == result.deployment_id
     assert desired.image_of("app").image_id == fleet.image_id("reg.io/app:2")
-    assert desired.image_of("web").reference == "localhost:5000/web:2"
+    assert desired.image_of("web").reference == "localhost:5000/reg.io/web:2"
     with session_scope(fleet.engine) as s:
         dset = s.get(DeploymentSet, result.deployment_id)
         assert dset is not None and dset.finished_at is not None

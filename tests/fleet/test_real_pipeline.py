@@ -103,7 +103,8 @@ def test_three_devices_one_deployment(engine: Engine, registry: Registry, tmp_pa
         [load_public_key(manifest_keys.public_key_path)],
         device="b",
     )
-    assert desired.modules[0].reference == "localhost:5000/app:2"
+    assert desired.modules[0].reference == (
+        f"localhost:5000/{registry.host.replace(':', '_')}/app:2")
     assert desired.modules[0].image_id == ids["2"]
 
 

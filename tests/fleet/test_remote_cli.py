@@ -312,9 +312,21 @@ def _same_plan_locally(
             assert stored is not None and stored.priority == plan["priority"]
     finally:
         engine.dispose()
-    assert {k: v for k, v in local.items() if k != "deployment"} == {
-        k: v for k, v in plan.items() if k != "deployment"
-    }
+    # the same plan, byte counts apart: each bundle carries its deployment's random id,
+    # which compresses a byte better or worse (seen: 11,699 against 11,700 bytes)
+    assert _plan_shape(local) == _plan_shape(plan)
+    for mine, theirs in zip(local["devices"], plan["devices"], strict=True):
+        assert abs(mine["bytes"] - theirs["bytes"]) <= BUNDLE_ID_SLACK_BYTES * len(mine["bundles"])
+
+
+BUNDLE_ID_SLACK_BYTES = 8
+
+
+def _plan_shape(plan: dict[str, Any]) -> dict[str, Any]:
+    """A deploy answer without its deployment id and the byte counts that id moves."""
+    devices = [{k: v for k, v in d.items() if k not in ("bytes", "eta_seconds")}
+               for d in plan["devices"]]
+    return {**{k: v for k, v in plan.items() if k != "deployment"}, "devices": devices}
 
 
 def test_unknown_objects_are_404_and_fail_like_local(fleet: RemoteFleet) -> None:

@@ -285,7 +285,8 @@ def test_desired_manifest_after_activation(any_hub: LiveHub) -> None:
         trusted = [load_public_key(w.manifest_public_key)]
         doc = decode_envelope(r.content, trusted, device="dev-1")
         assert doc.deployment == w.deployment and doc.version == 1
-        assert doc.modules == (DesiredModule("app", "localhost:5000/demo/app:v2", w.v2),)
+        assert doc.modules == (DesiredModule("app", "localhost:5000/cloud.example_5000/demo/app:v2",
+                                             w.v2),)
         assert decode_envelope(d2.get(API + "/desired-manifest").content, trusted, device="dev-2")
         etag = r.headers["etag"]
         again = d1.get(API + "/desired-manifest", headers={"If-None-Match": etag})

@@ -12,7 +12,7 @@ import httpx
 
 from deltaport.bundle.keys import generate_keypair, load_public_key
 from deltaport.config import Settings
-from deltaport.delta.image import apply_image_delta
+from deltaport.delta.image import apply_image_delta, target_name
 from deltaport.desired import DesiredModule, decode_envelope
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.queries import add_device, hash_token
@@ -104,5 +104,6 @@ def test_register_deploy_download_rebuild(registry: Registry, tmp_path: Path) ->
             doc = decode_envelope(
                 desired.content, [load_public_key(manifest_keys.public_key_path)], device="edge-1"
             )
-            assert doc.modules == (DesiredModule("app", "localhost:5000/demo/app:v2", ids["v2"]),)
+            on_device = f"localhost:5000/{target_name(registry.ref('demo/app:v2'))}"
+            assert doc.modules == (DesiredModule("app", on_device, ids["v2"]),)
         assert hc.deployment(plan["deployment"])["state"] == "active"

@@ -17,6 +17,7 @@ from deltaport.agent import Agent, AgentConfig, HubSettings
 from deltaport.agent.runtime.model import RuntimeKind, RuntimeSettings
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings
+from deltaport.delta.image import target_name
 from deltaport.fleet.queries import hash_token
 from deltaport.hub.client import HubClient
 from deltaport.hub.settings import HubServerSettings, OperatorToken
@@ -88,13 +89,14 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
         status = hc.deployment(plan["deployment"])
         assert status["state"] == "active", status
         assert status["devices"][0]["images"] == {f"{registry.host}/demo/app:v2": "present"}
-        with open_source(device_registry.ref("demo/app:v2"), OPTS) as rebuilt:
+        on_device = target_name(registry.ref("demo/app:v2"))  # the cloud registry in its path
+        with open_source(device_registry.ref(on_device), OPTS) as rebuilt:
             assert rebuilt.image_id() == ids["v2"]
         # the agent verified the signed manifest (trusting manifest.pub) and wrote it
         desired = json.loads((tmp_path / "desired.json").read_text())
         assert desired["deployment"] == plan["deployment"] and desired["version"] == 1
         assert desired["images"] == [
-            {"module": "app", "reference": f"{device_registry.host}/demo/app:v2",
+            {"module": "app", "reference": f"{device_registry.host}/{on_device}",
              "image_id": ids["v2"]}
         ]
         # ... and told the hub: activation message, runtime report

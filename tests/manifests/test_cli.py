@@ -100,7 +100,8 @@ def test_render_points_at_the_local_registry(tmp_path: Path) -> None:
     path = write(tmp_path, "services:\n  a:\n    image: ghcr.io/acme/a:1\n    build: .\n")
     result = runner.invoke(app, ["render", str(path), "--local-registry", "127.0.0.1:5000"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"services": {"a": {"image": "127.0.0.1:5000/acme/a:1"}}}
+    image = "127.0.0.1:5000/ghcr.io/acme/a:1"  # the source registry stays in the path
+    assert json.loads(result.stdout) == {"services": {"a": {"image": image}}}
 
 
 def test_extends_another_file_beside_the_manifest(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_several_files_merged_in_order(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(path), "-f", str(over), "--local-registry", "l:5"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["services"] == {
-        "a": {"image": "l:5/a:2", "ports": ["80"]},
+        "a": {"image": "l:5/reg.io/a:2", "ports": ["80"]},
         "b": {"image": "l:5/library/b:latest"},
     }
 

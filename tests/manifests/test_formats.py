@@ -105,7 +105,7 @@ def test_layered_and_wrapped_deployments() -> None:
     assert [(x.module, x.reference) for x in m.modules] == [("sim", "reg.io/sim:1")]
     out = rewrite_for_device(m, "l:5")
     agent = out["content"]["modulesContent"]["$edgeAgent"]
-    assert agent["properties.desired.modules.sim"]["settings"]["image"] == "l:5/sim:1"
+    assert agent["properties.desired.modules.sim"]["settings"]["image"] == "l:5/reg.io/sim:1"
 
 
 def test_upstream_images_refused_naming_upstream() -> None:

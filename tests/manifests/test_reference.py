@@ -63,7 +63,8 @@ def test_rejected_with_a_clear_message(reference: str, match: str) -> None:
 
 def test_local_reference_is_the_path_the_device_stores() -> None:
     assert local_reference("nginx", "l:5000") == "l:5000/library/nginx:latest"
-    assert local_reference("ghcr.io/acme/app:1", "l:5000") == "l:5000/acme/app:1"
+    assert local_reference("ghcr.io/acme/app:1", "l:5000") == "l:5000/ghcr.io/acme/app:1"
+    assert local_reference("acme/app:1", "l:5000") == "l:5000/acme/app:1"
 
 
 COMPONENT = st.from_regex(r"[a-z0-9]+(?:[._-][a-z0-9]+)?", fullmatch=True)

@@ -53,6 +53,7 @@ from deltaport.oci import (
     parse_reference,
 )
 from deltaport.oci.model import parse_config
+from deltaport.oci.reference import scoped_path
 
 CONFIG_ZSTD_LEVEL = 19
 MAX_CONFIG_BYTES = 16 << 20
@@ -139,15 +140,17 @@ def _sha256_digest(data: bytes) -> str:
 
 
 def target_name(ref: str) -> str:
-    """The repository:tag a device stores the target as, without the registry host.
+    """The repository:tag a device stores the target as, in its own registry.
 
-    "docker://hub:5000/demo/app:v2" -> "demo/app:v2"; "docker-archive:x.tar:app:v2" ->
+    A registry image keeps its registry in the path (:func:`scoped_path`):
+    "docker://hub.example:5000/demo/app:v2" -> "hub.example_5000/demo/app:v2",
+    "docker://nginx" -> "library/nginx:latest"; "docker-archive:x.tar:app:v2" ->
     "app:v2"; "oci:dir:v2" -> "dir:v2" (a layout has no repository name).
     """
     parsed = parse_reference(ref)
     name = parsed.name
     if name is not None and parsed.transport is Transport.DOCKER:
-        return f"{name.repository}:{name.tag}" if name.tag else name.repository
+        return scoped_path(name)
     if name is not None:
         return name.familiar
     stem = parsed.path.stem if parsed.path is not None else "image"

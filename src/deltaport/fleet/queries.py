@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -46,6 +46,7 @@ from deltaport.fleet.states import (
     next_image_status,
     next_set_state,
 )
+from deltaport.manifests.reference import familiar_repository
 from deltaport.pipelines.interfaces import ImageIdentity, ImageInfo
 from deltaport.pipelines.manifest import normalize_reference
 
@@ -227,8 +228,13 @@ def find_image(session: Session, reference: str) -> Image:
     if reference.startswith("sha256:"):
         query = query.where(Image.image_id == reference)
     elif "@" in ref:
+        # a pin: the registration of that manifest in the same repository, under any tag
+        # or the pin itself (the tag of ``name:tag@digest`` is ignored, as Docker does)
         name, _, digest = ref.partition("@")
-        query = query.where(Image.manifest_digest == digest, Image.name.startswith(name + ":"))
+        repository = familiar_repository(name)
+        query = query.where(Image.manifest_digest == digest, or_(
+            Image.name.startswith(repository + ":", autoescape=True),
+            Image.name.startswith(repository + "@", autoescape=True)))
     else:
         query = query.where(Image.name == ref)
     image = session.scalar(query)

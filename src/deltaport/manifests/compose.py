@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deltaport.errors import FormatError
-from deltaport.manifests.model import Manifest, ModuleImage
-from deltaport.manifests.reference import local_reference, parse_image
+from deltaport.manifests.model import Locate, Manifest, ModuleImage
+from deltaport.manifests.reference import parse_image
 from deltaport.manifests.yamlload import RESET, Override
 
 PULL_POLICIES_DROPPED = frozenset({"never", "build"})
@@ -366,11 +366,14 @@ def compose_modules(
     return tuple(found)
 
 
-def rewrite_compose(manifest: Manifest, local_registry: str) -> dict[str, Any]:
-    """The Compose document a device runs: images from its registry, nothing to build."""
+def rewrite_compose(manifest: Manifest, locate: Locate) -> dict[str, Any]:
+    """The Compose document a device runs: images from its registry, nothing to build.
+
+    LOCATE gives the device's reference for a manifest's image reference.
+    """
     doc = copy.deepcopy(manifest.document)
     for spec in doc["services"].values():
-        spec["image"] = local_reference(spec["image"], local_registry)
+        spec["image"] = locate(spec["image"])
         spec.pop("build", None)
         if spec.get("pull_policy") in PULL_POLICIES_DROPPED:
             del spec["pull_policy"]

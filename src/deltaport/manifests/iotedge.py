@@ -26,8 +26,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from deltaport.errors import FormatError
-from deltaport.manifests.model import Manifest, ModuleImage
-from deltaport.manifests.reference import local_reference, parse_image
+from deltaport.manifests.model import Locate, Manifest, ModuleImage
+from deltaport.manifests.reference import parse_image
 
 CREATE_OPTIONS_CHUNK = 512  # characters per createOptions field (edgeAgent)
 CREATE_OPTIONS_MAX_CHUNKS = 8  # createOptions, createOptions01 … createOptions07
@@ -141,13 +141,16 @@ def iotedge_modules(doc: dict[str, Any], name: str) -> tuple[ModuleImage, ...]:
     return tuple(found)
 
 
-def rewrite_iotedge(manifest: Manifest, local_registry: str) -> dict[str, Any]:
-    """The deployment a device gets: local images, createOptions as edgeAgent reads them."""
+def rewrite_iotedge(manifest: Manifest, locate: Locate) -> dict[str, Any]:
+    """The deployment a device gets: local images, createOptions as edgeAgent reads them.
+
+    LOCATE gives the device's reference for a manifest's image reference.
+    """
     doc = copy.deepcopy(manifest.document)
     _drop_schema_template(doc)
     for where, _, spec in _module_specs(_agent(doc, "manifest"), "manifest"):
         settings = spec["settings"]
-        settings["image"] = local_reference(settings["image"], local_registry)
+        settings["image"] = locate(settings["image"])
         _split_create_options(settings, where)
     return doc
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+Locate = Callable[[str], str]  # a manifest's image reference -> the device's reference for it
 
 
 class Kind(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from deltaport.errors import FormatError
@@ -24,7 +25,8 @@ from deltaport.manifests.iotedge import (
     rewrite_iotedge,
     unwrap,
 )
-from deltaport.manifests.model import Kind, Manifest
+from deltaport.manifests.model import Kind, Locate, Manifest
+from deltaport.manifests.reference import local_reference
 from deltaport.manifests.yamlload import decode, load_document, load_json
 
 
@@ -90,8 +92,15 @@ def _iotedge(doc: Any, name: str) -> Manifest:
     return Manifest(Kind.IOTEDGE, doc, iotedge_modules(doc, name))
 
 
-def rewrite_for_device(manifest: Manifest, local_registry: str) -> dict[str, Any]:
-    """The manifest with every module image pointing at the device's local registry."""
+def rewrite_for_device(manifest: Manifest, local_registry: str,
+                       locate: Locate | None = None) -> dict[str, Any]:
+    """The manifest with every module image pointing at the device's local registry.
+
+    LOCATE maps each image reference to the device's reference for it; by default
+    :func:`local_reference` (the hub passes the names its bundles deliver under).
+    """
+    if locate is None:
+        locate = partial(local_reference, local_registry=local_registry)
     if manifest.kind is Kind.COMPOSE:
-        return rewrite_compose(manifest, local_registry)
-    return rewrite_iotedge(manifest, local_registry)
+        return rewrite_compose(manifest, locate)
+    return rewrite_iotedge(manifest, locate)

@@ -13,12 +13,13 @@ are one image. Path components are lowercase. The parsing itself is
 
 from __future__ import annotations
 
+import dataclasses
+
 from deltaport.errors import FormatError, UsageError
-from deltaport.oci.reference import DOCKER_HUB, DockerName, parse_docker_name
+from deltaport.oci.reference import DOCKER_HUB, DockerName, parse_docker_name, scoped_path
 
 REFERENCE_MAX_CHARS = 500
 TRANSPORT_PREFIX = "docker://"
-HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io"})  # Docker Hub's names in references
 UPSTREAM = "$upstream"  # nested IoT Edge: the parent device's registry, resolved on the device
 
 
@@ -41,9 +42,6 @@ def parse_image(reference: str, where: str = "image") -> DockerName:
         )
     if text.endswith(":") or text.endswith("@"):
         raise FormatError(f"{where}: image {text[:80]!r} ends with an empty tag or digest")
-    first, sep, rest = text.partition("/")
-    if sep and first in HUB_ALIASES:
-        text = rest  # parse_docker_name takes any dotted first component for a host
     try:
         return parse_docker_name(text)
     except UsageError as exc:
@@ -69,6 +67,12 @@ def normalize_reference(reference: str) -> str:
     return familiar(parse_image(reference))
 
 
+def familiar_repository(reference: str) -> str:
+    """REFERENCE's repository as Docker shows it, without tag or digest (``reg.io:5000/app``)."""
+    name = parse_image(reference)
+    return dataclasses.replace(name, tag=None, digest=None).familiar
+
+
 def canonical_reference(reference: str) -> str:
     """The fully qualified form: ``docker.io/library/nginx:latest``."""
     return str(parse_image(reference))
@@ -82,13 +86,13 @@ def split_registry(reference: str) -> tuple[str | None, str]:
 
 
 def local_reference(reference: str, local_registry: str) -> str:
-    """REFERENCE as the device's local registry serves it: same repository, tag, digest.
+    """REFERENCE as the device's local registry serves it.
 
-    The repository is the full path the device stores a bundle's target under
-    (:func:`deltaport.delta.image.target_name`): ``nginx`` is ``library/nginx:latest``.
+    The path is the one the device stores a bundle's target under
+    (:func:`deltaport.oci.reference.scoped_path`, which
+    :func:`deltaport.delta.image.target_name` uses too): ``nginx`` is
+    ``library/nginx:latest``, ``ghcr.io/acme/app:1`` is ``ghcr.io/acme/app:1`` and
+    ``acme/app:1`` is ``acme/app:1`` (two images, two names), and a digest-pinned
+    ``app@sha256:ab…`` is ``library/app:sha256-ab…``.
     """
-    name = parse_image(reference)
-    text = f"{local_registry}/{name.repository}"
-    if name.tag:
-        text += f":{name.tag}"
-    return f"{text}@{name.digest}" if name.digest else text
+    return f"{local_registry}/{scoped_path(parse_image(reference))}"

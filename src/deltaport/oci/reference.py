@@ -11,6 +11,7 @@ Parsing is pure: it checks the text and never touches disk or network.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from deltaport.oci.digest import is_digest
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io"})  # Docker Hub's names in references
 DEFAULT_TAG = "latest"
 MAX_REFERENCE_LENGTH = 4096
 
@@ -60,9 +62,8 @@ class DockerName:
     def familiar(self) -> str:
         """NAME[:TAG] as Docker shows it (no docker.io/library/ prefix)."""
         repo = self.repository
-        if self.host == DOCKER_HUB:
-            repo = repo.removeprefix("library/")
-            text = repo
+        if self.host == DOCKER_HUB and not _looks_like_host(repo.partition("/")[0]):
+            text = repo.removeprefix("library/")
         else:
             text = f"{self.host}/{repo}"
         return f"{text}:{self.tag}" if self.tag else text
@@ -128,17 +129,74 @@ def parse_docker_name(text: str, default_tag: bool = True) -> DockerName:
     return DockerName(host=host, repository=repository, tag=tag, digest=digest)
 
 
+def _looks_like_host(component: str) -> bool:
+    """Would COMPONENT, first in a name, be read as a registry host (Docker's rule)."""
+    return "." in component or ":" in component or component == "localhost"
+
+
 def _split_host(text: str) -> tuple[str, str]:
     first, sep, remainder = text.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
+    if sep and first in DOCKER_HUB_ALIASES:
+        text = remainder  # before the host test: "docker.io" has a '.' but is Docker Hub
+    elif sep and _looks_like_host(first):
         if not _HOST_RE.match(first):
             raise UsageError(f"invalid registry host {first!r}")
         return first, remainder
-    if first in ("docker.io", "index.docker.io") and sep:
-        text = remainder
     if "/" not in text:
         text = f"library/{text}"
     return DOCKER_HUB, text
+
+
+PIN_TAG_PREFIX = "sha256-"  # the tag a digest-pinned image is stored under in a scoped copy
+
+
+def scoped_path(name: DockerName) -> str:
+    """``repository:tag`` of NAME in a registry that holds images from many registries.
+
+    Images from different registries must not collide there (``ghcr.io/acme/app:1`` and
+    ``docker.io/acme/app:1`` are different images), so the source registry becomes the
+    first path component, as ``skopeo sync --scoped`` does. Docker Hub images keep their
+    plain path (``library/nginx:latest``, ``acme/app:1``). A port joins the host with
+    ``_`` (``reg.local:5000`` → ``reg.local_5000``) and a bracketed IPv6 host becomes
+    ``ip6_`` and its full address with ``-`` for ``:``. Host names never hold ``_``; a
+    Docker Hub namespace that could be read as a host component here (one with ``.``
+    or ``_``, or ``localhost``: the grammar allows them, Docker Hub does not) keeps a
+    ``docker.io/`` prefix, so different registries never share a path.
+
+    A digest-pinned NAME (``app@sha256:…``, with or without a tag: the digest decides,
+    as Docker does) is stored under the tag ``sha256-<hex>``: the copy's own manifest is
+    rebuilt and has another digest, so the pin becomes a tag that names it; the image
+    ID checked on arrival and at activation is what proves it is the pinned image.
+    """
+    repository = name.repository
+    if name.host != DOCKER_HUB:
+        repository = f"{_host_component(name.host)}/{repository}"
+    elif _looks_like_scoped_host(repository.partition("/")[0]):
+        repository = f"{DOCKER_HUB}/{repository}"  # a namespace the grammar allows, Hub doesn't
+    if name.digest is not None:
+        return f"{repository}:{PIN_TAG_PREFIX}{name.digest.partition(':')[2]}"
+    return f"{repository}:{name.tag or DEFAULT_TAG}"
+
+
+def _looks_like_scoped_host(component: str) -> bool:
+    """Could COMPONENT be a host written by :func:`_host_component`."""
+    return _looks_like_host(component) or "_" in component
+
+
+def _host_component(host: str) -> str:
+    """HOST[:PORT] as one repository path component (see :func:`scoped_path`)."""
+    host = host.lower()
+    port = ""
+    if host.startswith("["):
+        address, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":")
+        host = "ip6_" + ipaddress.IPv6Address(address).exploded.replace(":", "-")
+    elif ":" in host:
+        host, _, port = host.partition(":")
+    component = f"{host}_{port}" if port else host
+    if not re.fullmatch(_COMPONENT, component):
+        raise UsageError(f"registry host {host!r} cannot be a repository path component")
+    return component
 
 
 def _split_path(body: str, text: str) -> tuple[Path, str | None]:

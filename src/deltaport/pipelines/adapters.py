@@ -45,6 +45,17 @@ def _docker_ref(name: str) -> str:
     )
 
 
+def delivered_name(name: str) -> str:
+    """The repository:tag a device stores registered image NAME under: its bundles' target.
+
+    ``ghcr.io/acme/app:1`` → ``ghcr.io/acme/app:1``, ``nginx:latest`` →
+    ``library/nginx:latest`` (:func:`deltaport.oci.reference.scoped_path`).
+    """
+    from deltaport.delta.image import target_name
+
+    return target_name(_docker_ref(name))
+
+
 class OciIdentityReader:
     """ImageIdentityReader over ``deltaport.oci``."""
 

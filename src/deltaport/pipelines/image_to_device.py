@@ -257,10 +257,9 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
 
 def device_target_name(info: ImageInfo) -> str:
     """The name a device stores the target as (``demo/app:stable``): the counter's key."""
-    from deltaport.delta.image import target_name
-    from deltaport.pipelines.adapters import _docker_ref
+    from deltaport.pipelines.adapters import delivered_name
 
-    return target_name(_docker_ref(info.name))
+    return delivered_name(info.name)
 
 
 def release_is_current(release: BundleRelease | None, image_id: str,

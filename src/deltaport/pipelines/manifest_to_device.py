@@ -38,10 +38,10 @@ from deltaport.errors import StateError
 from deltaport.fleet import queries
 from deltaport.fleet.models import DeploymentSet, Device, Image, utcnow
 from deltaport.fleet.states import ImageStatus, SetEvent, SetState
+from deltaport.manifests.model import Locate
 from deltaport.pipelines.manifest import (
     Manifest,
     ModuleImage,
-    local_reference,
     normalize_reference,
     rewrite_for_device,
 )
@@ -163,12 +163,13 @@ def activate(
         queries.transition_set(session, dset, SetEvent.ALL_PRESENT, "checked at activation")
     devices, _ = queries.set_members(session, set_id)
     manifest = stored_manifest(dset)
-    image_ids = deployment_image_ids(session, set_id)
+    images = deployment_images(session, set_id)
     desired, versions = {}, {}
     for device in devices:
-        modules = desired_modules(manifest, device.local_registry, image_ids)
+        modules = desired_modules(manifest, device.local_registry, images)
         versions[device.name], desired[device.name] = _publish(
-            session, store, key, dset, manifest, modules, device
+            session, store, key, dset, manifest, modules, device,
+            image_locator(images, device.local_registry),
         )
     queries.transition_set(session, dset, SetEvent.ACTIVATE)
     return Activation(deployment_id=set_id, desired=desired, versions=versions)
@@ -181,19 +182,54 @@ def stored_manifest(dset: DeploymentSet) -> Manifest:
     return Manifest(kind=dset.manifest_kind, document=doc["document"], modules=modules)
 
 
-def deployment_image_ids(session: Session, set_id: str) -> dict[str, str]:
-    """Normalised manifest reference → image ID (config digest), for the set's images."""
+@dataclass(frozen=True)
+class DeployedImage:
+    """An image of a deployment set: its ID and the name its bundles deliver it under."""
+
+    image_id: str
+    delivered_as: str  # repository:tag in the device's registry (a bundle's target name)
+
+    def device_reference(self, local_registry: str) -> str:
+        """Where the device's runtime finds it: ``LOCAL_REGISTRY/repository:tag``."""
+        return f"{local_registry}/{self.delivered_as}"
+
+
+def deployment_images(session: Session, set_id: str) -> dict[str, DeployedImage]:
+    """Normalised manifest reference → the registered image it resolved to.
+
+    A manifest's spelling and the registered name can differ (``app@sha256:…`` pinned
+    in the manifest, ``ghcr.io/acme/app:1`` registered with that manifest digest): the
+    device has the image under the registered name, which is what its bundle carried.
+    """
+    from deltaport.pipelines.adapters import delivered_name
+
     _, members = queries.set_members(session, set_id)
     out = {}
     for m in members:
         image = session.get(Image, m.image_id)
         assert image is not None  # FK guarantees it
-        out[normalize_reference(m.reference)] = image.image_id
+        out[normalize_reference(m.reference)] = DeployedImage(image.image_id,
+                                                              delivered_name(image.name))
     return out
 
 
+def image_locator(images: Mapping[str, DeployedImage], local_registry: str) -> Locate:
+    """A manifest reference → the device's reference for the image it resolved to.
+
+    Raises (when called):
+        StateError: the reference is not one of the deployment's images.
+    """
+    def locate(reference: str) -> str:
+        image = images.get(normalize_reference(reference))
+        if image is None:
+            raise StateError(f"image {reference} is not in the deployment")
+        return image.device_reference(local_registry)
+
+    return locate
+
+
 def desired_modules(
-    manifest: Manifest, local_registry: str, image_ids: Mapping[str, str]
+    manifest: Manifest, local_registry: str, images: Mapping[str, DeployedImage]
 ) -> tuple[DesiredModule, ...]:
     """Each module of MANIFEST with its device-local reference and the image ID it must have.
 
@@ -202,10 +238,11 @@ def desired_modules(
     """
     out = []
     for m in manifest.modules:
-        image_id = image_ids.get(normalize_reference(m.reference))
-        if image_id is None:
+        image = images.get(normalize_reference(m.reference))
+        if image is None:
             raise StateError(f"module {m.module}: image {m.reference} is not in the deployment")
-        out.append(DesiredModule(m.module, local_reference(m.reference, local_registry), image_id))
+        out.append(DesiredModule(m.module, image.device_reference(local_registry),
+                                 image.image_id))
     return tuple(out)
 
 
@@ -216,8 +253,12 @@ def desired_state(
     device: Device,
     version: int,
     issued_at: datetime,
+    locate: Locate,
 ) -> DesiredState:
-    """The payload published for DEVICE at VERSION. Pure."""
+    """The payload published for DEVICE at VERSION. Pure.
+
+    LOCATE gives each image's reference on the device (:func:`image_locator`).
+    """
     return DesiredState(
         device=device.name,
         version=version,
@@ -225,7 +266,7 @@ def desired_state(
         issued_at=issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         kind=ManifestKind(manifest.kind),
         modules=modules,
-        manifest=rewrite_for_device(manifest, device.local_registry),
+        manifest=rewrite_for_device(manifest, device.local_registry, locate),
     )
 
 
@@ -237,12 +278,13 @@ def _publish(
     manifest: Manifest,
     modules: tuple[DesiredModule, ...],
     device: Device,
+    locate: Locate,
 ) -> tuple[int, str]:
     """Sign and store the next version for DEVICE; (version, location of desired.json)."""
     for _ in range(PUBLISH_ATTEMPTS):
         version = queries.next_desired_version(session, device_id=device.id)
         now = utcnow()
-        state = desired_state(dset, manifest, modules, device, version, now)
+        state = desired_state(dset, manifest, modules, device, version, now, locate)
         data = encode_envelope(state, [key])
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if queries.insert_desired_manifest(
