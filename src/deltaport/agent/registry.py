@@ -18,9 +18,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from deltaport.agent.messages import LocalImage
-from deltaport.errors import DeltaportError, FormatError, NotFoundError, RegistryError
+from deltaport.errors import (
+    DeltaportError,
+    FormatError,
+    IntegrityError,
+    NotFoundError,
+    RegistryError,
+)
 from deltaport.limits import INVENTORY_MAX_IMAGES
-from deltaport.oci import TransportOptions, open_source
+from deltaport.oci import TransportOptions, copy_image, open_source
 from deltaport.oci.digest import is_digest, sha256_digest
 from deltaport.oci.registry import RegistryClient
 from deltaport.oci.registry.image import fetch_manifest
@@ -122,6 +128,26 @@ class LocalRegistry:
             if image_id is not None:
                 images.append(LocalImage(name, image_id))
         return images
+
+    def name_image(self, image_id: str, name: str) -> bool:
+        """Make ``repo:tag`` NAME name the image IMAGE_ID the registry holds under another name.
+
+        A device can hold the image a manifest needs under another name (it was
+        there before, or the manifest pins it by digest): copied within the registry,
+        its blobs mounted, not sent again. Returns False when no tag names IMAGE_ID.
+
+        Raises:
+            DeltaportError subclasses: the registry failed, or the copy has another ID.
+        """
+        holder = next((i.name for i in self.images()
+                       if i.image_id == image_id and i.name != name), None)
+        if holder is None:
+            return False
+        log.info("local registry: naming %s as %s (%s)", holder, name, image_id)
+        copy_image(self.ref(holder), self.ref(name), self.options)
+        if self.image_id(name) != image_id:
+            raise IntegrityError(f"local registry: {name} copied from {holder} is not {image_id}")
+        return True
 
     def source_refs(self, images: list[LocalImage]) -> list[str]:
         """One ``docker://`` reference per distinct image: the sources of a delta."""

@@ -42,8 +42,9 @@ class DemoImage:
     tag: str  # "v1"
     ref: str  # docker://cloud/demo/app:v1
     name: str  # the hub's name for it: cloud-host/demo/app:v1
-    repo_tag: str  # demo/app:v1 (its name in a device registry)
+    repo_tag: str  # demo/app:v1: what the demo calls it
     image_id: str
+    on_device: str  # 127.0.0.1_5000/demo/app:v1: its name in a device registry
 
 
 @dataclass

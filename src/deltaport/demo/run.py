@@ -33,6 +33,7 @@ from rich.console import Console
 
 from deltaport.agent.registry import LocalRegistry
 from deltaport.cli.common import human_bytes
+from deltaport.delta.image import target_name
 from deltaport.demo.fleet import (
     REQUESTER_EMAIL,
     DeviceSetup,
@@ -117,8 +118,8 @@ def _register(hub: HubClient, refs: dict[str, str]) -> dict[str, DemoImage]:
     images = {}
     for tag, ref in refs.items():
         answer = hub.register_image(ref, build_id=f"demo-{tag}")
-        repo_tag = ref.split("/", 3)[3]
-        images[tag] = DemoImage(tag, ref, str(answer["image"]), repo_tag, str(answer["image_id"]))
+        images[tag] = DemoImage(tag, ref, str(answer["image"]), ref.split("/", 3)[3],
+                                str(answer["image_id"]), on_device=target_name(ref))
     return images
 
 

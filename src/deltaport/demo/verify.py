@@ -43,7 +43,7 @@ def verify_device_image(device: Device, image: DemoImage, hub_images: list[dict[
                         options: TransportOptions) -> list[str]:
     """Why IMAGE is not verified on DEVICE (empty: it is): registry, skopeo and hub agree."""
     problems = []
-    ref = device.registry.ref(image.repo_tag)
+    ref = device.registry.ref(image.on_device)
     try:
         with open_source(ref, options) as src:
             found = src.image_id()

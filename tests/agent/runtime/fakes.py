@@ -149,6 +149,12 @@ class FakeRegistry:
     def image_id(self, name: str) -> str | None:
         return self.tags.get(name)
 
+    def name_image(self, image_id: str, name: str) -> bool:
+        if image_id not in self.tags.values():
+            return False
+        self.tags[name] = image_id
+        return True
+
 
 def image_id(n: int) -> str:
     return "sha256:" + f"{n:064x}"

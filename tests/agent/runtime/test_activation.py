@@ -216,3 +216,21 @@ def test_repeated_interruptions_give_up(tmp_path: Path) -> None:
         assert engine.running_versions() == {"app": 1, "sidecar": 1}
     assert rt.last_attempt is not None and rt.last_attempt.outcome is Outcome.FAILED
     assert rt.apply(signed(V2, KEY)).decision is Decision.SKIP
+
+
+def test_an_image_held_under_another_name_is_named_and_run(tmp_path: Path) -> None:
+    """The device had the image before, under its own name: the signed ID decides."""
+    registry = FakeRegistry({"seeded/app:v1": image_id(1), "seeded/sidecar:v1": image_id(2)})
+    engine = FakeEngine({})
+    rt = runtime(tmp_path, engine, registry)
+    assert rt.apply(signed(V1, KEY)).outcome is Outcome.ACTIVE
+    for module in V1.modules:  # now also under the names the manifest gives
+        assert registry.tags[module.reference.split("/", 1)[1]] == module.image_id
+
+
+def test_a_name_is_not_made_for_an_image_the_device_lacks(tmp_path: Path) -> None:
+    registry = FakeRegistry({"seeded/app:v1": image_id(1)})  # the sidecar is nowhere
+    rt = runtime(tmp_path, FakeEngine({}), registry)
+    result = rt.apply(signed(V1, KEY))
+    assert result.decision is Decision.REFUSE and "requires " + image_id(2) in result.reason
+    assert len(registry.tags) == 2  # the app was named; nothing names what is not there

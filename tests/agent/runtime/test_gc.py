@@ -379,3 +379,17 @@ def test_registrygc_with_a_systemd_unit_stops_collects_and_always_starts(
         "systemctl stop docker-registry",
         "docker-registry garbage-collect --delete-untagged /etc/docker/registry/config.yml",
         "systemctl start docker-registry"]
+
+
+def test_name_image_names_a_held_image_without_storing_its_blobs_twice(
+        device: DeviceRegistry, scene: Scene) -> None:
+    """A manifest's name for an image the device holds under another name (real registry)."""
+    local = LocalRegistry(device.registry.host, OPTS)
+    blobs_before = du(device.registry.root / "docker" / "registry" / "v2" / "blobs")
+    assert local.name_image(scene.rollback.image_id, "reg.io_5000/demo/app:v1") is True
+    assert local.image_id("reg.io_5000/demo/app:v1") == scene.rollback.image_id
+    assert local.image_id("demo/app:v1") == scene.rollback.image_id  # the old name stays
+    blobs_after = du(device.registry.root / "docker" / "registry" / "v2" / "blobs")
+    assert blobs_after - blobs_before < UNIQUE // 10  # a manifest more, no layer twice
+    assert local.name_image("sha256:" + "0" * 64, "x/y:1") is False
+    assert "x/y:1" not in local.tags()

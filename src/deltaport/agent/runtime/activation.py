@@ -210,6 +210,9 @@ class Runtime:
     def _check_images(self, desired: DesiredState) -> None:
         """Every module's image is in the local registry with exactly the signed image ID.
 
+        An image the registry holds under another name is named as the manifest says
+        (:meth:`LocalRegistry.name_image`): the signed image ID is what decides.
+
         Raises:
             IntegrityError: a module names another registry, or its image is absent or
                 differs from the signed one.
@@ -220,6 +223,8 @@ class Runtime:
                 raise IntegrityError(f"module {module.module}: {module.reference} is not in the "
                                      f"local registry {self.registry.host}")
             have = self.registry.image_id(name)
+            if have != module.image_id and self.registry.name_image(module.image_id, name):
+                have = module.image_id  # held under another name: now under this one too
             if have != module.image_id:
                 raise IntegrityError(
                     f"module {module.module}: the local registry has {name} as {have or 'nothing'}"
