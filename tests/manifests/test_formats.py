@@ -185,3 +185,22 @@ def test_include() -> None:
         )
     with pytest.raises(FormatError, match="cannot be read here"):
         parse_manifest(b"include: [db.yaml]\n")
+
+
+def test_cloud_registry_credentials_never_reach_the_device() -> None:
+    """Every image comes from the device registry: the template's secrets stay on the hub."""
+    creds = {"acr": {"username": "ci", "password": "s3cret-pw", "address": "acme.azurecr.io"}}
+    text = template({"s": {"settings": {"image": "acme.azurecr.io/s:1"}}})
+    doc = json.loads(text)
+    desired = doc["modulesContent"]["$edgeAgent"]["properties.desired"]
+    desired["runtime"] = {"type": "docker", "settings": {"registryCredentials": creds}}
+    layered = {"modulesContent": {"$edgeAgent": {
+        "properties.desired.modules.s": {"settings": {"image": "acme.azurecr.io/s:1"}},
+        "properties.desired.runtime.settings.registryCredentials.acr": creds["acr"]}}}
+    for source in (doc, layered):
+        out = rewrite_for_device(parse_manifest(json.dumps(source).encode()), "l:5")
+        assert "s3cret-pw" not in json.dumps(out) and "acme.azurecr.io\"" not in json.dumps(out)
+    out = rewrite_for_device(parse_manifest(json.dumps(doc).encode()), "l:5")
+    runtime = out["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]
+    assert runtime["settings"]["registryCredentials"] == {}  # kept for edgeAgent's schema
+    assert desired["runtime"]["settings"]["registryCredentials"] == creds  # input untouched

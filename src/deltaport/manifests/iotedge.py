@@ -36,6 +36,9 @@ EDGE_AGENT = "$edgeAgent"
 CONTENT_KEYS = ("modulesContent", "moduleContent")
 MODULES_PREFIX = "MODULES."
 _LAYERED = re.compile(r"^properties\.desired\.(systemModules|modules)\.(.+)$")
+REGISTRY_CREDENTIALS = "registryCredentials"
+_LAYERED_CREDENTIALS = re.compile(
+    r"^properties\.desired\.runtime\.settings\.registryCredentials(\..+)?$")
 MODULEDIR_PREFIX = "MODULEDIR<"  # ${MODULEDIR<./path/to/module>.platform}: a module folder
 _PLACEHOLDER = re.compile(
     r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*|MODULEDIR<[^<>{}\"]*>[A-Za-z0-9_.\-]*)\}"
@@ -148,11 +151,33 @@ def rewrite_iotedge(manifest: Manifest, locate: Locate) -> dict[str, Any]:
     """
     doc = copy.deepcopy(manifest.document)
     _drop_schema_template(doc)
-    for where, _, spec in _module_specs(_agent(doc, "manifest"), "manifest"):
+    agent = _agent(doc, "manifest")
+    for where, _, spec in _module_specs(agent, "manifest"):
         settings = spec["settings"]
         settings["image"] = locate(settings["image"])
         _split_create_options(settings, where)
+    _drop_registry_credentials(agent)
     return doc
+
+
+def _drop_registry_credentials(agent: dict[str, Any]) -> None:
+    """No cloud registry credentials on the device: it pulls only from its own registry.
+
+    ``runtime.settings.registryCredentials`` name the registries edgeAgent logs in to
+    before a pull; every image now comes from the device registry, which needs no login
+    (docs/manifests.md), so the map is emptied (kept, for edgeAgent's schema) and a
+    layered deployment's ``properties.desired.runtime.settings.registryCredentials.*``
+    keys go: the secrets the template held never leave the hub.
+    """
+    desired = agent.get("properties.desired")
+    if desired is None and isinstance(agent.get("properties"), dict):
+        desired = agent["properties"].get("desired")
+    runtime = desired.get("runtime") if isinstance(desired, dict) else None
+    settings = runtime.get("settings") if isinstance(runtime, dict) else None
+    if isinstance(settings, dict) and REGISTRY_CREDENTIALS in settings:
+        settings[REGISTRY_CREDENTIALS] = {}
+    for key in [k for k in agent if _LAYERED_CREDENTIALS.match(k)]:
+        del agent[key]
 
 
 def _drop_schema_template(node: Any) -> None:
