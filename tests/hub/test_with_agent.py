@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from deltaport.agent import Agent, AgentConfig, HubSettings
 from deltaport.agent.runtime.model import RuntimeKind, RuntimeSettings
 from deltaport.bundle.keys import generate_keypair
@@ -30,7 +32,9 @@ from tests.hub.conftest import OPERATOR_TOKEN, hub_in_thread
 OPTS = TransportOptions(insecure=True)
 
 
-def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pinned", [False, True], ids=["by-tag", "pinned-by-digest"])
+def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path, pinned: bool) -> None:
+    """Pinned: the manifest names the cloud manifest digest, which the device never has."""
     layouts = {}
     for tag, variant in (("v1", 0), ("v2", 1)):
         layout = write_oci_layout(tmp_path / f"layout-{tag}", build_image(variant), tag="t")
@@ -50,9 +54,10 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
         HubClient(url, OPERATOR_TOKEN, timeout=120) as hc,
     ):
         copy_image(layouts["v1"], device_registry.ref("demo/app:v1"), OPTS)
-        ids = {
-            t: hc.register_image(registry.ref(f"demo/app:{t}"))["image_id"] for t in ("v1", "v2")
-        }
+        registered = {t: hc.register_image(registry.ref(f"demo/app:{t}")) for t in ("v1", "v2")}
+        ids = {t: str(doc["image_id"]) for t, doc in registered.items()}
+        wanted = (f"{registry.host}/demo/app@{registered['v2']['manifest_digest']}" if pinned
+                  else f"{registry.host}/demo/app:v2")
         token = hc.add_device("edge-1", local_registry=device_registry.host)["token"]
         port = int(url.rsplit(":", 1)[1])
         with TcpProxy(("127.0.0.1", port), cut_after=64 * 1024) as link:
@@ -75,7 +80,7 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
                 agent.run_once()  # check-in: the hub learns the device has v1
                 assert hc.device("edge-1")["images"][0]["status"] == "present"
                 plan = hc.deploy(
-                    f"services:\n  app:\n    image: {registry.host}/demo/app:v2\n",
+                    f"services:\n  app:\n    image: {wanted}\n",
                     by="ci",
                     email="ops@example.com",
                     devices=["edge-1"],
@@ -88,6 +93,7 @@ def test_agent_and_hub_close_the_loop(registry: Registry, tmp_path: Path) -> Non
                         break
         status = hc.deployment(plan["deployment"])
         assert status["state"] == "active", status
+        # by the registered name, whichever spelling the manifest used
         assert status["devices"][0]["images"] == {f"{registry.host}/demo/app:v2": "present"}
         on_device = target_name(registry.ref("demo/app:v2"))  # the cloud registry in its path
         with open_source(device_registry.ref(on_device), OPTS) as rebuilt:
