@@ -204,3 +204,13 @@ def test_cloud_registry_credentials_never_reach_the_device() -> None:
     runtime = out["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]
     assert runtime["settings"]["registryCredentials"] == {}  # kept for edgeAgent's schema
     assert desired["runtime"]["settings"]["registryCredentials"] == creds  # input untouched
+
+
+def test_an_empty_image_beside_build_is_build_only_and_volume_images_are_warned_of() -> None:
+    text = (b"services:\n  built:\n    image: ''\n    build: .\n"
+            b"  app:\n    image: reg.io/app:1\n"
+            b"    volumes: [{type: image, source: reg.io/models:3, target: /models}]\n")
+    m = parse_manifest(text, name="c.yml")
+    assert [(x.module, x.reference) for x in m.modules] == [("app", "reg.io/app:1")]
+    assert any("built has only 'build'" in w for w in m.warnings)
+    assert any("'reg.io/models:3' is not sent" in w for w in m.warnings)

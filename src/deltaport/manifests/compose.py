@@ -324,11 +324,13 @@ def select_services(
         if "provider" in spec:
             warnings.append(f"{name}: {where} is a provider service (no image); skipped")
             continue
-        if "image" not in spec:
-            if "build" in spec:
+        image = spec.get("image")
+        if image is None or (isinstance(image, str) and not image.strip() and "build" in spec):
+            if "build" in spec:  # an empty image next to build is built, as compose does
                 warnings.append(f"{name}: {where} has only 'build', no image to send; skipped")
                 continue
             raise FormatError(f"{name}: {where} has no image")
+        warnings.extend(f"{name}: {where}: {note}" for note in _undelivered_images(spec))
         kept[str(service)] = spec
     if not kept:
         raise FormatError(
@@ -336,6 +338,18 @@ def select_services(
             "profiles; --profile NAME activates a profile)"
         )
     return {**doc, "services": kept}
+
+
+def _undelivered_images(spec: dict[str, Any]) -> list[str]:
+    """Images a service uses besides its own that deltaport does not send (warned of).
+
+    compose-spec "volumes": ``type: image`` mounts another image's content.
+    """
+    volumes = spec.get("volumes")
+    return [f"volume image {v.get('source')!r} is not sent to devices: put it on the "
+            "device registry yourself or build it into the service's image"
+            for v in (volumes if isinstance(volumes, list) else [])
+            if isinstance(v, dict) and v.get("type") == "image"]
 
 
 def compose_modules(
