@@ -33,6 +33,7 @@ TABLES = {
     "desired_manifests",
     "device_deployments",
     "device_modules",
+    "audit_log",
     "alembic_version",
 }
 

@@ -25,7 +25,7 @@ start_st = st.dictionaries(
 
 
 def snapshot(start: dict[tuple[int, str], str]) -> Snapshot:
-    return Snapshot(seen={"m0"}, devices={"d1": 1, "d2": 2}, sets={"s1"}, status=dict(start))
+    return Snapshot(seen={(1, "m0")}, devices={"d1": 1, "d2": 2}, sets={"s1"}, status=dict(start))
 
 
 @settings(max_examples=200, deadline=None)
@@ -36,16 +36,20 @@ def test_decisions_follow_the_state_machine(
     snap = snapshot(start)
     verdicts, changes = decide(msgs, snap)
     status = dict(start)
-    applied: set[str] = {"m0"}
+    applied: set[tuple[int, str]] = {(1, "m0")}  # message ids are scoped per device
     for v in verdicts:
         m = v.message
-        if m.message_id in applied:
-            assert v.outcome == "duplicate"
-            continue
-        if m.device == "ghost" or m.deployment == "s-unknown":
+        if m.device == "ghost":
             assert v.outcome == "rejected"
             continue
-        key = ({"d1": 1, "d2": 2}[m.device], m.image_id)
+        device = {"d1": 1, "d2": 2}[m.device]
+        if (device, m.message_id) in applied:
+            assert v.outcome == "duplicate"
+            continue
+        if m.deployment == "s-unknown":
+            assert v.outcome == "rejected"
+            continue
+        key = (device, m.image_id)
         before = ImageStatus(status.get(key, "absent"))
         event = ImageEvent.ARRIVED if m.status == "present" else ImageEvent.FAILED
         if (before, event) not in IMAGE_TRANSITIONS:
@@ -54,7 +58,7 @@ def test_decisions_follow_the_state_machine(
         after = IMAGE_TRANSITIONS[(before, event)]
         assert v.outcome == ("applied" if after is not before else "unchanged")
         status[key] = after.value
-        applied.add(m.message_id)
+        applied.add((device, m.message_id))
     assert len(changes) == sum(v.outcome in ("applied", "unchanged") for v in verdicts)
     # the whole batch delivered again changes nothing
     again, more = decide(msgs, snap)

@@ -21,6 +21,7 @@ WAL journal with ``synchronous=FULL``: a committed message survives SIGKILL and 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -127,18 +128,39 @@ class HeldRelease:
     image_id: str
 
 
+STATE_FILE_MODE = 0o600  # the state holds the device's history and offers: owner only
+
+
+def _private_file(path: Path) -> None:
+    """Create PATH owner-only before SQLite opens it, or make an existing one so.
+
+    SQLite gives its -wal and -shm files the database file's mode, so they follow.
+    A symlink at PATH is refused (``O_NOFOLLOW``): the state is not written through one.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, STATE_FILE_MODE)
+    try:
+        os.fchmod(fd, STATE_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists() and not side.is_symlink():
+            side.chmod(STATE_FILE_MODE)
+
+
 class AgentState:
     """The SQLite file under the state dir. Not thread-safe: one agent, one thread."""
 
     def __init__(self, path: Path) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             _upgrade(self._db)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open agent state {path}: {exc}") from exc
         self.path = path
 

@@ -4,7 +4,7 @@ Like :mod:`deltaport.fleet.ingest` for image messages, in three steps: load what
 messages refer to in a few queries (:func:`load_snapshot`), decide each message in
 order against that snapshot with the state table (:func:`decide`, pure), then write
 the row changes and one event per accepted message (:func:`write`). The event's
-``message_id`` (unique in ``events``) is what makes a message idempotent: a second
+``message_id`` (unique per device in ``events``) is what makes a message idempotent: a second
 copy is a duplicate, whichever batch it comes in. The caller owns the transaction.
 """
 
@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import StateError
+from deltaport.fleet import queries
 from deltaport.fleet.documents import ActivationMessage
 from deltaport.fleet.models import (
     DeploymentDevice,
@@ -63,7 +64,7 @@ class ActivationVerdict:
 class Snapshot:
     """What a batch of activation messages refers to, as the database has it now."""
 
-    seen: set[str]
+    seen: set[tuple[int, str]]  # (device id, message id) already applied
     devices: dict[str, int]  # name → id
     contacts: dict[str, str]  # deployment set id → contact email
     members: set[tuple[int, str]]  # (device id, set id) the set targets
@@ -77,15 +78,11 @@ def load_snapshot(session: Session, messages: Sequence[ActivationMessage]) -> Sn
     ids = sorted({m.message_id for m in messages})
     names = sorted({m.device for m in messages})
     set_ids = sorted({m.deployment for m in messages})
-    seen = {
-        i
-        for i in session.scalars(select(Event.message_id).where(Event.message_id.in_(ids)))
-        if i is not None
-    }
     devices: dict[str, int] = {
         n: i
         for n, i in session.execute(select(Device.name, Device.id).where(Device.name.in_(names)))
     }
+    seen = queries.seen_messages(session, ids, sorted(set(devices.values())))
     contacts: dict[str, str] = {
         s: c
         for s, c in session.execute(
@@ -125,11 +122,11 @@ def decide(messages: Sequence[ActivationMessage], snap: Snapshot) -> list[Activa
 
 
 def _decide_one(msg: ActivationMessage, snap: Snapshot) -> ActivationVerdict:
-    if msg.message_id in snap.seen:
-        return ActivationVerdict(msg, MessageOutcome.DUPLICATE)
     device_id = snap.devices.get(msg.device)
     if device_id is None:
         return _rejected(msg, f"unknown device {msg.device!r}")
+    if (device_id, msg.message_id) in snap.seen:
+        return ActivationVerdict(msg, MessageOutcome.DUPLICATE)
     contact = snap.contacts.get(msg.deployment)
     if contact is None:
         return _rejected(msg, f"unknown deployment {msg.deployment!r}")
@@ -141,7 +138,7 @@ def _decide_one(msg: ActivationMessage, snap: Snapshot) -> ActivationVerdict:
         after = next_activation_state(before, version, msg.outcome, msg.version)
     except StateError as exc:
         return _rejected(msg, f"{msg.device}: {exc}")
-    snap.seen.add(msg.message_id)
+    snap.seen.add((device_id, msg.message_id))
     snap.rows[key] = (after, max(version, msg.version))
     changed = after is not before or msg.version > version
     return ActivationVerdict(

@@ -81,7 +81,7 @@ class Change:
 class Snapshot:
     """What the batch refers to, as the database has it now."""
 
-    seen: set[str]
+    seen: set[tuple[int, str]]  # (device id, message id) already applied
     devices: dict[str, int]  # name → id
     sets: set[str]  # deployment set ids that exist
     status: dict[tuple[int, str], str] = field(default_factory=dict)  # (device, image) → status
@@ -97,10 +97,7 @@ def load_batch(session: Session, messages: Sequence[StatusMessage]) -> Snapshot:
     ids = sorted({m.message_id for m in messages})
     names = sorted({m.device for m in messages})
     set_ids = sorted({m.deployment for m in messages if m.deployment})
-    seen: set[str] = set()
     devices: dict[str, int] = {}
-    for chunk in _chunks(ids):
-        seen.update(session.scalars(select(Event.message_id).where(Event.message_id.in_(chunk))))
     for chunk in _chunks(names):
         devices.update(
             (n, i)
@@ -108,6 +105,7 @@ def load_batch(session: Session, messages: Sequence[StatusMessage]) -> Snapshot:
                 select(Device.name, Device.id).where(Device.name.in_(chunk))
             )
         )
+    seen = queries.seen_messages(session, ids, sorted(set(devices.values())))
     sets = set(session.scalars(select(DeploymentSet.id).where(DeploymentSet.id.in_(set_ids))))
     snap = Snapshot(seen=seen, devices=devices, sets=sets)
     wanted = {m.image_id for m in messages}
@@ -137,10 +135,10 @@ def _decide_one(
     msg: StatusMessage, snap: Snapshot, existing: set[tuple[int, str]]
 ) -> tuple[Verdict, Change | None]:
     device_id = snap.devices.get(msg.device)
-    if msg.message_id in snap.seen:
-        return Verdict(msg, MessageOutcome.DUPLICATE), None
     if device_id is None:
         return _rejected(msg, f"unknown device {msg.device!r}"), None
+    if (device_id, msg.message_id) in snap.seen:
+        return Verdict(msg, MessageOutcome.DUPLICATE), None
     if msg.deployment is not None and msg.deployment not in snap.sets:
         return _rejected(msg, f"unknown deployment {msg.deployment!r}"), None
     key = (device_id, msg.image_id)
@@ -149,7 +147,7 @@ def _decide_one(
         after = next_image_status(before, STATUS_EVENTS[msg.status])
     except StateError as exc:
         return _rejected(msg, f"{msg.device}: {exc}"), None
-    snap.seen.add(msg.message_id)
+    snap.seen.add((device_id, msg.message_id))
     snap.status[key] = after.value
     change = Change(msg, device_id, before, after, key in existing)
     existing.add(key)

@@ -242,11 +242,15 @@ class Event(Base):
     """Append-only log of every status change (the time series behind `status history`)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_at", "at"),)
+    __table_args__ = (
+        Index("ix_events_at", "at"),
+        # a message id is the device's own: another device may use the same one
+        UniqueConstraint("device_id", "message_id", name="uq_events_device_message"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    message_id: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
+    message_id: Mapped[str | None] = mapped_column(String(200), default=None)
     kind: Mapped[str] = mapped_column(String(40))  # "device_image" | "deployment_set" | ...
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), default=None)
     image_id: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -315,3 +319,23 @@ class DeviceModule(Base):
     exited_at: Mapped[datetime | None] = mapped_column(default=None)
     status_description: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """One change an operator asked for: who, what, on what, when, from where, and how it went.
+
+    Written by the hub for every operator request that changes something (``remote``
+    is the client address, ``outcome`` the HTTP status) and by the local CLI (``remote``
+    is ``"local"``, ``outcome`` 0 for done). Append-only; ``fleet.audit`` reads it.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    operator: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))  # fleet.audit.AuditAction
+    target: Mapped[str | None] = mapped_column(String(300), default=None)
+    remote: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[int] = mapped_column(Integer)

@@ -303,9 +303,32 @@ def log_event(
     )
 
 
-def message_seen(session: Session, message_id: str) -> bool:
-    """True if a status message with this id was already applied."""
-    return session.scalar(select(Event.id).where(Event.message_id == message_id)) is not None
+def message_seen(session: Session, message_id: str, *, device_id: int | None = None) -> bool:
+    """True if a message with this id was already applied (from DEVICE_ID, or from any)."""
+    query = select(Event.id).where(Event.message_id == message_id)
+    if device_id is not None:
+        query = query.where(Event.device_id == device_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def seen_messages(
+    session: Session, message_ids: Sequence[str], device_ids: Sequence[int]
+) -> set[tuple[int, str]]:
+    """(device id, message id) of the MESSAGE_IDS those devices already had applied.
+
+    A message id is the device's own: the same id from another device is another message.
+    """
+    seen: set[tuple[int, str]] = set()
+    if not device_ids:
+        return seen
+    for chunk in _chunks(list(message_ids), IN_CHUNK):
+        rows = session.execute(
+            select(Event.device_id, Event.message_id).where(
+                Event.message_id.in_(chunk), Event.device_id.in_(device_ids)
+            )
+        )
+        seen.update((d, m) for d, m in rows if d is not None and m is not None)
+    return seen
 
 
 def transition_image(
@@ -327,7 +350,8 @@ def transition_image(
     Raises:
         StateError: the transition is illegal from the current status.
     """
-    seen = [message_id] if message_id is not None and message_seen(session, message_id) else []
+    known = message_id is not None and message_seen(session, message_id, device_id=device_id)
+    seen = [message_id] if known and message_id is not None else []
     row = session.scalar(
         select(DeviceImage).where(
             DeviceImage.device_id == device_id, DeviceImage.image_id == image_id
