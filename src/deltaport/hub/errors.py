@@ -6,7 +6,10 @@ other side and a remote CLI exits with the same code as a local one.
 
 An unknown object (:class:`~deltaport.errors.UnknownObjectError`: device, image,
 deployment set) is answered 404, any other StateError (an illegal change, a
-conflict) 409 — by class, never by message text (see :func:`status_for`).
+conflict) 409 — by class, never by message text (see :func:`status_for`). A broken
+installation of deltaport itself (:class:`~deltaport.errors.InstallationError`) is 500:
+the hub's own fault, which no retry by the caller mends. :mod:`deltaport.httperrors`
+maps back from status to class; the two agree on the classes both name.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from deltaport.errors import (
     AccessError,
     DeltaportError,
     FormatError,
+    HubError,
     ImageNotFoundError,
+    InstallationError,
     IntegrityError,
     MissingSourceError,
     NotFoundError,
@@ -48,6 +53,7 @@ STATUS_BY_CLASS: dict[type[DeltaportError], int] = {
     StorageError: 503,  # database locked or gone, store unwritable: try again later
     UnknownObjectError: 404,  # no such device, image or deployment set
     StateError: 409,  # an illegal change or a conflict
+    InstallationError: 500,  # deltaport's own install is broken (pinned zlib): reinstall
     DeltaportError: 500,
 }
 """Most specific class first is not needed: the handler walks the exception's MRO."""
@@ -55,7 +61,7 @@ STATUS_BY_CLASS: dict[type[DeltaportError], int] = {
 
 def status_for(exc: DeltaportError) -> int:
     """The HTTP status for EXC: by class (its MRO), see the module docstring."""
-    if isinstance(exc, AccessError):
+    if isinstance(exc, AccessError | HubError):
         return exc.status
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_CLASS:
