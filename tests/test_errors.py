@@ -86,3 +86,16 @@ def test_status_and_mapping_round_trip_for_the_named_refusals() -> None:
     for exc in (FormatError("x"), AccessError("x", 403), UnknownObjectError("x"),
                 StateError("x"), HubError("x", 410)):
         assert type(error_for_status(status_for(exc), "w")) is type(exc)
+
+
+def test_the_operator_client_maps_an_unnamed_answer_by_the_one_mapping() -> None:
+    from deltaport.hub.client import error_from_answer
+
+    gone = error_from_answer(410, None, "GET /x")
+    assert type(gone) is HubError and gone.status == 410 and not gone.transient
+    assert type(error_from_answer(429, None, "GET /x")) is TransferError  # busy: retry
+    assert type(error_from_answer(409, "not json", "GET /x")) is StateError
+    named = error_from_answer(410, {"error": "HubError", "message": "gone"}, "GET /x")
+    assert type(named) is HubError and named.status == 410
+    refused = error_from_answer(400, {"error": "RegistryError", "message": "no"}, "POST /i")
+    assert isinstance(refused, RegistryError) and not refused.transient

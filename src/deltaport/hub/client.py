@@ -3,8 +3,9 @@
 Each method matches one operator endpoint and returns its JSON. An error answer
 ``{"error": "StateError", "message": …}`` is raised as that very class of
 ``deltaport.errors``, so a command run against a remote hub fails with the same
-exit code and message as one run against the local database. Transport failures
-become :class:`~deltaport.errors.TransferError`.
+exit code and message as one run against the local database; an answer that names
+none is mapped by its status (:func:`deltaport.httperrors.error_for_status`, shared
+with the agent). Transport failures become :class:`~deltaport.errors.TransferError`.
 
 https is verified: against ``ca_file`` alone when given (``hub init``'s ``ca.crt``),
 else the system trust store. Plain ``http://`` is refused (the operator token would
@@ -30,6 +31,7 @@ from deltaport.errors import (
     UntrustedCertificateError,
     UsageError,
 )
+from deltaport.httperrors import error_for_status
 from deltaport.tlsutil import client_context, describe_tls_failure, is_loopback, tls_failure
 
 API = "/api/v1"
@@ -44,14 +46,10 @@ def error_from_answer(status: int, body: Any, where: str) -> DeltaportError:
     text = f"{where}: {message}" if isinstance(message, str) else f"{where}: HTTP {status}"
     cls = getattr(errors, kind, None) if isinstance(kind, str) else None
     if isinstance(cls, type) and issubclass(cls, DeltaportError):
-        if cls is errors.AccessError:
-            return errors.AccessError(text, status)
+        if issubclass(cls, errors.AccessError | errors.HubError | errors.RegistryError):
+            return cls(text, status)  # these carry the status (and decide transient by it)
         return cls(text)
-    if status in (401, 403):
-        return errors.AccessError(text, status)
-    if status == 404:
-        return errors.UnknownObjectError(text)
-    return TransferError(text) if status >= 500 else FormatError(text)
+    return error_for_status(status, text)
 
 
 def check_hub_url(url: str, *, insecure: bool) -> None:
