@@ -83,15 +83,17 @@ from deltaport.agent.runtime.service import DeviceRuntime, describe
 from deltaport.agent.state import AgentState
 from deltaport.bundle import BundleIndex, BundleReader, TrustedKeys, load_public_key
 from deltaport.errors import (
-    AuthError,
+    AccessError,
     DeltaportError,
     FormatError,
+    HubError,
     IntegrityError,
     MissingSourceError,
-    NotFoundError,
     RegistryError,
+    StateError,
     StorageError,
     TransferError,
+    UnknownObjectError,
 )
 from deltaport.oci import TransportOptions
 from deltaport.transfer import DownloadConfig
@@ -100,6 +102,7 @@ from deltaport.trust import Role
 log = logging.getLogger("deltaport.agent")
 
 DONE, FAILED, DEFERRED = BundleOutcome.DONE, BundleOutcome.FAILED, BundleOutcome.DEFERRED
+HUB_FAILURES = (AccessError, HubError, StateError, TransferError)  # what a hub call raises
 
 
 @dataclass
@@ -117,9 +120,24 @@ class PassReport:
     rejected: int = 0  # status messages the hub refused for good (kept, not re-sent)
     bytes_fetched: int = 0
     hub_error: str | None = None
+    hub_failure: DeltaportError | None = None  # the error that ended the hub sync (exit code)
     runtime: str | None = None  # what the device runtime did with the desired manifest
     runtime_error: str | None = None
     failures: list[str] = field(default_factory=list)
+
+
+def _hub_failed(report: PassReport, exc: DeltaportError) -> None:
+    """Note why the hub sync stopped: unreachable (transient) apart from refused."""
+    report.hub_error, report.hub_failure = str(exc), exc
+    if exc.transient:
+        log.warning("hub unreachable, will retry: %s", exc)
+    elif isinstance(exc, AccessError):
+        log.error("hub refused this device: %s", exc)
+    elif isinstance(exc, TransferError):  # an untrusted certificate: fixed by its owner
+        log.error("hub cannot be used, not retried until fixed: %s", exc)
+    else:
+        log.error("hub refused the request (%s), not retried this pass: %s",
+                  type(exc).__name__, exc)
 
 
 @dataclass(frozen=True)
@@ -252,9 +270,8 @@ class Agent:
     def _deliver_quietly(self, hub: HubClient, report: PassReport) -> None:
         try:
             self._deliver(hub, report)
-        except TransferError as exc:
-            report.hub_error = str(exc)
-            log.warning("hub unreachable, will retry: %s", exc)
+        except HUB_FAILURES as exc:
+            _hub_failed(report, exc)
 
     # -- inventory -------------------------------------------------------------------
     def _images(self) -> list[LocalImage]:
@@ -440,12 +457,8 @@ class Agent:
                 self._deliver(hub, report)
             self._fetch_desired_manifest(hub)
             self._deliver(hub, report)
-        except AuthError as exc:
-            report.hub_error = str(exc)
-            log.error("hub refused this device: %s", exc)
-        except TransferError as exc:
-            report.hub_error = str(exc)
-            log.warning("hub unreachable, will retry: %s", exc)
+        except HUB_FAILURES as exc:
+            _hub_failed(report, exc)
 
     def _drop_abandoned(self, offers: Sequence[BundleOffer]) -> None:
         """Remove unfinished downloads of bundles the hub no longer offers."""
@@ -550,7 +563,7 @@ class Agent:
         etag = self.state.get("desired_manifest_etag") if runtime.kept() is not None else None
         try:
             manifest = hub.desired_manifest(etag)
-        except NotFoundError:
+        except UnknownObjectError:
             return  # none published for this device yet
         if manifest is None:
             return

@@ -2,9 +2,11 @@
 
 Every call carries ``Authorization: Bearer <device token>``; the hub knows the device
 from the token. Transport failures become ``TransferError`` and error statuses the
-errors of ``hub_status_error`` (401/403 ``AuthError``, 404 ``NotFoundError``, others
-``RegistryError``; all are ``TransferError``), so the agent can log "hub unreachable"
-apart from "token refused" and try again on its next pass either way.
+errors of ``hub_status_error``, by :func:`deltaport.httperrors.error_for_status` (401/403
+``AccessError``, 404 ``UnknownObjectError``, 429/5xx ``TransferError``, other refusals
+``HubError``, ``StateError``, ``FormatError``), so the agent logs "hub unreachable"
+(``exc.transient``) apart from "the hub refused", and ``agent run --once`` exits with
+the error's code; the agent tries again on its next pass either way.
 
 Transport security (docs/hub-api.md): the hub is reached over https, verified against
 ``hub.ca_file`` alone when configured, else the system trust store; a certificate that
@@ -30,13 +32,12 @@ import httpx
 
 from deltaport.agent.config import HubSettings
 from deltaport.errors import (
-    AuthError,
+    DeltaportError,
     FormatError,
-    NotFoundError,
-    RegistryError,
     TransferError,
     UntrustedCertificateError,
 )
+from deltaport.httperrors import error_for_status, is_transient_status
 from deltaport.tlsutil import client_context, describe_tls_failure, tls_failure
 
 API = "/api/v1/device"
@@ -83,14 +84,19 @@ class DesiredManifest:
     etag: str | None
 
 
-def hub_status_error(method: str, url: str, status: int, reason: str) -> RegistryError:
-    """The error for an unexpected hub status, with a message a person can act on."""
+def hub_status_error(method: str, url: str, status: int, reason: str) -> DeltaportError:
+    """The error for an unexpected hub status (one mapping: httperrors), with a message a
+    person can act on."""
     where = f"{method} {url}: {status} {reason}".rstrip()
     if status in (401, 403):
-        return AuthError(f"{where} - the hub refused this device's token", status)
-    if status == 404:
-        return NotFoundError(f"{where} - the hub does not have this", status)
-    return RegistryError(f"{where} - the hub answered with an error", status)
+        why = "the hub refused this device's token"
+    elif status == 404:
+        why = "the hub does not have this"
+    elif is_transient_status(status):
+        why = "the hub is failing or busy"
+    else:
+        why = "the hub refused the request"
+    return error_for_status(status, f"{where} - {why}")
 
 
 def _require(entry: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -347,7 +353,7 @@ class HubClient:
         """``GET /desired-manifest``; None when unchanged since ``etag`` (304).
 
         Raises:
-            NotFoundError: the hub has no desired manifest for this device yet (404).
+            UnknownObjectError: the hub has no desired manifest for this device yet (404).
         """
         headers = {"If-None-Match": etag} if etag else {}
         status, data, resp_headers = self._call(

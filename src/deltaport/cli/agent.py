@@ -41,6 +41,9 @@ def run(
 ) -> None:
     """Run the agent until SIGTERM (or one pass with --once).
 
+    With --once the exit code tells how the hub sync went: 0 done, else the code of the
+    error that stopped it (11 token refused, 13 other refusal, 5 hub unreachable...).
+
     Example: deltaport agent run -c /etc/deltaport/agent.toml
     """
     from deltaport.agent import Agent, load_config
@@ -58,6 +61,8 @@ def run(
             report.failed + report.inbox_failed, report.deferred, report.inbox_waiting,
             report.delivered, report.rejected,
             f", hub: {report.hub_error}" if report.hub_error else "")
+    if report.hub_failure is not None:  # already logged as what it is
+        raise typer.Exit(report.hub_failure.exit_code)
 
 
 @app.command("status")
