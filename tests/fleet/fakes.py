@@ -75,6 +75,7 @@ class FakeBuilder:
 
     built: list[BundleSpec] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)  # target names
+    signer: str | None = "fake-signing-key"  # None: builds unsigned bundles
 
     def build(self, spec: BundleSpec, work_dir: Path) -> BuiltBundle:
         if spec.target.name in self.fail_on:

@@ -182,6 +182,7 @@ def test_register_add_deploy_activate_status_on_a_remote_hub(
         "--email",
         "alice@example.com",
         "--priority=-2",
+        "--unsigned",  # the remote and the local hub have no key (each its own otherwise)
     ]
     plan = json.loads(ok(fleet.remote(*deploy_args, "--json")))
     deployment = plan["deployment"]
@@ -319,7 +320,7 @@ def _same_plan_locally(
         assert abs(mine["bytes"] - theirs["bytes"]) <= BUNDLE_ID_SLACK_BYTES * len(mine["bundles"])
 
 
-BUNDLE_ID_SLACK_BYTES = 8
+BUNDLE_ID_SLACK_BYTES = 64
 
 
 def _plan_shape(plan: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class SizedBuilder:
 
     size: int = 300 * 1024
     built: list[str] = field(default_factory=list)
+    signer: str | None = "sized-test-key"  # these bundles stand for signed ones
 
     def build(self, spec: BundleSpec, work_dir: Path) -> BuiltBundle:
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -240,6 +240,7 @@ def test_json_is_what_the_client_sends() -> None:
         "vars": {"T": "1"},
         "manifest_name": "manifest",
         "priority": -3,
+        "unsigned": False,
     }
 
 

@@ -87,6 +87,11 @@ def deploy_command(
             "--priority", help="Download order on the devices: lower is more urgent (default 0)."
         ),
     ] = 0,
+    unsigned: Annotated[
+        bool,
+        typer.Option("--unsigned", help="Send unsigned bundles when there is no signing key "
+                     "(only devices without trusted keys take them)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
@@ -113,7 +118,11 @@ def deploy_command(
         device_names=_split_names(devices),
         labels=parse_labels(label or []),
         priority=priority,
+        unsigned=unsigned,
     )
+    if unsigned:
+        typer.echo("warning: --unsigned: bundles built without a signing key are refused by "
+                   "every device that trusts a key", err=True)
     client = remote_hub(hub, token)
     if client is not None:
         with client:
@@ -145,6 +154,7 @@ def _deploy_on_hub(
         variables=used,
         manifest_name=manifest_name,
         priority=request.priority,
+        unsigned=request.unsigned,
     )
 
 

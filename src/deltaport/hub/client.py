@@ -146,10 +146,12 @@ class HubClient:
         variables: Mapping[str, str] | None = None,
         manifest_name: str = "manifest",
         priority: int = 0,
+        unsigned: bool = False,
     ) -> dict[str, Any]:
         """``deltaport deploy``: the deployment set and each device's plan.
 
-        PRIORITY orders the devices' downloads: lower is more urgent.
+        PRIORITY orders the devices' downloads: lower is more urgent. UNSIGNED lets a
+        hub without a signing key send unsigned bundles.
         """
         body = {
             "manifest": manifest,
@@ -160,6 +162,7 @@ class HubClient:
             "vars": dict(variables or {}),
             "manifest_name": manifest_name,
             "priority": priority,
+            "unsigned": unsigned,
         }
         result: dict[str, Any] = self._call("POST", "/deployments", json=body)
         return result
@@ -196,6 +199,18 @@ class HubClient:
         """``deltaport status history``."""
         params = {"since": since, "every": every}
         result: list[dict[str, Any]] = self._call("GET", "/history", params=params)
+        return result
+
+    def audit(
+        self, *, since: str | None = None, operator: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """``deltaport status audit``: operator changes, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            params["since"] = since
+        if operator is not None:
+            params["operator"] = operator
+        result: list[dict[str, Any]] = self._call("GET", "/audit", params=params)
         return result
 
     def register_image(

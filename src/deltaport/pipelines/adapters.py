@@ -176,6 +176,18 @@ class DeltaBundleBuilder:
         self.signing_key = signing_key
         self.patch_cache = patch_cache  # folder of layer patches built once, reused
 
+    @property
+    def signer(self) -> str | None:
+        """The signing key's id (``bundle.keys.key_id``), None without a key."""
+        from deltaport.bundle.keys import key_id
+        from deltaport.bundle.signing import Signer
+
+        key = self.signing_key
+        if key is None:
+            return None
+        private = key.private_key if isinstance(key, Signer) else key
+        return key_id(private.public_key())
+
     def build(self, spec: BundleSpec, work_dir: Path) -> BuiltBundle:
         """Build the bundle for SPEC into WORK_DIR/<key>.dpb and hash it."""
         from deltaport.delta.image import create_image_delta

@@ -51,7 +51,13 @@ from deltaport.pipelines.interfaces import (
 )
 from deltaport.pipelines.manifest import Manifest, normalize_reference
 from deltaport.pipelines.manifest_to_device import activate
-from deltaport.pipelines.planner import DeviceInventory, Plan, PlannedBundle, plan_deployment
+from deltaport.pipelines.planner import (
+    UNSIGNED,
+    DeviceInventory,
+    Plan,
+    PlannedBundle,
+    plan_deployment,
+)
 from deltaport.storage.base import BundleStore
 
 Progress = Callable[[int, int, str], None]  # (done, total, bundle key)
@@ -132,6 +138,7 @@ class DeployRequest:
     device_names: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     priority: int = 0  # devices download lower first (docs/hub-api.md), then older sets
+    unsigned: bool = False  # build unsigned bundles when the hub has no signing key
 
     def __post_init__(self) -> None:
         check_priority(self.priority)
@@ -310,7 +317,8 @@ def inventories(data: PlanningInput) -> list[DeviceInventory]:
 
 
 def make_plan(data: PlanningInput, ranker: SourceRanker, store: BundleStore, *,
-              release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS) -> Plan:
+              release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS,
+              signer: str | None = None) -> Plan:
     """Plan the deployment; a known bundle counts only if its file is still in the store
     and its signed release is current (:func:`release_is_current`)."""
     now = datetime.now(UTC).timestamp()
@@ -323,8 +331,24 @@ def make_plan(data: PlanningInput, ranker: SourceRanker, store: BundleStore, *,
             reusable.add(key)
     targets = [data.catalog[img.image_id] for img in data.images]
     return plan_deployment(
-        inventories(data), targets, data.catalog, ranker.choose_sources, reusable
+        inventories(data), targets, data.catalog, ranker.choose_sources, reusable,
+        signer=signer or UNSIGNED,
     )
+
+
+def check_signing(plan: Plan, signer: str | None, request: DeployRequest) -> None:
+    """Refuse to send unsigned bundles unless the request says so (``--unsigned``).
+
+    Raises:
+        StateError: bundles to send, no signing key, and no ``unsigned``.
+    """
+    if plan.bundles and signer is None and not request.unsigned:
+        raise StateError(
+            f"no bundle signing key: the {len(plan.bundles)} bundle(s) this deployment "
+            "needs would be unsigned, and devices refuse unsigned bundles. Create the "
+            "hub's key (deltaport keys generate DATA_DIR/keys, or deltaport hub init), "
+            "or deploy with --unsigned for devices that run without trusted keys"
+        )
 
 
 def assign_releases(engine: Engine, plan: Plan, *,
@@ -436,7 +460,9 @@ def deploy(
     """
     with session_scope(engine) as session:
         data = load_planning_input(session, request)
-    plan = make_plan(data, ranker, store, release_ttl=release_ttl)
+    signer = builder.signer
+    plan = make_plan(data, ranker, store, release_ttl=release_ttl, signer=signer)
+    check_signing(plan, signer, request)
     releases = assign_releases(engine, plan, release_ttl=release_ttl)
     built = build_bundles(
         plan, data.catalog, builder=builder, store=store, work_dir=work_dir, progress=progress,

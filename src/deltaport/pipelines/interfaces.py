@@ -104,6 +104,11 @@ class SourceRanker(Protocol):
 class BundleBuilder(Protocol):
     """Builds and signs one bundle (real one: ``deltaport.delta.image`` + ``deltaport.bundle``)."""
 
+    @property
+    def signer(self) -> str | None:
+        """The id of the key bundles are signed with; None: they are built unsigned."""
+        ...
+
     def build(self, spec: BundleSpec, work_dir: Path) -> BuiltBundle:
         """Build the bundle SPEC describes into a new file under WORK_DIR.
 

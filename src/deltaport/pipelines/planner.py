@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from deltaport.errors import MissingSourceError, StateError
 from deltaport.pipelines.interfaces import ImageInfo
 
-BUNDLE_KEY_VERSION = 1  # bump when bundles built from the same inputs would differ
+BUNDLE_KEY_VERSION = 2  # bump when bundles built from the same inputs would differ
+# 2: the signer is part of the key (a bundle is reused only when signed by the key in use)
+UNSIGNED = "unsigned"  # the signer of a bundle built without a signing key
 
 RankFn = Callable[[ImageInfo, Sequence[ImageInfo]], tuple[str, ...]]
 
@@ -81,12 +83,18 @@ class Plan:
         return not self.bundles
 
 
-def bundle_key(target_image_ids: Iterable[str], sources: Iterable[str]) -> str:
-    """The identity of a bundle: same targets from same sources → same bundle."""
+def bundle_key(target_image_ids: Iterable[str], sources: Iterable[str],
+               signer: str = UNSIGNED) -> str:
+    """The identity of a bundle: same targets from same sources, same signer → same bundle.
+
+    SIGNER is the signing key's id: after a key change (or when a key is first added)
+    bundles are built again, never offered with a signature devices no longer trust.
+    """
     doc = {
         "v": BUNDLE_KEY_VERSION,
         "targets": sorted(target_image_ids),
         "sources": sorted(set(sources)),
+        "signer": signer,
     }
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
 
@@ -97,6 +105,7 @@ def plan_deployment(
     catalog: Mapping[str, ImageInfo],
     rank: RankFn,
     existing_keys: Collection[str] = frozenset(),
+    signer: str = UNSIGNED,
 ) -> Plan:
     """Plan a deployment of TARGETS to the devices described by INVENTORIES.
 
@@ -115,7 +124,7 @@ def plan_deployment(
     bundle_info: dict[str, tuple[ImageInfo, tuple[str, ...]]] = {}
     device_plans: list[DevicePlan] = []
     for (present, in_transit), devices in by_inventory.items():
-        choice = _plan_inventory(present, in_transit, unique_targets, catalog, rank)
+        choice = _plan_inventory(present, in_transit, unique_targets, catalog, rank, signer)
         for key, target, sources in choice.bundles:
             bundle_info[key] = (target, sources)
             bundle_devices[key].extend(devices)
@@ -143,6 +152,7 @@ def _plan_inventory(
     targets: Sequence[ImageInfo],
     catalog: Mapping[str, ImageInfo],
     rank: RankFn,
+    signer: str,
 ) -> _InventoryChoice:
     """Plan for every device sharing one inventory."""
     available = _available_images(present, catalog)
@@ -156,7 +166,7 @@ def _plan_inventory(
             waiting.append(target.image_id)
         else:
             sources = _checked_sources(target, available, layers, rank)
-            bundles.append((bundle_key([target.image_id], sources), target, sources))
+            bundles.append((bundle_key([target.image_id], sources, signer), target, sources))
     return _InventoryChoice(
         bundles=tuple(bundles),
         keys=tuple(k for k, _, _ in bundles),
