@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,15 @@ class AgentConfig:
         return self.state_dir / "agent.db"
 
 
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """The declared defaults of dataclass CLS: the one place each default is defined."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+_AGENT_DEFAULTS = _field_defaults(AgentConfig)
+_HUB_DEFAULTS = _field_defaults(HubSettings)
+_RUNTIME_DEFAULTS = _field_defaults(RuntimeSettings)
+
 _KNOWN = {
     "device", "trusted_keys", "inbox", "state_dir", "registry", "desired_manifest", "hub",
     "max_rate", "poll_interval", "inventory_interval", "inbox_settle_seconds",
@@ -152,23 +161,27 @@ def config_from_mapping(doc: Mapping[str, Any], base: Path,
     registry = _string(doc, "registry")
     if not registry.startswith("docker://") or "/" in registry.removeprefix("docker://").strip("/"):
         raise UsageError("agent config: registry must look like docker://127.0.0.1:5000")
-    manifest = doc.get("desired_manifest")
+    manifest = _optional_string(doc, "desired_manifest")
+
+    def number(key: str, kind: type, *, zero_ok: bool = False) -> Any:
+        return _number(doc, key, _AGENT_DEFAULTS[key], kind, zero_ok=zero_ok)
+
     return AgentConfig(
         device=_string(doc, "device"),
         trusted_keys=tuple(_path(base, k) for k in keys),
         inbox=_path(base, _string(doc, "inbox")),
         state_dir=_path(base, _string(doc, "state_dir")),
         registry=registry,
-        desired_manifest=_path(base, manifest) if isinstance(manifest, str) else None,
+        desired_manifest=_path(base, manifest) if manifest is not None else None,
         hub=_hub(doc.get("hub"), base, read_token),
-        max_rate=_number(doc, "max_rate", None, int),
-        poll_interval=_number(doc, "poll_interval", 30.0, float),
-        inventory_interval=_number(doc, "inventory_interval", 3600.0, float),
-        inbox_settle_seconds=_number(doc, "inbox_settle_seconds", 60.0, float, zero_ok=True),
-        inbox_stale_seconds=_number(doc, "inbox_stale_seconds", 7 * DAY, float, zero_ok=True),
-        download_max_attempts=_number(doc, "download_max_attempts", 8, int),
-        min_free_bytes=_number(doc, "min_free_bytes", 64 << 20, int, zero_ok=True),
-        docker_host=doc.get("docker_host") if isinstance(doc.get("docker_host"), str) else None,
+        max_rate=number("max_rate", int),
+        poll_interval=number("poll_interval", float),
+        inventory_interval=number("inventory_interval", float),
+        inbox_settle_seconds=number("inbox_settle_seconds", float, zero_ok=True),
+        inbox_stale_seconds=number("inbox_stale_seconds", float, zero_ok=True),
+        download_max_attempts=number("download_max_attempts", int),
+        min_free_bytes=number("min_free_bytes", int, zero_ok=True),
+        docker_host=_optional_string(doc, "docker_host"),
         runtime=_runtime(doc.get("runtime"), base, manifest, bool(roots)),
         root_keys=roots,
     )
@@ -197,30 +210,31 @@ def _runtime(raw: Any, base: Path, desired_manifest: Any, roots: bool = False) -
     if kind is not RuntimeKind.NONE and not keys and not roots:
         raise UsageError(f"agent config: runtime kind {kind} needs runtime.manifest_keys "
                          "(the public keys that may sign desired manifests)")
-    host = raw.get("docker_host")
-    if kind is RuntimeKind.ENGINE and not (isinstance(host, str) and host):
+    host = _optional_string(raw, "docker_host", "runtime.docker_host")
+    if kind is RuntimeKind.ENGINE and host is None:
         raise UsageError("agent config: runtime kind engine needs runtime.docker_host")
     if kind is RuntimeKind.FILE and not isinstance(desired_manifest, str):
         raise UsageError("agent config: runtime kind file needs desired_manifest (a path)")
-    keep_free = _number(raw, "keep_free", 0.2, float, zero_ok=True, where="runtime.keep_free")
+    keep_free = _number(raw, "keep_free", _RUNTIME_DEFAULTS["keep_free"], float, zero_ok=True,
+                        where="runtime.keep_free")
     if keep_free >= 1:
         raise UsageError("agent config: runtime.keep_free is a fraction below 1")
-    root = raw.get("registry_root")
+    root = _optional_string(raw, "registry_root", "runtime.registry_root")
     gc = raw.get("registry_gc_command", [])
     if not isinstance(gc, list) or not all(isinstance(a, str) for a in gc):
         raise UsageError("agent config: runtime.registry_gc_command must be a list of strings")
 
-    def number(key: str, default: float, kind: type = float) -> Any:
-        return _number(raw, key, default, kind, where=f"runtime.{key}")
+    def number(key: str, kind: type = float) -> Any:
+        return _number(raw, key, _RUNTIME_DEFAULTS[key], kind, where=f"runtime.{key}")
 
     return RuntimeSettings(
-        kind=kind, docker_host=host if isinstance(host, str) else None, manifest_keys=keys,
+        kind=kind, docker_host=host, manifest_keys=keys,
         desired_file=_path(base, desired_manifest) if isinstance(desired_manifest, str) else None,
-        health_window=number("health_window", 60.0), health_grace=number("health_grace", 120.0),
-        health_poll=number("health_poll", 1.0), stop_timeout=number("stop_timeout", 10.0),
-        max_interruptions=number("max_interruptions", 3, int),
-        heartbeat_interval=number("heartbeat_interval", 6 * 3600.0), keep_free=keep_free,
-        registry_root=_path(base, root) if isinstance(root, str) else None,
+        health_window=number("health_window"), health_grace=number("health_grace"),
+        health_poll=number("health_poll"), stop_timeout=number("stop_timeout"),
+        max_interruptions=number("max_interruptions", int),
+        heartbeat_interval=number("heartbeat_interval"), keep_free=keep_free,
+        registry_root=_path(base, root) if root is not None else None,
         registry_gc_command=tuple(gc),
     )
 
@@ -244,12 +258,14 @@ def _hub(raw: Any, base: Path, read_token: Any) -> HubSettings | None:
     if ca_file is not None and not (isinstance(ca_file, str) and ca_file):
         raise UsageError("agent config: hub.ca_file must be a path")
     token = raw.get("token")
-    if token is None and isinstance(raw.get("token_file"), str) and read_token is not None:
-        token = str(read_token(_path(base, raw["token_file"]))).strip()
+    token_file = _optional_string(raw, "token_file", "hub.token_file")
+    if token is None and token_file is not None and read_token is not None:
+        token = str(read_token(_path(base, token_file))).strip()
     if not isinstance(token, str) or not token:
         raise UsageError("agent config: hub.token (or hub.token_file) is required")
     return HubSettings(url=url, token=token,
-                       timeout=_number(raw, "timeout", 30.0, float, where="hub.timeout"),
+                       timeout=_number(raw, "timeout", _HUB_DEFAULTS["timeout"], float,
+                                       where="hub.timeout"),
                        ca_file=_path(base, ca_file) if ca_file is not None else None,
                        insecure=insecure, bundle_origins=tuple(o.rstrip("/") for o in origins))
 
@@ -258,6 +274,17 @@ def _string(doc: Mapping[str, Any], key: str, where: str | None = None) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value:
         raise UsageError(f"agent config: {where or key} must be a non-empty string")
+    return value
+
+
+def _optional_string(doc: Mapping[str, Any], key: str, where: str | None = None) -> str | None:
+    """DOC[KEY] when given (a non-empty string), else None; any other value is refused."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"agent config: {where or key} must be a non-empty string, "
+                         f"not {value!r}")
     return value
 
 
