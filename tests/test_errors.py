@@ -99,3 +99,13 @@ def test_the_operator_client_maps_an_unnamed_answer_by_the_one_mapping() -> None
     assert type(named) is HubError and named.status == 410
     refused = error_from_answer(400, {"error": "RegistryError", "message": "no"}, "POST /i")
     assert isinstance(refused, RegistryError) and not refused.transient
+
+
+def test_the_activation_retries_an_engine_error_by_its_own_transience() -> None:
+    """A 429 from the engine may pass (retried); an untrusted certificate never does."""
+    from deltaport.agent.runtime.activation import _transient
+
+    assert _transient(RegistryError("engine: too many requests", 429))
+    assert _transient(RegistryError("engine: 500", 500)) and _transient(TransferError("reset"))
+    assert not _transient(UntrustedCertificateError("engine certificate not trusted"))
+    assert not _transient(RegistryError("engine refused the create body", 400))

@@ -506,7 +506,7 @@ class Agent:
                 log.warning("bundle %s deferred: %s", offer.digest[:19], exc)
                 return
             except RegistryError as exc:
-                if exc.status is None or not 400 <= exc.status < 500:
+                if exc.transient:
                     raise  # the hub or the link is down: stop this pass
                 report.hub_error = str(exc)  # refused or gone: the next listing decides
                 log.warning("bundle %s skipped: %s", offer.digest[:19], exc)

@@ -48,7 +48,7 @@ from deltaport.agent.runtime.specs import module_specs
 from deltaport.agent.state import AgentState
 from deltaport.bundle import TrustedKeys
 from deltaport.desired import DesiredState, decode_envelope
-from deltaport.errors import DeltaportError, IntegrityError, RegistryError, TransferError
+from deltaport.errors import DeltaportError, IntegrityError
 
 log = logging.getLogger("deltaport.agent.runtime")
 
@@ -408,10 +408,9 @@ def refuse_once(state: AgentState, device: str, envelope: bytes, reason: str) ->
 
 
 def _transient(exc: DeltaportError) -> bool:
-    """Whether an engine error may pass by itself (unreachable, 5xx), not a refusal (4xx)."""
-    if isinstance(exc, RegistryError):
-        return exc.status is None or exc.status >= 500
-    return isinstance(exc, TransferError)
+    """Whether an engine error may pass by itself (unreachable, 429, 5xx), not a refusal
+    (4xx, an untrusted certificate): the error's own ``transient``."""
+    return exc.transient
 
 
 def _claimed(envelope: bytes) -> tuple[int, str]:
