@@ -58,15 +58,18 @@ from deltaport.pipelines.planner import (
     PlannedBundle,
     plan_deployment,
 )
+from deltaport.pipelines.releases import (
+    DEFAULT_RELEASE_TTL_SECONDS,
+    assign_releases,
+    device_target_name,
+    release_is_current,
+    save_releases,
+)
 from deltaport.storage.base import BundleStore
 
 Progress = Callable[[int, int, str], None]  # (done, total, bundle key)
 
-DEFAULT_RELEASE_TTL_SECONDS = 90 * 86_400
-"""How long a bundle the hub signs stays valid (``expires_at``): generous, because
-store-and-forward delivery (a satellite link, a courier) can take weeks."""
-
-
+__all__ = ["DEFAULT_RELEASE_TTL_SECONDS", "device_target_name", "release_is_current"]
 
 # --- register ----------------------------------------------------------------
 
@@ -262,31 +265,6 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
     )
 
 
-def device_target_name(info: ImageInfo) -> str:
-    """The name a device stores the target as (``demo/app:stable``): the counter's key."""
-    from deltaport.pipelines.adapters import delivered_name
-
-    return delivered_name(info.name)
-
-
-def release_is_current(release: BundleRelease | None, image_id: str,
-                       last: BundleVersion | None, now: float, ttl: float) -> bool:
-    """Pure: may a stored bundle of ``image_id`` with ``release`` be offered again?
-
-    Only while no newer release of its name is for another image (a device that took
-    that one would refuse this bundle as a replay: redeploying the old image builds
-    a new bundle, with a higher version), and while at least half its validity is
-    left (it may spend weeks in transit). A bundle without a release (built before
-    releases existed) is not reused.
-    """
-    if release is None:
-        return False
-    if last is not None and release.version < last.last_version and (
-            last.last_image_id != image_id):
-        return False
-    return release.expires_at - now >= ttl / 2
-
-
 def _resolve_images(session: Session, manifest: Manifest) -> list[tuple[str, Image]]:
     found: dict[int, tuple[str, Image]] = {}
     unknown = []
@@ -349,46 +327,6 @@ def check_signing(plan: Plan, signer: str | None, request: DeployRequest) -> Non
             "hub's key (deltaport keys generate DATA_DIR/keys, or deltaport hub init), "
             "or deploy with --unsigned for devices that run without trusted keys"
         )
-
-
-def assign_releases(engine: Engine, plan: Plan, *,
-                    release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS) -> dict[str, BundleRelease]:
-    """Take the next version of each to-be-built bundle's target name, in one transaction.
-
-    Bundles of the same image and name built by one deployment (for devices with
-    different sources) share one version: they are one release.
-
-    The counters are raised before anything is built: a failed build leaves a gap,
-    never a version signed twice. Returns bundle key → release (not yet stored).
-    """
-    expires = int(datetime.now(UTC).timestamp() + release_ttl)
-    out: dict[str, BundleRelease] = {}
-    versions: dict[tuple[str, str], int] = {}  # one version per name and image per deploy
-    with session_scope(engine) as session:
-        for planned in plan.to_build:
-            name = device_target_name(planned.target)
-            image_id = planned.target.image_id
-            version = versions.get((name, image_id))
-            if version is None:
-                counter = session.get(BundleVersion, name, with_for_update=True)
-                if counter is None:
-                    counter = BundleVersion(target_name=name, last_version=0)
-                    session.add(counter)
-                counter.last_version += 1
-                counter.last_image_id = image_id
-                session.flush()
-                version = versions[(name, image_id)] = counter.last_version
-            out[planned.key] = BundleRelease(bundle_key=planned.key, target_name=name,
-                                             version=version, expires_at=expires)
-    return out
-
-
-def _save_releases(session: Session, releases: Mapping[str, BundleRelease],
-                   built: Mapping[str, tuple[BuiltBundle, str]]) -> None:
-    for key in built:
-        release = releases[key]
-        session.merge(BundleRelease(bundle_key=key, target_name=release.target_name,
-                                    version=release.version, expires_at=release.expires_at))
 
 
 def build_bundles(
@@ -470,7 +408,7 @@ def deploy(
     )
     with session_scope(engine) as session:
         result = record_deployment(session, request, data, plan, built, store)
-        _save_releases(session, releases, built)
+        save_releases(session, releases, built)
         complete = result.state == SetState.COMPLETE.value
         if complete and activate_when_complete and manifest_key is not None:
             activate(
