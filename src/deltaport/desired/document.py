@@ -18,17 +18,16 @@ root keys learns the key from it.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from deltaport.bundle.format import DIGEST_RE, KEY_ID_RE
+from deltaport.bundle.envelope import b64_field, verify_signatures
+from deltaport.bundle.format import DIGEST_RE
 from deltaport.bundle.index import loads_strict
 from deltaport.bundle.keys import key_id
 from deltaport.bundle.signing import Keyring, Signer, TrustedKeys, resolve_keys
@@ -189,51 +188,27 @@ def _exact(obj: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
 
 
 def _b64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise FormatError(f"desired manifest {what} must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"desired manifest {what} is not base64") from exc
+    return b64_field(value, f"desired manifest {what}")
 
 
 def _check_signatures(
     payload: bytes, entries: Any, trusted_keys: Sequence[Ed25519PublicKey],
     explain: Callable[[str], str] | None = None,
 ) -> str:
-    if not isinstance(entries, list) or len(entries) > MAX_SIGNATURES:
-        raise SignatureError(f"desired manifest must list at most {MAX_SIGNATURES} signatures")
-    trusted = {key_id(k): k for k in trusted_keys}
-    signers = []
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.keys() != {"key_id", "signature"}:
-            raise SignatureError("desired manifest signature must have key_id and signature")
-        kid = entry["key_id"]
-        if not isinstance(kid, str) or not KEY_ID_RE.fullmatch(kid):
-            raise SignatureError("desired manifest signature has an invalid key_id")
-        signers.append(kid)
-        key = trusted.get(kid)
-        if key is None:
-            continue
-        raw = _b64(entry["signature"], f"signature by {kid}")
-        if len(raw) != ED25519_SIGNATURE_SIZE:
-            raise SignatureError(f"desired manifest signature by {kid} is not Ed25519")
-        try:
-            key.verify(raw, SIGNING_CONTEXT + payload)
-        except InvalidSignature as exc:
-            raise SignatureError(
-                f"desired manifest signature by {kid} does not verify: the manifest was altered"
-            ) from exc
-        return kid
-    if not signers:
+    found = verify_signatures(payload, entries, trusted_keys, context=SIGNING_CONTEXT,
+                              what="desired manifest", max_signatures=MAX_SIGNATURES)
+    if found.signer is not None:
+        return found.signer
+    if not found.signers:
         raise SignatureError(
             "desired manifest is unsigned; a signature by a trusted key is required")
+    signers = ", ".join(found.signers)
     if explain is not None:
-        raise SignatureError(f"desired manifest is signed by {', '.join(signers)}, none of "
-                             f"which is trusted: {'; '.join(explain(s) for s in signers)}")
+        raise SignatureError(f"desired manifest is signed by {signers}, none of "
+                             f"which is trusted: {'; '.join(explain(s) for s in found.signers)}")
+    trusted = ", ".join(key_id(k) for k in trusted_keys) or "none"
     raise SignatureError(
-        f"desired manifest is signed by {', '.join(signers)}, none of which is trusted "
-        f"(trusted: {', '.join(trusted) or 'none'})"
+        f"desired manifest is signed by {signers}, none of which is trusted (trusted: {trusted})"
     )
 
 

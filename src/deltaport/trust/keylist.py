@@ -15,7 +15,6 @@ documents (a bundle's signature document, a desired-manifest envelope) unchanged
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -23,10 +22,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from deltaport.bundle.envelope import b64_field, verify_signatures
 from deltaport.bundle.format import KEY_ID_RE
 from deltaport.bundle.index import loads_strict
 from deltaport.bundle.keys import key_id
@@ -196,33 +195,14 @@ def _payload_of(envelope: Any) -> bytes:
 
 def _check_root_signature(payload: bytes, entries: Any,
                           root_keys: Sequence[Ed25519PublicKey]) -> str:
-    if not isinstance(entries, list) or len(entries) > MAX_SIGNATURES:
-        raise SignatureError(f"key list must carry at most {MAX_SIGNATURES} signatures")
-    roots = {key_id(k): k for k in root_keys}
-    signers = []
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.keys() != {"key_id", "signature"}:
-            raise SignatureError("key list signature must have exactly key_id and signature")
-        kid = entry["key_id"]
-        if not isinstance(kid, str) or not KEY_ID_RE.fullmatch(kid):
-            raise SignatureError("key list signature has an invalid key_id")
-        signers.append(kid)
-        root = roots.get(kid)
-        if root is None:
-            continue
-        raw = _b64(entry["signature"], f"signature by {kid}")
-        try:
-            if len(raw) != ED25519_SIGNATURE_SIZE:
-                raise InvalidSignature
-            root.verify(raw, SIGNING_CONTEXT + payload)
-        except InvalidSignature as exc:
-            raise SignatureError(
-                f"key list signature by root key {kid} does not verify: the list was altered"
-            ) from exc
-        return kid
+    found = verify_signatures(payload, entries, root_keys, context=SIGNING_CONTEXT,
+                              what="key list", max_signatures=MAX_SIGNATURES)
+    if found.signer is not None:
+        return found.signer
+    roots = ", ".join(key_id(k) for k in root_keys) or "none"
     raise SignatureError(
-        f"key list is signed by {', '.join(signers) or 'no key'}, which is not a trusted "
-        f"root key (root keys: {', '.join(roots) or 'none'})"
+        f"key list is signed by {', '.join(found.signers) or 'no key'}, which is not a "
+        f"trusted root key (root keys: {roots})"
     )
 
 
@@ -234,13 +214,7 @@ def _exact(obj: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
 
 
 def _b64(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise FormatError(f"key list {what} must be a base64 string")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError(f"key list {what} is not base64") from exc
-    return raw
+    return b64_field(value, f"key list {what}")
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
