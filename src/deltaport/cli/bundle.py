@@ -152,12 +152,13 @@ def _print_summary(doc: dict[str, Any]) -> None:
     if content.get("kind") == "deltaport.image-delta":
         target = content.get("target", {})
         console.print(f"image delta to {target.get('name')} ({target.get('image_id')})")
-        layers = Table("layer", "encoding", "bytes", "sources")
+        layers = Table("layer", "encoding", "size", "sources")
         for i, layer in enumerate(content.get("layers", [])):
             srcs = layer.get("sources", [layer.get("source")])
             layers.add_row(
                 str(i), str(layer.get("kind", layer.get("encoding"))),
-                str(layer.get("length", 0)), ", ".join(str(s) for s in srcs if s is not None),
+                human_bytes(int(layer.get("length", 0))),
+                ", ".join(str(s) for s in srcs if s is not None),
             )
         console.print(layers)
         for i, diff_id in enumerate(content.get("sources", [])):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import Progress
 
+from deltaport.cli.common import human_bytes
 from deltaport.cli.fleet import (
     human_duration,
     human_rate,
@@ -200,13 +201,13 @@ def _print(doc: dict[str, Any], as_json: bool) -> None:
         return
     print_table(
         f"deployment {doc['deployment']} ({doc['state']}, priority {doc.get('priority', 0)})",
-        ["device", "images sent", "bundles", "bytes", "link", "est. time"],
+        ["device", "images sent", "bundles", "size", "link", "est. time"],
         [
             [
                 r["device"],
                 ", ".join(r["sending"]) or "-",
                 len(r["bundles"]),
-                r["bytes"],
+                human_bytes(int(r["bytes"])),
                 human_rate(r["link_rate_bps"]),
                 human_duration(r["eta_seconds"]),
             ]

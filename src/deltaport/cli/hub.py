@@ -30,7 +30,9 @@ token_app = typer.Typer(
 app.add_typer(token_app, name="token")
 
 DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="State folder (default: global/--env).")
+    Path | None,
+    typer.Option("--data-dir", help="State folder (default: deltaport's --data-dir, else "
+                 "$DELTAPORT_HOME, else ~/.local/share/deltaport)."),
 ]
 DbOpt = Annotated[
     str | None, typer.Option("--db", help="Database URL (sqlite:///… | postgresql://…).")
