@@ -1,0 +1,60 @@
+"""The README is a contract: its "hub of your own" commands run as written (issue 13).
+
+The block is taken from README.md as it stands and run by bash, top to bottom, in an
+empty folder with ``.venv/bin`` on PATH — in a network namespace of its own, so the
+fixed ports it names (8443, 5000) are free and nothing it starts outlives the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+HUB_SECTION = "**A hub of your own, over https**"
+BLOCK_RE = re.compile(r"```sh\n(.*?)```", re.DOTALL)
+
+
+def readme_block_after(marker: str) -> str:
+    """The first ```sh block after MARKER in README.md."""
+    text = README.read_text()
+    start = text.index(marker)
+    match = BLOCK_RE.search(text, start)
+    assert match is not None, f"no sh block after {marker!r} in README.md"
+    return match.group(1)
+
+
+def test_the_hub_block_is_found() -> None:
+    block = readme_block_after(HUB_SECTION)
+    assert "deltaport hub init" in block and "deltaport agent run --once" in block
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private network namespace")
+def test_the_hub_of_your_own_runs_as_written(tmp_path: Path) -> None:
+    block = readme_block_after(HUB_SECTION)
+    script = tmp_path / "readme.sh"
+    # stop what the block started in the background, whatever happens
+    script.write_text("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+                      + block)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for name in [k for k in env if k.startswith("DELTAPORT_")]:
+        del env[name]  # the block sets what it needs; nothing of this machine's leaks in
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec bash {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}"
+                   for p in tmp_path.glob("*.log"))
+    assert done.returncode == 0, done.stdout + done.stderr + logs
+    seen = re.search(r"device truck-17: last seen (\S+)", done.stdout)
+    assert seen is not None and seen.group(1).startswith("20"), done.stdout  # a time, not never
+    assert (tmp_path / "state").is_dir() and (tmp_path / "device.token").stat().st_size > 0
