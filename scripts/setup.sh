@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check pip==25.3 2>/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 \
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[all,dev]" 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/deltaport --help >/dev/null
 echo "setup: ready (.venv/bin/deltaport)" >&2

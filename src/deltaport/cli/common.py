@@ -12,6 +12,16 @@ if TYPE_CHECKING:  # imported when called: deltaport.oci is heavy for a CLI's st
     from deltaport.oci import TransportOptions
 
 
+# Top-level modules that only the hub extras install (pyproject: [project.optional-dependencies]
+# hub, with fastapi's own starlette and pydantic): a device installs deltaport without them.
+HUB_EXTRAS_MODULES = frozenset(
+    {"fastapi", "starlette", "pydantic", "uvicorn", "sqlalchemy", "alembic", "psycopg", "aiosmtpd"}
+)
+# The ones every hub-side command needs; psycopg (PostgreSQL) and aiosmtpd (the demo's
+# mail server) are checked by their callers.
+HUB_EXTRAS_REQUIRED = ("fastapi", "uvicorn", "sqlalchemy", "alembic")
+HUB_EXTRAS_MESSAGE = "this command needs the hub extras: pip install 'deltaport[hub]'"
+
 PIPED_WIDTH = 1000  # columns of output that is not a terminal: tables and lines stay whole
 
 
@@ -69,3 +79,16 @@ def human_bytes(n: int | float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} GB"
+
+
+def hub_extras_installed() -> bool:
+    """Whether the hub extras are importable (found, not imported: start-up stays quick)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(name) is not None for name in HUB_EXTRAS_REQUIRED)
+
+
+def is_missing_hub_extra(exc: ImportError) -> bool:
+    """Whether EXC says a module of the hub extras is not installed."""
+    name = exc.name or ""
+    return isinstance(exc, ModuleNotFoundError) and name.split(".")[0] in HUB_EXTRAS_MODULES

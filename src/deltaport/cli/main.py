@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
+import click
 import typer
 from rich.text import Text
 
-from deltaport.cli.common import out_console
-from deltaport.errors import DeltaportError
+from deltaport.cli.common import (
+    HUB_EXTRAS_MESSAGE,
+    hub_extras_installed,
+    is_missing_hub_extra,
+    out_console,
+)
+from deltaport.errors import DeltaportError, UsageError
 
 app = typer.Typer(
     name="deltaport",
@@ -49,6 +56,50 @@ ROOT_HOOKS: list[tuple[str, str]] = [
 ]
 
 
+# Command paths that run only where the hub extras are installed. On a device (plain
+# `deltaport`, or `deltaport[agent]`) each answers HUB_EXTRAS_MESSAGE, --help included.
+# Commands that may run against a remote hub (--hub URL) are not listed: they answer the
+# same message only when they reach for the local database (see ``main``).
+HUB_ONLY_COMMANDS: list[tuple[str, ...]] = [
+    ("hub", "init"),
+    ("hub", "serve"),
+    ("hub", "token", "create"),
+    ("demo",),
+]
+
+
+def _needs_hub_extras() -> None:
+    raise UsageError(HUB_EXTRAS_MESSAGE)
+
+
+def _stub_hub_only(root: click.Group) -> None:
+    """Replace each of HUB_ONLY_COMMANDS by a command that takes any arguments and
+    raises the hub-extras UsageError (its one-line help stays in the listings)."""
+    for path in HUB_ONLY_COMMANDS:
+        group = root
+        for name in path[:-1]:
+            sub = group.commands[name]
+            assert isinstance(sub, click.Group), path
+            group = sub
+        original = group.commands[path[-1]]
+        group.commands[path[-1]] = click.Command(
+            path[-1],
+            callback=_needs_hub_extras,
+            help=original.help,
+            short_help=original.short_help,
+            add_help_option=False,
+            context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        )
+
+
+def _fail(exc: DeltaportError) -> NoReturn:
+    """Print EXC as one line on stderr and exit with its code."""
+    # one line whatever its length (a log, grep); markup in the message is not parsed
+    message = Text.assemble(("error:", "bold red"), " ", str(exc))
+    out_console(stderr=True).print(message, highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
+
+
 def _register_groups() -> None:
     import importlib
 
@@ -63,23 +114,28 @@ def _register_groups() -> None:
 
 
 def main() -> None:
-    """Run the CLI; a DeltaportError becomes a one-line message and its exit code."""
+    """Run the CLI; a DeltaportError becomes a one-line message and its exit code.
+
+    Without the hub extras, HUB_ONLY_COMMANDS and any command that imports one of
+    them say so (HUB_EXTRAS_MESSAGE, exit 2) instead of an ImportError traceback."""
     _register_groups()
+    command = typer.main.get_command(app)
+    if isinstance(command, click.Group) and not hub_extras_installed():
+        _stub_hub_only(command)
     try:
-        code = app(standalone_mode=False)
+        code = command.main(standalone_mode=False)
     except DeltaportError as exc:
-        # one line whatever its length (a log, grep); markup in the message is not parsed
-        message = Text.assemble(("error:", "bold red"), " ", str(exc))
-        out_console(stderr=True).print(message, highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(exc)
+    except ImportError as exc:
+        if not is_missing_hub_extra(exc):
+            raise
+        _fail(UsageError(HUB_EXTRAS_MESSAGE))
     except typer.Abort:
         out_console(stderr=True).print("aborted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors
-        import click
-
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
