@@ -58,3 +58,39 @@ def test_the_hub_of_your_own_runs_as_written(tmp_path: Path) -> None:
     seen = re.search(r"device truck-17: last seen (\S+)", done.stdout)
     assert seen is not None and seen.group(1).startswith("20"), done.stdout  # a time, not never
     assert (tmp_path / "state").is_dir() and (tmp_path / "device.token").stat().st_size > 0
+
+
+USING_IT = "## Using it"
+REGISTRY_PRELUDE = """\
+printf 'version: 0.1\\nstorage: {filesystem: {rootdirectory: %s/registry}}\\n' "$PWD" > registry.yml
+printf 'http: {addr: 127.0.0.1:5000}\\n' >> registry.yml
+docker-registry serve registry.yml > registry.log 2>&1 &
+for _ in $(seq 50); do curl -s http://127.0.0.1:5000/v2/ >/dev/null && break; sleep 0.1; done
+deltaport image copy oci:./layout-v2:v2 docker://127.0.0.1:5000/app:v2 --insecure
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private network namespace")
+def test_using_it_by_hand_runs_as_written(tmp_path: Path) -> None:
+    """The README's by-hand block, given the two layouts and the registry it names."""
+    from tests.fixtures.images import build_image, write_oci_layout
+
+    v1, v2 = build_image(0), build_image(1)
+    write_oci_layout(tmp_path / "layout-v1", v1, tag="v1")
+    write_oci_layout(tmp_path / "layout-v2", v2, tag="v2")
+    script = tmp_path / "readme.sh"
+    script.write_text("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+                      + REGISTRY_PRELUDE + readme_block_after(USING_IT)
+                      + "deltaport image inspect docker://127.0.0.1:5000/app:v2-rebuilt"
+                        " --insecure > rebuilt.json\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec bash {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "app-v2.bundle").stat().st_size > 0
+    rebuilt = (tmp_path / "rebuilt.json").read_text()
+    assert v2.image_id in rebuilt  # the bundle rebuilt exactly v2 from v1
