@@ -5,9 +5,10 @@
 docs/hub-api.md.
 """
 
-from deltaport.agent.agent import Agent, PassReport
+from deltaport.agent.agent import Agent
 from deltaport.agent.config import AgentConfig, HubSettings, config_from_mapping, load_config
 from deltaport.agent.hub import BundleOffer, HubClient
+from deltaport.agent.passreport import PassReport
 from deltaport.agent.state import AgentState
 
 __all__ = [

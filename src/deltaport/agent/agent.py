@@ -23,15 +23,13 @@ could not be applied for a local, passing reason (disk full, registry down) is
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,6 +58,7 @@ from deltaport.agent.messages import (
     inventory_document,
     success_message,
 )
+from deltaport.agent.passreport import PassReport, hub_failed
 from deltaport.agent.reconstruct import (
     CAUSE_TEXT,
     TOLD_TO_HUB,
@@ -81,6 +80,7 @@ from deltaport.agent.runtime.gc import sources_in_flight
 from deltaport.agent.runtime.model import RuntimeKind
 from deltaport.agent.runtime.service import DeviceRuntime, describe
 from deltaport.agent.state import AgentState
+from deltaport.agent.statedir import empty_scratch, lock_state
 from deltaport.bundle import BundleIndex, BundleReader, TrustedKeys, load_public_key
 from deltaport.errors import (
     AccessError,
@@ -103,41 +103,6 @@ log = logging.getLogger("deltaport.agent")
 
 DONE, FAILED, DEFERRED = BundleOutcome.DONE, BundleOutcome.FAILED, BundleOutcome.DEFERRED
 HUB_FAILURES = (AccessError, HubError, StateError, TransferError)  # what a hub call raises
-
-
-@dataclass
-class PassReport:
-    """What one pass did (for logs, the CLI and tests)."""
-
-    inbox_done: int = 0
-    inbox_failed: int = 0
-    inbox_waiting: int = 0
-    downloaded: int = 0
-    reconstructed: int = 0
-    failed: int = 0
-    deferred: int = 0
-    delivered: int = 0
-    rejected: int = 0  # status messages the hub refused for good (kept, not re-sent)
-    bytes_fetched: int = 0
-    hub_error: str | None = None
-    hub_failure: DeltaportError | None = None  # the error that ended the hub sync (exit code)
-    runtime: str | None = None  # what the device runtime did with the desired manifest
-    runtime_error: str | None = None
-    failures: list[str] = field(default_factory=list)
-
-
-def _hub_failed(report: PassReport, exc: DeltaportError) -> None:
-    """Note why the hub sync stopped: unreachable (transient) apart from refused."""
-    report.hub_error, report.hub_failure = str(exc), exc
-    if exc.transient:
-        log.warning("hub unreachable, will retry: %s", exc)
-    elif isinstance(exc, AccessError):
-        log.error("hub refused this device: %s", exc)
-    elif isinstance(exc, TransferError):  # an untrusted certificate: fixed by its owner
-        log.error("hub cannot be used, not retried until fixed: %s", exc)
-    else:
-        log.error("hub refused the request (%s), not retried this pass: %s",
-                  type(exc).__name__, exc)
 
 
 @dataclass(frozen=True)
@@ -173,8 +138,8 @@ class Agent:
         self.inbox = InboxScanner(config.inbox, self.keys, settle=config.inbox_settle_seconds,
                                   stale=config.inbox_stale_seconds, clock=clock)
         self.inbox.check_folders()  # refuses to start on a done/ or failed/ not its own
-        self._lock_fd = _lock(config.state_dir / "agent.lock")
-        _empty_scratch(self.scratch)  # what a killed agent left there is never resumed
+        self._lock_fd = lock_state(config.state_dir / "agent.lock")
+        empty_scratch(self.scratch)  # what a killed agent left there is never resumed
         self.state = AgentState(config.database)
         self.keys = keys_for(config.root_keys, self.state, Role.BUNDLE, self.keys)
         self.inbox.keys = self.keys  # the keyring needs the state (docs/trust.md)
@@ -271,7 +236,7 @@ class Agent:
         try:
             self._deliver(hub, report)
         except HUB_FAILURES as exc:
-            _hub_failed(report, exc)
+            hub_failed(report, exc)
 
     # -- inventory -------------------------------------------------------------------
     def _images(self) -> list[LocalImage]:
@@ -458,7 +423,7 @@ class Agent:
             self._fetch_desired_manifest(hub)
             self._deliver(hub, report)
         except HUB_FAILURES as exc:
-            _hub_failed(report, exc)
+            hub_failed(report, exc)
 
     def _drop_abandoned(self, offers: Sequence[BundleOffer]) -> None:
         """Remove unfinished downloads of bundles the hub no longer offers."""
@@ -577,34 +542,3 @@ def _deployment(offer: BundleOffer | None, target: Target | None) -> str | None:
     if offer is not None and offer.deployment:
         return offer.deployment
     return target.deployment if target is not None else None
-
-
-def _empty_scratch(scratch: Path) -> None:
-    """Remove everything in ``scratch`` (not following symlinks); called under the lock.
-
-    Scratch holds only work in progress of a reconstruction or an engine load, which a
-    new pass redoes from the start; resumable downloads live in ``downloads/``.
-    """
-    for entry in os.scandir(scratch):
-        path = Path(entry.path)
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise StorageError(f"cannot clean scratch folder {scratch}: {exc}") from exc
-    log.debug("scratch folder %s emptied", scratch)
-
-
-def _lock(path: Path) -> int:
-    """Hold an exclusive lock on ``path`` for the agent's lifetime (one agent per state)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        raise StorageError(f"another agent is running on {path.parent}") from exc
-    return fd
