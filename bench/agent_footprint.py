@@ -88,6 +88,17 @@ def tree_bytes(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+VENV_OWN = ("pip", "setuptools", "_distutils_hack")  # what `python -m venv` puts in itself
+
+
+def installed_bytes(venv: Venv) -> int:
+    """Bytes of site-packages without the venv's own pip and setuptools."""
+    site = venv.site_packages()
+    own = sum(tree_bytes(p) for p in site.iterdir()
+              if p.is_dir() and p.name.split("-")[0] in VENV_OWN)
+    return tree_bytes(site) - own
+
+
 def importable(venv: Venv, modules: tuple[str, ...]) -> list[str]:
     """Which of MODULES the venv's Python can find."""
     probe = ("import importlib.util, sys\n"
@@ -162,18 +173,19 @@ def main(argv: list[str] | None = None) -> int:
             config = write_agent_config(root / "device", registry.host,
                                         keys.public_key_path, args.poll_interval)
             idle = measure_idle(agent, config, args.seconds)
-        agent_size = tree_bytes(agent.site_packages())
-        full_size = tree_bytes(full.site_packages())
-        print("| install | site-packages | of the full install |")
-        print("|---|---|---|")
+        agent_size, full_size = installed_bytes(agent), installed_bytes(full)
+        print("| install | site-packages (without pip, setuptools) | of the full install |"
+              " with pip, setuptools |")
+        print("|---|---|---|---|")
         print(f"| `deltaport[agent]` (device) | {_mb(agent_size)} | "
-              f"{agent_size / full_size:.0%} |")
-        print(f"| `deltaport[all]` (hub) | {_mb(full_size)} | 100% |")
+              f"{agent_size / full_size:.0%} | {_mb(tree_bytes(agent.site_packages()))} |")
+        print(f"| `deltaport[all]` (hub) | {_mb(full_size)} | 100% | "
+              f"{_mb(tree_bytes(full.site_packages()))} |")
         print()
         print(f"idle `deltaport agent run` (empty inbox, poll_interval {args.poll_interval:g} s, "
               f"{idle.seconds:.0f} s window): RSS {idle.rss_bytes / 2**20:.1f} MiB, "
-              f"CPU {idle.cpu_seconds:.2f} s -> {idle.cpu_seconds_per_hour:.0f} CPU s/hour "
-              f"({idle.cpu_seconds_per_hour / 36:.2f}% of one core)")
+              f"CPU {idle.cpu_seconds:.2f} s -> {idle.cpu_seconds_per_hour:.1f} CPU s/hour "
+              f"({idle.cpu_seconds_per_hour / 36:.3f}% of one core)")
     return 0
 
 
