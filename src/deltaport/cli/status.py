@@ -34,6 +34,7 @@ STATUS_MARKS = {  # order, bar character and colour of each status in `status hi
 }
 OTHER_MARK = ("?", "cyan")  # a status this version does not know (a newer hub)
 RUNTIME_ID_CHARS = 12  # hex digits of an image ID shown in `status device`
+AUDIT_LIMIT_MAX = 1000  # = deltaport.fleet.audit.AUDIT_LIMIT_MAX (not imported: start-up time)
 
 
 @app.command("deployment")
@@ -319,3 +320,43 @@ def _legend(statuses: Sequence[str]) -> Text:
         mark, style = STATUS_MARKS.get(s, OTHER_MARK)
         legend.append(mark, style=style).append(f" {s}  ")
     return legend
+
+
+@app.command("audit")
+def audit_log(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option("--since", help="24h, 7d, or an ISO time.")
+    ] = None,
+    operator: Annotated[
+        str | None, typer.Option("--operator", help="Only what NAME did.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=AUDIT_LIMIT_MAX)] = 100,
+    as_json: JsonOpt = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
+) -> None:
+    """Who changed what, when, from where (the hub's operators, or local CLI users).
+
+    Example: deltaport status audit --since 7d --operator alice
+    """
+    from deltaport.fleet import audit
+    from deltaport.fleet import status as q
+
+    data = on_hub_or_db(
+        ctx,
+        hub,
+        token,
+        lambda c: c.audit(since=since, operator=operator, limit=limit),
+        lambda s: audit.entries(
+            s,
+            since=q.parse_since(since) if since is not None else None,
+            operator=operator,
+            limit=limit,
+        ),
+    )
+    if as_json:
+        print_json(data)
+        return
+    cols = ["at", "operator", "action", "target", "remote", "outcome"]
+    print_table("audit log", cols, [[r[c] for c in cols] for r in data])

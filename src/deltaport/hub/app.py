@@ -17,6 +17,7 @@ from fastapi import FastAPI
 import deltaport
 from deltaport.fleet.db import init_db
 from deltaport.hub import device, errors, operator
+from deltaport.hub.audit import AuditMiddleware
 from deltaport.hub.deps import HubState
 from deltaport.hub.settings import HubServerSettings
 from deltaport.hub.toolkit import Toolkit, real_toolkit
@@ -60,6 +61,7 @@ def create_app(
     )
     app.state.hub = state
     errors.install(app)
+    app.add_middleware(AuditMiddleware, hub=state)  # operator writes → audit log
     app.include_router(device.router)
     app.include_router(operator.router)
 

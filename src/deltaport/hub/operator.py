@@ -14,14 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from pydantic import BaseModel, ValidationError
 
 from deltaport.errors import DeltaportError, FormatError
-from deltaport.fleet import queries
+from deltaport.fleet import audit, queries
 from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import session_scope
 from deltaport.hub import schemas
+from deltaport.hub.audit import note_target
 from deltaport.hub.deps import CurrentOperator, Hub, OperatorBody
 from deltaport.pipelines.image_to_device import (
     DeployRequest,
@@ -51,12 +52,14 @@ def parse_body(model: type[M], body: bytes) -> M:
 
 
 @router.post("/deployments", openapi_extra=schemas.body_doc(schemas.DeployRequestDoc))
-def create_deployment(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
+def create_deployment(
+    operator: CurrentOperator, body: OperatorBody, hub: Hub, request: Request
+) -> dict[str, Any]:
     """Deploy a manifest to devices (by name or label): build each bundle once, record the set."""
     doc = parse_body(schemas.DeployRequestDoc, body)
     if not doc.by or not doc.email:
         raise FormatError("'by' and 'email' are required")
-    request = DeployRequest(
+    order = DeployRequest(
         manifest=parse_manifest(doc.manifest.encode(), doc.vars, doc.manifest_name),
         requested_by=doc.by,
         contact_email=doc.email,
@@ -69,13 +72,14 @@ def create_deployment(operator: CurrentOperator, body: OperatorBody, hub: Hub) -
     with tempfile.TemporaryDirectory(prefix="deploy-", dir=data_dir) as work:
         result = deploy(
             hub.engine,
-            request,
+            order,
             ranker=hub.toolkit.ranker,
             builder=hub.toolkit.builder,
             store=hub.store,
             work_dir=Path(work),
             manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
         )
+    note_target(request, result.deployment_id)
     return deploy_result_doc(result)
 
 
@@ -116,9 +120,12 @@ def get_device(name: str, operator: CurrentOperator, hub: Hub) -> dict[str, Any]
 
 
 @router.post("/devices", status_code=201, openapi_extra=schemas.body_doc(schemas.AddDeviceDoc))
-def add_device(operator: CurrentOperator, body: OperatorBody, hub: Hub) -> dict[str, Any]:
+def add_device(
+    operator: CurrentOperator, body: OperatorBody, hub: Hub, request: Request
+) -> dict[str, Any]:
     """Add a device; the answer holds its token, the only time it exists in clear."""
     doc = parse_body(schemas.AddDeviceDoc, body)
+    note_target(request, doc.name)
     rate = queries.parse_link_rate(doc.link_rate)
     labels = queries.parse_labels(f"{k}={v}" for k, v in doc.labels.items())
     with session_scope(hub.engine) as session:
@@ -141,13 +148,18 @@ def get_image(reference: str, operator: CurrentOperator, hub: Hub) -> dict[str, 
 
 @router.post("/images", status_code=201, openapi_extra=schemas.body_doc(schemas.RegisterImageDoc))
 def register_image(
-    operator: CurrentOperator, body: OperatorBody, hub: Hub, background: BackgroundTasks
+    operator: CurrentOperator,
+    body: OperatorBody,
+    hub: Hub,
+    background: BackgroundTasks,
+    request: Request,
 ) -> dict[str, Any]:
     """Record an image (CI pushed it to the cloud registry) and store its signature file.
 
     With ``prebuild``, its layer patches are built after the answer is sent.
     """
     doc = parse_body(schemas.RegisterImageDoc, body)
+    note_target(request, doc.name or doc.reference)
     with session_scope(hub.engine) as session:
         image = register(
             session,
@@ -160,6 +172,7 @@ def register_image(
             registered_by=doc.by or operator.name,
         )
         answer = registered_image_doc(image)
+    note_target(request, answer["image"])
     if doc.prebuild:
         background.add_task(_prebuild, hub, doc.reference)
         answer["prebuild"] = "started"
@@ -188,6 +201,20 @@ def history(
     when = history_since(since)
     with session_scope(hub.engine) as session:
         return fleet_status.history(session, since=when, every=every)
+
+
+@router.get("/audit", response_model=list[schemas.AuditEntryDoc])
+def audit_log(
+    operator: CurrentOperator,
+    hub: Hub,
+    since: str | None = None,
+    by: Annotated[str | None, Query(alias="operator", max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=audit.AUDIT_LIMIT_MAX)] = 100,
+) -> list[dict[str, Any]]:
+    """Operator changes (who, what, target, from where, HTTP status), newest first."""
+    when = history_since(since) if since is not None else None
+    with session_scope(hub.engine) as session:
+        return audit.entries(session, since=when, operator=by, limit=limit)
 
 
 def history_since(text: str) -> datetime:

@@ -210,6 +210,22 @@ class AddDeviceDoc(BaseModel):
     local_registry: str = "localhost:5000"
 
 
+AuditActionWord = Literal[
+    "image.register", "device.add", "device.report", "deployment.create", "deployment.activate"
+]
+
+
+class AuditEntryDoc(BaseModel):
+    """One operator change (``GET /api/v1/audit``, ``deltaport status audit --json``)."""
+
+    at: str = Field(description="ISO 8601 time, UTC")
+    operator: str = Field(description="the operator token's name, or the OS user (local CLI)")
+    action: AuditActionWord
+    target: str | None = Field(description="device name, deployment id or image name")
+    remote: str = Field(description="the client's address, or 'local' (the CLI, no hub)")
+    outcome: int = Field(description="HTTP status the hub answered; 0 for a local command")
+
+
 class ErrorDoc(BaseModel):
     error: str = Field(description="class name from deltaport.errors")
     message: str
