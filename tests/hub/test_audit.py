@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,21 @@ def test_audited_actions_are_the_documented_words() -> None:
     assert set(get_args(AuditActionWord)) == {a.value for a in audit.AuditAction}
     assert set(hub_audit.ROUTE_ACTIONS.values()) <= set(audit.AuditAction)
     assert AUDIT_LIMIT_MAX == audit.AUDIT_LIMIT_MAX
+
+
+def test_local_cli_writes_are_audited_as_the_os_user(tmp_path: Path) -> None:
+    import getpass
+
+    from tests.fleet.test_cli import run
+
+    data = tmp_path / "data"
+    run(data, "device", "add", "edge-1")
+    run(data, "status", "deployments")  # a read: not recorded
+    failed = run(data, "device", "add", "edge-1", ok=False)  # refused: nothing written
+    assert failed.returncode != 0
+    doc = json.loads(run(data, "status", "audit", "--json").stdout)
+    assert [(e["operator"], e["action"], e["target"], e["remote"], e["outcome"]) for e in doc] == [
+        (getpass.getuser(), "device.add", "edge-1", "local", 0)
+    ]
+    table = run(data, "status", "audit").stdout
+    assert "device.add" in table and "edge-1" in table and "local" in table

@@ -163,6 +163,8 @@ def _deploy_here(
     ctx: typer.Context, request: DeployRequest, insecure: bool, *, progress: bool
 ) -> dict[str, Any]:
     """Run the pipeline on the local database, with a progress bar while bundles build."""
+    from deltaport.fleet import audit
+    from deltaport.fleet.db import session_scope
     from deltaport.pipelines.adapters import SignatureRanker
     from deltaport.pipelines.image_to_device import deploy, deploy_result_doc
 
@@ -184,6 +186,8 @@ def _deploy_here(
                 progress=lambda done, total, _key: bar.update(task, completed=done, total=total),
                 manifest_key=manifest_key_for(s),
             )
+        with session_scope(engine) as session:
+            audit.record_local(session, audit.AuditAction.DEPLOY, result.deployment_id)
     finally:
         engine.dispose()
     return deploy_result_doc(result)

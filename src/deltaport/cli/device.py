@@ -49,7 +49,7 @@ def add(
 
     Example: deltaport device add edge-1 --link-rate 512kbit --label site=north
     """
-    from deltaport.fleet import queries
+    from deltaport.fleet import audit, queries
 
     rate = queries.parse_link_rate(link_rate)  # checked here either way
     labels = queries.parse_labels(label or [])
@@ -58,6 +58,7 @@ def add(
         device, device_token = queries.add_device(
             session, name=name, link_rate_bps=rate, labels=labels, local_registry=local_registry
         )
+        audit.record_local(session, audit.AuditAction.DEVICE_ADD, device.name)
         return {
             "device": device.name,
             "token": device_token,

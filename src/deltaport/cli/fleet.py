@@ -223,6 +223,7 @@ def activate_command(
 
     Example: deltaport activate d-20261202T143000-1a2b
     """
+    from deltaport.fleet import audit
     from deltaport.pipelines.manifest_to_device import activate, activation_doc
 
     def local(session: Session) -> dict[str, Any]:
@@ -230,6 +231,7 @@ def activate_command(
         result = activate(
             session, set_id=deployment, store=store_for(s), manifest_key=manifest_key_for(s)
         )
+        audit.record_local(session, audit.AuditAction.ACTIVATE, deployment)
         return activation_doc(result)
 
     doc = on_hub_or_db(ctx, hub, token, lambda c: c.activate(deployment), local)
