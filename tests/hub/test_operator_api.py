@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
+import httpx
 import pytest
 
 from deltaport.bundle.keys import load_public_key
 from deltaport.desired import decode_envelope
 from deltaport.errors import AccessError, FormatError, StateError, UsageError
 from deltaport.hub.client import HubClient
-from tests.hub.conftest import OPERATOR_TOKEN, REGISTRY, LiveHub
+from tests.hub.conftest import (
+    OPERATOR_TOKEN,
+    REGISTRY,
+    LiveHub,
+    SizedBuilder,
+    World,
+    fake_toolkit,
+    hub_in_thread,
+)
 
 COMPOSE_V2 = f"services:\n  app:\n    image: {REGISTRY}/demo/app:v2\n"
 
@@ -180,3 +190,20 @@ def test_openapi_lists_the_endpoints(hub: LiveHub) -> None:
     body = paths["/api/v1/device/status"]["post"]["requestBody"]["content"]["application/json"]
     assert "messages" in body["schema"]["properties"]
     assert "$ref" not in str(body)  # nested shapes are inlined, so the document resolves
+
+
+def test_a_hub_without_a_signing_key_sends_unsigned_bundles_only_when_asked(
+        world: World) -> None:
+    toolkit = fake_toolkit(world.registry)
+    toolkit = dataclasses.replace(toolkit, builder=SizedBuilder(signer=None))
+    base = {"manifest": COMPOSE_V2, "by": "a", "email": "a@b", "devices": ["new-1"]}
+    with hub_in_thread(world.settings(), toolkit=toolkit) as url, \
+            httpx.Client(base_url=url, timeout=30,
+                         headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}) as c:
+        assert c.post("/api/v1/devices", json={"name": "new-1"}).status_code == 201
+        refused = c.post("/api/v1/deployments", json=base)
+        not_bool = c.post("/api/v1/deployments", json={**base, "unsigned": "yes"})
+        taken = c.post("/api/v1/deployments", json={**base, "unsigned": True})
+    assert refused.status_code == 409 and "--unsigned" in refused.json()["message"], refused.text
+    assert not_bool.status_code == 422
+    assert taken.status_code == 200 and taken.json()["built"], taken.text

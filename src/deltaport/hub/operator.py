@@ -66,6 +66,7 @@ def create_deployment(
         device_names=tuple(doc.devices),
         labels=queries.parse_labels(f"{k}={v}" for k, v in doc.labels.items()),
         priority=doc.priority,
+        unsigned=doc.unsigned,
     )
     data_dir = hub.settings.fleet.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)

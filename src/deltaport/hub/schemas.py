@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from deltaport.fleet import documents as docs
 from deltaport.fleet.states import ActivationOutcome, ModuleHealth, RuntimeStatus
@@ -189,6 +189,8 @@ class DeployRequestDoc(BaseModel):
         0,
         description="download order on the devices: lower is more urgent (at most ±1000000)",
     )
+    unsigned: StrictBool = Field(
+        False, description="a hub without a signing key may send unsigned bundles")
 
 
 class RegisterImageDoc(BaseModel):
