@@ -48,3 +48,10 @@ def test_symlinked_state_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open agent state"):
         AgentState(tmp_path / "agent.db")
     assert _mode(target) == 0o644
+
+
+def test_an_in_memory_state_makes_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``:memory:`` is SQLite's database without a file: no file of that name appears."""
+    monkeypatch.chdir(tmp_path)
+    AgentState(Path(":memory:")).close()
+    assert list(tmp_path.iterdir()) == []

@@ -129,6 +129,7 @@ class HeldRelease:
 
 
 STATE_FILE_MODE = 0o600  # the state holds the device's history and offers: owner only
+IN_MEMORY = ":memory:"
 
 
 def _private_file(path: Path) -> None:
@@ -153,8 +154,9 @@ class AgentState:
 
     def __init__(self, path: Path) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _private_file(path)
+            if str(path) != IN_MEMORY:  # SQLite's name for a database without a file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_file(path)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
