@@ -157,6 +157,15 @@ class UnknownObjectError(StateError):
     """
 
 
+class PlainHttpError(TransferError):
+    """An https request was answered in plain HTTP: the server does not speak TLS.
+
+    Not transient: the user must say the registry is plain HTTP (--insecure).
+    """
+
+    transient = False
+
+
 class UntrustedCertificateError(TransferError):
     """A registry's TLS certificate does not verify against the trusted CAs.
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from deltaport.demo.processes import stop_process
-from deltaport.errors import TransferError, UntrustedCertificateError
+from deltaport.errors import PlainHttpError, TransferError, UntrustedCertificateError
 from deltaport.oci import TransportOptions, copy_image, inspect_image
 from tests.fixtures.netns import Netns, close_namespace, join_with_veth, open_namespace
 from tests.oci.conftest import ImageFiles
@@ -258,3 +258,35 @@ def test_unreadable_ca_file_is_a_usage_error(tls_registry: TlsRegistry, tmp_path
     done = run_cli("inspect", "--ca-file", str(bogus), tls_registry.ref("trusted/app:v1"))
     assert done.returncode == 2, done.stderr
     assert str(bogus) in done.stderr
+
+
+def test_a_plain_http_registry_off_loopback_says_use_insecure(
+        netns: Netns, tmp_path: Path) -> None:
+    """It failed with '[SSL: WRONG_VERSION_NUMBER]' (issue 13); now it says what to do."""
+    cfg = tmp_path / "config.yml"
+    cfg.write_text("version: 0.1\nlog: {level: error}\n"
+                   f"storage:\n  filesystem: {{rootdirectory: {tmp_path / 'storage'}}}\n"
+                   f"http:\n  addr: {netns.ns_ip}:{PORT + 1}\n")
+    host = f"{netns.ns_ip}:{PORT + 1}"
+    with open(tmp_path / "registry.log", "wb") as log:
+        proc = subprocess.Popen(["ip", "netns", "exec", netns.name, "docker-registry", "serve",
+                                 str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                httpx.get(f"http://{host}/v2/", timeout=0.5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(PlainHttpError, match=r"speaks plain HTTP.*--insecure"):
+            inspect_image(f"docker://{host}/app:v1", TransportOptions(retries=3))
+        assert time.monotonic() - started < 5  # not retried: it cannot mend itself
+        done = run_cli("inspect", f"docker://{host}/app:v1")
+        assert done.returncode == PlainHttpError.exit_code, done.stderr
+        assert "plain HTTP" in done.stderr and "WRONG_VERSION" not in done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    finally:
+        stop_process(proc)

@@ -22,6 +22,7 @@ import httpx
 from deltaport.errors import (
     AuthError,
     NotFoundError,
+    PlainHttpError,
     RegistryError,
     TransferError,
     UntrustedCertificateError,
@@ -92,8 +93,28 @@ def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | 
     return None
 
 
+PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
+                                "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"})  # OpenSSL's words
+
+
+def answered_in_plain_http(exc: BaseException) -> bool:
+    """Whether the TLS handshake behind EXC failed because the server spoke plain HTTP."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded walk down the cause/context chain
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and getattr(seen, "reason", None) in PLAIN_HTTP_REASONS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def transport_error(host: str, what: str, exc: httpx.TransportError) -> TransferError:
     """The deltaport error for a transport failure EXC talking to HOST about WHAT."""
+    if answered_in_plain_http(exc):
+        return PlainHttpError(
+            f"registry {host} speaks plain HTTP, not https: use --insecure (only for a "
+            "registry on a network you trust)")
     cert = untrusted_certificate(exc)
     if cert is not None:
         reason = cert.verify_message or str(cert)
