@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: `-m "not slow"` leaves it out
 
 SMALL = ["--image-scale", "0.1", "--link-rate", "8Mbit", "--timeout", "90", "--seed", "7"]
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
+
 from deltaport.demo.fleet import agent_config_text, write_agent_config
 from deltaport.demo.link import TcpProxy
 from deltaport.demo.mail import MailCatcher
@@ -34,6 +36,8 @@ from tests.e2e.conftest import (
     wait_for,
 )
 from tests.fixtures.services import run_registry
+
+pytestmark = pytest.mark.slow  # end to end: `-m "not slow"` leaves it out
 
 CUT = 64 * 1024
 OVERHEAD = 1.05  # link bytes / bundle bytes, API calls and HTTP headers included

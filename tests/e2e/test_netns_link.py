@@ -33,6 +33,8 @@ from tests.e2e.conftest import (
 from tests.fixtures.netns import Netns, close_namespace, join_with_veth, open_namespace
 from tests.fixtures.services import free_port
 
+pytestmark = pytest.mark.slow  # end to end: `-m "not slow"` leaves it out
+
 RATE_BPS = 1_000_000
 OUTAGE_SECONDS = 4.0
 
