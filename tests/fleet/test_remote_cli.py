@@ -306,6 +306,14 @@ def _same_plan_locally(
     ok(run(home, "device", "report", "edge-1", str(inv)))
     local = json.loads(ok(run(home, *deploy_args, "--insecure", "--json")))
     assert local.keys() == plan.keys()
+    # the local writes are in the audit log, as the OS user from "local"; the report is not
+    audited = json.loads(ok(run(home, "status", "audit", "--json")))
+    assert [(e["action"], e["remote"], e["outcome"]) for e in reversed(audited)] == [
+        ("image.register", "local", 0), ("image.register", "local", 0),
+        ("device.add", "local", 0), ("device.add", "local", 0),
+        ("deployment.create", "local", 0),
+    ]
+    assert audited[0]["target"] == local["deployment"] and audited[-2]["target"] == doc["image"]
     engine = init_db(f"sqlite:///{home / 'deltaport.db'}")  # --priority is stored on the set
     try:
         with session_scope(engine) as s:

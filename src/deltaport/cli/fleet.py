@@ -278,6 +278,7 @@ def image_register_command(
 
     Example: deltaport image register docker://localhost:5000/app:v1 --build-id 1234
     """
+    from deltaport.fleet import audit
     from deltaport.oci import TransportOptions
     from deltaport.pipelines.adapters import DeltaSignatureMaker, OciIdentityReader
     from deltaport.pipelines.image_to_device import register as register_image
@@ -296,7 +297,9 @@ def image_register_command(
             build_id=build_id,
             registered_by=by,
         )
-        return registered_image_doc(image)
+        doc = registered_image_doc(image)
+        audit.record_local(session, audit.AuditAction.IMAGE_REGISTER, doc["image"])
+        return doc
 
     def remote(client: HubClient) -> dict[str, Any]:
         return client.register_image(
