@@ -10,6 +10,7 @@ clear error at start.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -20,7 +21,6 @@ import pytest
 from cryptography import x509
 
 from deltaport.agent import Agent, AgentConfig, HubSettings
-from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings
 from deltaport.demo.processes import ProcessGroup, hub_command
 from deltaport.errors import AccessError, StateError, UntrustedCertificateError, UsageError
@@ -77,9 +77,7 @@ def test_the_hub_serves_https_from_hub_init_and_an_agent_verifies_it(
     config = data / "hub.toml"
     config.write_text(config.read_text().replace("registry_insecure = false",
                                                  "registry_insecure = true"))
-    operator = add_operator_token(config, "ci")
-    generate_keypair(data / "keys")  # the bundle-signing key
-    generate_keypair(data / "keys", "manifest")
+    operator = add_operator_token(config, "ci")  # hub init made the keys
     ca = data / "tls" / "ca.crt"
     port = free_port()
     url = f"https://127.0.0.1:{port}"
@@ -166,3 +164,30 @@ def test_hub_init_leaves_nothing_when_a_file_is_in_the_way(tmp_path: Path) -> No
     with pytest.raises(StateError, match="refusing to overwrite"):
         write_new(data / "tls" / "ca.crt", b"x")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_hub_init_makes_the_keys_and_a_first_operator_token(tmp_path: Path) -> None:
+    """One command to a hub that signs bundles and manifests and lets an operator in."""
+    from deltaport.bundle.keys import load_private_key
+    from deltaport.fleet.queries import hash_token
+    from deltaport.hub.settings import read_hub_config
+
+    data = tmp_path / "hub"
+    done = deltaport("hub", "init", str(data), "--operator", "alice", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    keys = data / "keys"
+    assert sorted(Path(k).name for k in doc["keys"]) == ["deltaport.key", "manifest.key"]
+    for name in ("deltaport", "manifest"):
+        assert (keys / f"{name}.key").stat().st_mode & 0o777 == 0o600
+        load_private_key(keys / f"{name}.key")
+    config = read_hub_config(data / "hub.toml")
+    assert hash_token(doc["token"]) in json.dumps(config) and doc["operator"] == "alice"
+    kept = (keys / "deltaport.key").read_bytes()
+    other = tmp_path / "other"
+    (other / "keys").mkdir(parents=True)
+    (other / "keys" / "deltaport.key").write_bytes(kept)  # a key of its own already there
+    again = deltaport("hub", "init", str(other), "--json")
+    assert again.returncode == 0, again.stderr
+    assert [Path(k).name for k in json.loads(again.stdout)["keys"]] == ["manifest.key"]
+    assert (other / "keys" / "deltaport.key").read_bytes() == kept  # never overwritten

@@ -86,14 +86,20 @@ def init(
         "--host", help="Listen address (default 0.0.0.0 with --self-signed, else 127.0.0.1)."
     )] = None,
     port: Annotated[int, typer.Option("--port", help="Listen port.")] = 8443,
+    operator: Annotated[str | None, typer.Option(
+        "--operator", help="Also mint a first operator token for NAME (printed once).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was made as JSON.")] = False,
 ) -> None:
-    """Write a starter DIRECTORY/hub.toml (and, with --self-signed, DIRECTORY/tls/).
+    """Write a starter DIRECTORY/hub.toml, the signing keys (DIRECTORY/keys/), and with
+    --self-signed a starter CA and certificate (DIRECTORY/tls/); --operator NAME mints
+    a first operator token.
 
-    Nothing existing is overwritten. Give devices and operators DIRECTORY/tls/ca.crt
-    as their CA file. Example: deltaport hub init /var/lib/deltaport-hub
-    --self-signed hub.example.org,192.0.2.10
+    Nothing existing is overwritten (keys already there are kept). Give devices
+    DIRECTORY/keys/deltaport.pub and manifest.pub, and devices and operators
+    DIRECTORY/tls/ca.crt as their CA file. Example: deltaport hub init
+    /var/lib/deltaport-hub --self-signed hub.example.org,192.0.2.10 --operator alice
     """
-    from deltaport.hub.settings import HUB_CONFIG_NAME, starter_config_text
+    from deltaport.hub.settings import HUB_CONFIG_NAME, add_operator_token, starter_config_text
     from deltaport.tlsutil import parse_hosts, starter_pair, write_new
 
     hosts = parse_hosts(self_signed) if self_signed is not None else None
@@ -119,10 +125,33 @@ def init(
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    keys = _starter_keys(directory / "keys")
+    token = add_operator_token(config, operator) if operator is not None else None
+    if as_json:
+        print_json({"config": str(config), "tls": str(tls) if hosts else None,
+                    "keys": [str(k) for k in keys], "operator": operator, "token": token})
+        return
     typer.echo(f"wrote {config}")
     if hosts:
         typer.echo(f"wrote {tls}/hub.crt and hub.key for {', '.join(hosts)}; "
                    f"devices and operators trust {tls / 'ca.crt'}")
+    for key in keys:
+        typer.echo(f"wrote {key} (and .pub: give it to devices)")
+    if token is not None:
+        typer.echo(f"operator {operator}: token (store it now, it is not shown again):")
+        typer.echo(token)
+
+
+def _starter_keys(keys_dir: Path) -> list[Path]:
+    """The hub's bundle and manifest key pairs in KEYS_DIR, made where absent."""
+    from deltaport.bundle.keys import KEY_PAIR_NAME, generate_keypair
+    from deltaport.pipelines.manifest_to_device import MANIFEST_KEY_NAME
+
+    made = []
+    for name in (KEY_PAIR_NAME, MANIFEST_KEY_NAME.removesuffix(".key")):
+        if not (keys_dir / f"{name}.key").exists():
+            made.append(generate_keypair(keys_dir, name).private_key_path)
+    return made
 
 
 @app.command("serve")
