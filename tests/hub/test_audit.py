@@ -152,3 +152,25 @@ def test_local_cli_writes_are_audited_as_the_os_user(tmp_path: Path) -> None:
     ]
     table = run(data, "status", "audit").stdout
     assert "device.add" in table and "edge-1" in table and "local" in table
+
+
+def test_an_entry_is_written_before_the_client_gets_its_answer(
+    team_hub: LiveHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that reads the log right after its write finds it (was: a race, written late)."""
+    import time
+
+    slow_record = audit.record
+
+    def record_slowly(session: object, entry: audit.AuditRecord) -> None:
+        time.sleep(0.5)  # a busy database: the write takes a while
+        slow_record(session, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit, "record", record_slowly)
+    with _client(team_hub, BOB) as bob:
+        bob.add_device("dev-7")
+        with pytest.raises(FormatError):
+            bob._call("POST", "/devices", json={"nam": "dev-8"})
+    with _client(team_hub, OPERATOR_TOKEN) as ops:
+        seen = [(e["action"], e["target"], e["outcome"]) for e in ops.audit()]
+    assert seen == [("device.add", None, 422), ("device.add", "dev-7", 201)]

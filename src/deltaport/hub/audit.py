@@ -1,8 +1,8 @@
 """Recording operator requests that change something in the audit log (``fleet.audit``).
 
 :class:`AuditMiddleware` wraps the app as plain ASGI: for a write method on an
-operator route listed in :data:`ROUTE_ACTIONS` it lets the request run, notes the
-HTTP status the app answered (refusals included; 500 if it raised), and records who
+operator route listed in :data:`ROUTE_ACTIONS` it lets the request run and, before the
+answer leaves, records the HTTP status (refusals included; 500 if it raised), who
 (the operator token's name), what, on which target, from which address. Reads are
 not recorded, and neither is a request without a valid operator token (401: nobody
 to name, and an unauthenticated caller must not be able to grow the table).
@@ -55,20 +55,27 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
             await self.app(scope, receive, send)
             return
-        status = 500  # what the client gets if the app raises before answering
+        recorded = False
 
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_noting_status)
-        finally:
+        async def record_once(status: int) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             entry = self._entry(scope, status)
             if entry is not None:
                 await run_in_threadpool(self._write, entry)
+
+        async def send_recording_first(message: Message) -> None:
+            # written before the answer leaves: a client that reads the log next finds it
+            if message["type"] == "http.response.start":
+                await record_once(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_first)
+        finally:
+            await record_once(500)  # the app raised before answering
 
     def _entry(self, scope: Scope, status: int) -> audit.AuditRecord | None:
         route = scope.get("route")
