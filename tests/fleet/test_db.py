@@ -34,6 +34,7 @@ TABLES = {
     "device_deployments",
     "device_modules",
     "audit_log",
+    "ui_sessions",
     "alembic_version",
 }
 

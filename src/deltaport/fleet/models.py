@@ -339,3 +339,21 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(300), default=None)
     remote: Mapped[str] = mapped_column(String(100))
     outcome: Mapped[int] = mapped_column(Integer)
+
+
+class UiSession(Base):
+    """A signed-in dashboard session (``deltaport.hub.ui.sessions``), shared by every hub.
+
+    ``id`` is the sha256 of the cookie's secret (the secret itself is never stored);
+    ``csrf`` the token its forms carry; ``role`` the operator token's role then.
+    """
+
+    __tablename__ = "ui_sessions"
+    __table_args__ = (Index("ix_ui_sessions_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(71), primary_key=True)  # sha256:<hex>
+    operator: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # hub.settings.OperatorRole
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
