@@ -35,6 +35,10 @@ TABLES = {
     "device_modules",
     "audit_log",
     "ui_sessions",
+    "rollouts",
+    "rollout_devices",
+    "notify_events",
+    "deliveries",
     "alembic_version",
 }
 

@@ -357,3 +357,89 @@ class UiSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class Rollout(Base):
+    """A deployment set staged on all its devices and activated wave by wave (issue 14).
+
+    ``state`` is a ``rollout.plan.RolloutState``; the thresholds are kept as written
+    (``95%``, ``2%`` or ``3``) and parsed by ``rollout.plan.parse_threshold``.
+    """
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_set_id: Mapped[str] = mapped_column(ForeignKey("deployment_sets.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(20))
+    waves: Mapped[list[Any]] = mapped_column()  # cumulative percentages, e.g. [1, 10, 50, 100]
+    current_wave: Mapped[int] = mapped_column(Integer, default=0)
+    success_threshold: Mapped[str] = mapped_column(String(10))
+    error_threshold: Mapped[str] = mapped_column(String(10))
+    approve_each: Mapped[bool] = mapped_column(default=False)
+    approved_wave: Mapped[int] = mapped_column(Integer, default=0)
+    failures_accepted: Mapped[int] = mapped_column(Integer, default=0)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    contact_email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)  # why it waits
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RolloutDevice(Base):
+    """A device of a rollout: its wave, its place in the order, when its wave activated it."""
+
+    __tablename__ = "rollout_devices"
+
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class NotifyEvent(Base):
+    """One event told to other systems (``deltaport.notify.events``, docs/events.md).
+
+    Written in the transaction of the state change it tells about; ``id`` is unique
+    (``evt-<hex>``) and is what receivers deduplicate on.
+    """
+
+    __tablename__ = "notify_events"
+    __table_args__ = (Index("ix_notify_events_at", "at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(40))  # notify.events.EventKind
+    subject: Mapped[str] = mapped_column(String(300))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Delivery(Base):
+    """One event (or email) to deliver to one webhook endpoint or one address: the outbox.
+
+    ``state`` is a ``notify.outbox.DeliveryState``; a dispatcher claims a due row by a
+    compare-and-set on ``claim`` (and ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two
+    hubs never deliver one attempt at the same time; a claim older than its lease is
+    taken again (delivered at least once).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel", "target", name="uq_deliveries_event_target"),
+        Index("ix_deliveries_due", "state", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(10))  # notify.outbox.Channel
+    target: Mapped[str] = mapped_column(String(320))  # endpoint name, or email address
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # an email's text
+    state: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claim: Mapped[str | None] = mapped_column(String(40), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
