@@ -178,3 +178,19 @@ def test_the_examples_run_the_agent_image(example: str, options: tuple[str, ...]
     assert {"module": "deltaport-agent",
             "reference": "127.0.0.1:5000/deltaport-agent:0.1.0"} in doc["images"]
     assert doc["warnings"] == []
+
+
+def test_the_readme_block_names_what_the_script_builds(built_images: BuiltImages) -> None:
+    """The README's images block: the names it promises and its run command, as written."""
+    from tests.test_readme import readme_block_after
+
+    block = readme_block_after("## deltaport's own container images")
+    build, run = (line.split("#")[0].strip() for line in block.strip().splitlines())
+    assert build == "scripts/build-images.sh --tag 0.1.0"
+    promised = block.split("# prints ")[1].splitlines()[0].split()
+    assert promised == ["localhost/deltaport-agent:0.1.0", "and", "localhost/deltaport-hub:0.1.0"]
+    # the fixture built the same script with --tag test: the run line, at that tag
+    words = run.replace("localhost/deltaport-agent:0.1.0", built_images.agent).split()
+    assert words[0] == "podman"
+    done = built_images.podman(*words[1:], timeout=120)
+    assert "--config" in done.stdout and "agent" in done.stdout.lower()
