@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import random
 import struct
 import tarfile
 from pathlib import Path
@@ -161,3 +162,85 @@ def test_hostile_op_streams_with_valid_digests(small: tuple[bytes, dict[str, Pat
     huge = bytearray([Op.ZEROS]) + b"\xff" * 9 + b"\x01"
     with pytest.raises(FormatError):
         _apply(_rewrite_ops(patch, bytes(huge)), sources)
+
+
+def _section(patch: bytes, name: str) -> bytes:
+    head = read_head(io.BytesIO(patch), 1 << 20, 100)
+    section = head.meta.section(name)
+    assert section is not None and section.codec == "zstd"
+    raw = patch[section.offset : section.offset + section.length]
+    return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+
+
+def _rewrite_section(patch: bytes, name: str, data: bytes) -> bytes:
+    """The same patch with section NAME replaced (zstd, digests recomputed)."""
+    head = read_head(io.BytesIO(patch), 1 << 20, 100)
+    blobs = {s.name: patch[s.offset : s.offset + s.length] for s in head.meta.sections}
+    blobs[name] = zstandard.ZstdCompressor().compress(data)
+    sections = tuple(Section(s.name, s.codec, len(blobs[s.name])) for s in head.meta.sections)
+    meta = dataclasses.replace(head.meta, sections=sections)
+    blob = encode_meta(meta)
+    body = b"".join(blobs[s.name] for s in sections)
+    out = io.BytesIO()
+    write_preamble(out, blob, hashlib.sha256(blob + body).digest())
+    return out.getvalue() + body
+
+
+def _varint_be7(value: int) -> bytes:
+    """HDiffPatch's header number: 7 bits a byte, most significant first, high bit = more."""
+    groups = [value & 0x7F]
+    value >>= 7
+    while value:
+        groups.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(reversed(groups))
+
+
+@pytest.mark.parametrize("declared", [1 << 40, 3])
+def test_an_hdiff_delta_declaring_other_sizes_than_its_op_is_refused_before_it_runs(
+    tmp_path: Path, declared: int
+) -> None:
+    """A hostile HDiffPatch header (a terabyte, or too few bytes) never reaches hdiffpatch:
+    check_hdiff_sizes compares it with the op's sizes first (without it, hdiffpatch is
+    asked to allocate what the header says)."""
+    body = random.Random(7).randbytes(64 << 10)  # incompressible: only a delta pays
+    old = [Member("etc", "dir"), Member("etc/a", "file", body)]
+    new = [Member("etc", "dir"), Member("etc/a", "file", body[:30000] + b"!" + body[30000:])]
+    src, tgt = tmp_path / "s.tar", tmp_path / "t.tar"
+    src_id = write_layer(src, old, tarfile.GNU_FORMAT)
+    write_layer(tgt, new, tarfile.GNU_FORMAT)
+    out = io.BytesIO()  # zstd deltas off: the file is diffed by HDiffPatch
+    build_layer_patch(tgt, [SourceLayer(src_id, src)], out,
+                      config=dataclasses.replace(FAST, zstd_delta_max=0))
+    patch, sources, target = out.getvalue(), {src_id: src}, tgt.read_bytes()
+    deltas = _section(patch, "deltas")
+    magic = deltas.find(b"HDIFF13&")
+    assert magic >= 0, "the fixture's patch has no HDiffPatch delta"
+    end = deltas.index(b"\x00", magic + 8) + 1
+    pos, sizes = end, []
+    for _ in range(2):  # new size, then old size
+        start = pos
+        while deltas[pos] & 0x80:
+            pos += 1
+        pos += 1
+        sizes.append((start, pos))
+    (new_start, new_end), _ = sizes
+    forged = deltas[:new_start] + _varint_be7(declared) + deltas[new_end:]
+    forged = forged[: len(deltas)].ljust(len(deltas), b"\x00")  # the op's patch_len stays right
+    assert _apply(_rewrite_section(patch, "deltas", deltas), sources) == target
+    hostile = _rewrite_section(patch, "deltas", forged)
+    with pytest.raises(FormatError, match="delta header sizes do not match its op"):
+        _apply(hostile, sources)
+
+
+@pytest.mark.parametrize(("patch", "error"), [
+    (b"BSDIFF40" + b"\x00" * 32, FormatError),
+    (b"HDIFF13&" + b"zstd" * 9, FormatError),          # no end of its compression name
+    (b"HDIFF13&\x00" + b"\x85", TruncatedError),        # a number cut in the middle
+    (b"HDIFF13&\x00" + b"\xff" * 11, FormatError),      # a number longer than 64 bits
+])
+def test_check_hdiff_sizes_refuses_malformed_headers(patch: bytes, error: type[Exception]) -> None:
+    from deltaport.delta.apply import check_hdiff_sizes
+
+    with pytest.raises(error):
+        check_hdiff_sizes(patch, 10, 10)
