@@ -126,24 +126,11 @@ def test_not_a_patch(small: tuple[bytes, dict[str, Path], bytes]) -> None:
 
 def _rewrite_ops(patch: bytes, ops: bytes) -> bytes:
     """The same patch with another (correctly digested) op stream: reaches the interpreter."""
-    head = read_head(io.BytesIO(patch), 1 << 20, 100)
-    blobs = {s.name: patch[s.offset : s.offset + s.length] for s in head.meta.sections}
-    blobs["ops"] = zstandard.ZstdCompressor().compress(ops)
-    sections = tuple(Section(s.name, s.codec, len(blobs[s.name])) for s in head.meta.sections)
-    meta = dataclasses.replace(head.meta, sections=sections)
-    blob = encode_meta(meta)
-    body = b"".join(blobs[s.name] for s in sections)
-    out = io.BytesIO()
-    write_preamble(out, blob, hashlib.sha256(blob + body).digest())
-    return out.getvalue() + body
+    return _rewrite_section(patch, "ops", ops)
 
 
 def _ops_of(patch: bytes) -> bytes:
-    head = read_head(io.BytesIO(patch), 1 << 20, 100)
-    ops = head.meta.section("ops")
-    assert ops is not None
-    raw = patch[ops.offset : ops.offset + ops.length]
-    return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return _section(patch, "ops")
 
 
 def test_hostile_op_streams_with_valid_digests(small: tuple[bytes, dict[str, Path], bytes]) -> None:
