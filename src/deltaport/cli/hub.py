@@ -186,6 +186,9 @@ def token_create(
     operator: Annotated[str, typer.Option("--operator", help="Who the token is for.")],
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
+    role: Annotated[str, typer.Option(
+        "--role", help="viewer (only looks) or operator (also deploys, activates, retries)."
+    )] = "operator",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Mint an operator token: printed once, its hash appended to the hub config file.
@@ -193,13 +196,16 @@ def token_create(
     A running hub reads the config file at start: restart it to accept the new token.
     """
     from deltaport.config import resolve_data_dir
-    from deltaport.hub.settings import add_operator_token, hub_config_path
+    from deltaport.hub.settings import OperatorRole, add_operator_token, hub_config_path
 
+    if role not in {r.value for r in OperatorRole}:
+        raise UsageError(f"--role must be 'viewer' or 'operator', not {role!r}")
     root = resolve_data_dir(data_dir or _globals(ctx).data_dir, os.environ)
     path = hub_config_path(config, root, os.environ)
-    token = add_operator_token(path, operator)
+    token = add_operator_token(path, operator, OperatorRole(role))
     if as_json:
-        print_json({"operator": operator, "token": token, "config": str(path)})
+        print_json({"operator": operator, "role": role, "token": token, "config": str(path)})
         return
-    typer.echo(f"operator {operator}: token added to {path} (store it now, it is not shown again):")
+    typer.echo(f"operator {operator} ({role}): token added to {path} "
+               "(store it now, it is not shown again):")
     typer.echo(token)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
-from deltaport.errors import FormatError
+from deltaport.errors import AccessError, FormatError
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import Device
 from deltaport.hub.auth import bearer_token, device_for_token, operator_for_token
@@ -55,10 +55,19 @@ def get_device(request: Request, hub: Hub) -> Device:
 CurrentDevice = Annotated[Device, Depends(get_device)]
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_operator(request: Request, hub: Hub) -> OperatorToken:
-    """The operator the bearer token belongs to (401 otherwise)."""
+    """The operator the bearer token belongs to (401 otherwise).
+
+    A ``viewer`` token may only read: any other method is refused (403).
+    """
     token = bearer_token(request.headers.get("Authorization"))
-    return operator_for_token(hub.settings.operators, token)
+    found = operator_for_token(hub.settings.operators, token)
+    if request.method not in READ_METHODS and not found.may_act:
+        raise AccessError(f"operator {found.name!r} is a viewer: it may only read", 403)
+    return found
 
 
 CurrentOperator = Annotated[OperatorToken, Depends(get_operator)]

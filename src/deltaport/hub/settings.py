@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,28 @@ _TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 OPERATORS_MAX = 1000  # operator tokens in one config file
 
 
+class OperatorRole(StrEnum):
+    """What an operator token may do: ``viewer`` only looks (GET), ``operator`` also acts.
+
+    A token written before roles existed has none in the config file: it is ``operator``.
+    """
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+
+
 @dataclass(frozen=True)
 class OperatorToken:
-    """One operator token, as stored: who it belongs to and its hash."""
+    """One operator token, as stored: who it belongs to, its hash and its role."""
 
     name: str
     token_hash: str = field(repr=False)
+    role: OperatorRole = OperatorRole.OPERATOR
+
+    @property
+    def may_act(self) -> bool:
+        """True if this token may change things (deploy, activate, retry, cancel)."""
+        return self.role is OperatorRole.OPERATOR
 
 
 @dataclass(frozen=True)
@@ -197,12 +214,17 @@ def parse_operators(raw: Any) -> tuple[OperatorToken, ...]:
             raise FormatError(f"hub config operators[{i}].name is missing or invalid")
         if not isinstance(digest, str) or not _TOKEN_HASH.match(digest):
             raise FormatError(f"hub config operators[{i}].token_hash must be sha256:<64 hex>")
-        out.append(OperatorToken(name, digest))
+        role = item.get("role", OperatorRole.OPERATOR.value)
+        if role not in {r.value for r in OperatorRole}:
+            raise FormatError(f"hub config operators[{i}].role must be 'viewer' or 'operator'")
+        out.append(OperatorToken(name, digest, OperatorRole(role)))
     return tuple(out)
 
 
-def add_operator_token(path: Path, name: str) -> str:
-    """Mint a token for operator NAME, append its hash to the config file; return the token.
+def add_operator_token(
+    path: Path, name: str, role: OperatorRole = OperatorRole.OPERATOR
+) -> str:
+    """Mint a token for operator NAME with ROLE, append its hash to the config; return it.
 
     The file is rewritten atomically (temp file in the same folder, then rename).
 
@@ -219,7 +241,7 @@ def add_operator_token(path: Path, name: str) -> str:
     old = path.read_bytes() if path.is_file() else b""
     entry = (
         f'\n[[operators]]\nname = "{name}"\ntoken_hash = "{hash_token(token)}"\n'
-        f'created_at = "{utcnow().isoformat()}"\n'
+        f'role = "{role.value}"\ncreated_at = "{utcnow().isoformat()}"\n'
     )
     data = old.rstrip(b"\n") + b"\n" + entry.encode() if old else entry.lstrip().encode()
     write_atomic(path, data, mode=0o600)
