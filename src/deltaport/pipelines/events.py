@@ -31,6 +31,7 @@ from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import ActivationMessage, DeviceMessage, StatusMessage
 from deltaport.fleet.states import MessageOutcome
 from deltaport.notify.email import Email, Notifier
+from deltaport.pipelines import rollouts
 from deltaport.pipelines.manifest_to_device import activate
 from deltaport.storage.base import BundleStore
 
@@ -133,6 +134,10 @@ def handle_status_messages(
         emails += [_activation_email(v.contact or "", v.message) for v in decided if v.newly_bad]
     activate_with = (store, manifest_key) if store is not None and manifest_key else None
     activated, more = _after_commit(engine, completed, activate_with)
+    if activate_with is not None:  # waves waiting on these devices may start or stop now
+        _, waves = rollouts.tick(engine, rollouts.Activator(*activate_with),
+                                 sorted({m.device for m in messages}))
+        more += waves
     sent, errors = _send_all(engine, notifier, emails + more)
     return IngestResult(
         results=_in_order(messages, verdicts, decided),
@@ -176,6 +181,14 @@ def _after_commit(
     activated, emails = [], []
     for set_id, contact in completed:
         error = None
+        with session_scope(engine) as session:
+            by_waves = rollouts.owns_set(session, set_id)
+        if by_waves:  # its rollout activates it wave by wave
+            emails.append(Email(
+                to=contact, subject=f"deltaport: deployment {set_id} complete",
+                body=f"Every image of deployment {set_id} is present on all its devices.\n"
+                     "Its rollout activates it wave by wave (deltaport rollout status).\n"))
+            continue
         if activate_with is not None:
             store, key = activate_with
             try:

@@ -23,7 +23,7 @@ two publishers finishing in either order cannot leave an older version served.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_
 from deltaport.errors import StateError
 from deltaport.fleet import queries
 from deltaport.fleet.models import DeploymentSet, Device, Image, utcnow
-from deltaport.fleet.states import ImageStatus, SetEvent, SetState
+from deltaport.fleet.states import FINISHED_SET_STATES, ImageStatus, SetEvent, SetState
 from deltaport.manifests.model import Locate
 from deltaport.pipelines.manifest import (
     Manifest,
@@ -141,12 +141,19 @@ def describe_missing(set_id: str, missing: list[MissingImage]) -> str:
 
 
 def activate(
-    session: Session, *, set_id: str, store: BundleStore, manifest_key: Path
+    session: Session,
+    *,
+    set_id: str,
+    store: BundleStore,
+    manifest_key: Path,
+    devices: Collection[str] | None = None,
 ) -> Activation:
     """Publish the signed desired manifest of SET_ID for each device, if everything arrived.
 
     Each call publishes a new version per device (activating again is how an operator
-    has a device retry a deployment it rolled back).
+    has a device retry a deployment it rolled back). With DEVICES (a rollout's wave),
+    only those: only their images must be present, and the set becomes ``active``
+    only if it is ``complete`` already.
 
     Raises:
         UnknownObjectError: unknown deployment.
@@ -156,22 +163,27 @@ def activate(
     """
     dset = queries.get_deployment_set(session, set_id)
     missing = missing_images(session, set_id)
+    if devices is not None:
+        missing = [m for m in missing if m.device in devices]
     if missing:
         raise StateError(describe_missing(set_id, missing))
     key = load_manifest_key(manifest_key)
-    if SetState(dset.state) in (SetState.PENDING, SetState.FAILED):
+    if devices is None and SetState(dset.state) in (SetState.PENDING, SetState.FAILED):
         queries.transition_set(session, dset, SetEvent.ALL_PRESENT, "checked at activation")
-    devices, _ = queries.set_members(session, set_id)
+    targets, _ = queries.set_members(session, set_id)
+    if devices is not None:
+        targets = [d for d in targets if d.name in devices]
     manifest = stored_manifest(dset)
     images = deployment_images(session, set_id)
     desired, versions = {}, {}
-    for device in devices:
+    for device in targets:
         modules = desired_modules(manifest, device.local_registry, images)
         versions[device.name], desired[device.name] = _publish(
             session, store, key, dset, manifest, modules, device,
             image_locator(images, device.local_registry),
         )
-    queries.transition_set(session, dset, SetEvent.ACTIVATE)
+    if SetState(dset.state) in FINISHED_SET_STATES:
+        queries.transition_set(session, dset, SetEvent.ACTIVATE)
     return Activation(deployment_id=set_id, desired=desired, versions=versions)
 
 
