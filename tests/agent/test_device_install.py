@@ -74,6 +74,9 @@ def imported_closure(package: str) -> set[str]:
     ("deltaport.oci", (*HUB_SIDE, "deltaport.agent")),
     ("deltaport.delta", (*HUB_SIDE, "deltaport.agent")),
     ("deltaport.bundle", (*HUB_SIDE, "deltaport.agent")),
+    # the pipelines import fleet, never the reverse (issue 15: no fleet <-> pipelines cycle)
+    ("deltaport.fleet", ("deltaport.pipelines", "deltaport.hub", "deltaport.rollout",
+                         "deltaport.agent")),
 ])
 def test_walls_hold_through_every_import(package: str, forbidden: tuple[str, ...]) -> None:
     crossing = sorted(m for m in imported_closure(package)

@@ -24,6 +24,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from deltaport.errors import StateError
@@ -160,40 +162,64 @@ def _rejected(msg: StatusMessage, error: str) -> Verdict:
 
 
 def write(session: Session, changes: Sequence[Change]) -> None:
-    """Store CHANGES: device image rows (bulk insert/update) and one event each."""
+    """Store CHANGES: device image rows (bulk insert/update) and one event each.
+
+    Compare-and-set: each row is written only if it still holds the status the batch
+    was decided from (an absent row must still be absent); rows are written in one
+    order (device, image) so concurrent writers cannot deadlock.
+
+    Raises:
+        StateError: a device image changed since :func:`load_batch` read it (another
+            hub or a deploy wrote it meanwhile); nothing of the batch may be kept.
+    """
     if not changes:
         return
     now = utcnow()
     table = cast(Table, DeviceImage.__table__)
     final: dict[tuple[int, str], Change] = {}
-    created: set[tuple[int, str]] = set()
+    first: dict[tuple[int, str], Change] = {}
     for c in changes:
         key = (c.device_id, c.message.image_id)
         final[key] = c
-        if not c.exists:
-            created.add(key)
+        first.setdefault(key, c)
+    keys = sorted(final)
+    created = [k for k in keys if not first[k].exists]
+    kept = [k for k in keys if first[k].exists]
     inserts = [_row_values(final[k], now) for k in created]
-    updates = [_row_values(c, now) for k, c in final.items() if k not in created]
+    updates = [_row_values(final[k], now) | {"b": first[k].before.value} for k in kept]
+    written = 0
     if inserts:
-        session.execute(
-            insert(table).values(
+        make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        written += session.execute(
+            make(table)
+            .values(
                 device_id=bindparam("d"),
                 image_id=bindparam("i"),
                 status=bindparam("s"),
                 failure_reason=bindparam("r"),
                 created_at=bindparam("t"),
                 updated_at=bindparam("t"),
-            ),
+            )
+            .on_conflict_do_nothing(index_elements=["device_id", "image_id"]),
             inserts,
-        )
+        ).rowcount  # type: ignore[attr-defined]
     if updates:
-        session.execute(
+        written += session.execute(
             update(table)
-            .where(table.c.device_id == bindparam("d"), table.c.image_id == bindparam("i"))
+            .where(
+                table.c.device_id == bindparam("d"),
+                table.c.image_id == bindparam("i"),
+                table.c.status == bindparam("b"),
+            )
             .values(
                 status=bindparam("s"), failure_reason=bindparam("r"), updated_at=bindparam("t")
             ),
             updates,
+        ).rowcount  # type: ignore[attr-defined]
+    if written != len(keys):
+        raise StateError(
+            f"{len(keys) - written} of {len(keys)} device images changed while the batch "
+            "was applied (another writer got there first): send the batch again"
         )
     session.execute(insert(Event), [_event_values(c, now) for c in changes])
 

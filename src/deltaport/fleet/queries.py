@@ -17,13 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from deltaport.errors import StateError, UnknownObjectError, UsageError
+from deltaport.fleet import bulk
 from deltaport.fleet.documents import Inventory
+from deltaport.fleet.identity import ImageIdentity, ImageInfo
 from deltaport.fleet.models import (
     DeploymentDevice,
     DeploymentImage,
@@ -43,16 +46,15 @@ from deltaport.fleet.states import (
     SetEvent,
     SetState,
     apply_message,
-    next_image_status,
     next_set_state,
 )
+from deltaport.manifests import normalize_reference
 from deltaport.manifests.reference import familiar_repository
-from deltaport.pipelines.interfaces import ImageIdentity, ImageInfo
-from deltaport.pipelines.manifest import normalize_reference
 
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 _RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?\s*$", re.IGNORECASE)
+SET_RETRIES = 5  # re-decisions of a set transition that lost a race
 IN_CHUNK = 5000  # values per IN (...) list: PostgreSQL allows 65535 parameters
 T = TypeVar("T")
 _RATE_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
@@ -352,32 +354,25 @@ def transition_image(
     """
     known = message_id is not None and message_seen(session, message_id, device_id=device_id)
     seen = [message_id] if known and message_id is not None else []
-    row = session.scalar(
-        select(DeviceImage).where(
+    held = session.execute(  # Core: the row as the database has it, not a loaded copy
+        select(DeviceImage.status).where(
             DeviceImage.device_id == device_id, DeviceImage.image_id == image_id
         )
-    )
-    current = ImageStatus(row.status) if row is not None else ImageStatus.ABSENT
+    ).scalar()
+    current = ImageStatus(held) if held is not None else ImageStatus.ABSENT
     outcome = apply_message(current, event, message_id or "", seen)
     if outcome.duplicate:
         return outcome
     now = at or utcnow()
-    if row is None:
-        row = DeviceImage(device_id=device_id, image_id=image_id, status=outcome.status.value)
-        row.created_at = now
-        session.add(row)
-    row.status = outcome.status.value
-    row.updated_at = now
+    values: dict[str, Any] = {"status": outcome.status.value, "updated_at": now}
     if event is ImageEvent.SEND:
-        row.bundle_id, row.deployment_set_id, row.failure_reason = (
-            bundle_id,
-            deployment_set_id,
-            None,
-        )
+        values.update(bundle_id=bundle_id, deployment_set_id=deployment_set_id)
+        values["failure_reason"] = None
     elif outcome.status is ImageStatus.FAILED:
-        row.failure_reason = reason
+        values["failure_reason"] = reason
     elif outcome.status is ImageStatus.PRESENT:
-        row.failure_reason = None
+        values["failure_reason"] = None
+    _write_image_status(session, device_id, image_id, current, values, now)
     log_event(
         session,
         kind="device_image",
@@ -391,6 +386,43 @@ def transition_image(
         at=now,
     )
     return outcome
+
+
+def _write_image_status(
+    session: Session,
+    device_id: int,
+    image_id: str,
+    before: ImageStatus,
+    values: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Compare-and-set one device image: written only if it still holds BEFORE.
+
+    Raises:
+        StateError: the row changed since it was read (another writer got there first).
+    """
+    table = cast(Table, DeviceImage.__table__)
+    stmt: Any
+    if before is ImageStatus.ABSENT:
+        dialect = session.get_bind().dialect.name
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = make(table).values(device_id=device_id, image_id=image_id, created_at=now,
+                                  **values).on_conflict_do_nothing(
+            index_elements=["device_id", "image_id"])
+    else:
+        stmt = update(table).where(
+            table.c.device_id == device_id, table.c.image_id == image_id,
+            table.c.status == before.value,
+        ).values(**values)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT SQLAlchemy fetches keys of
+    if session.execute(stmt.returning(table.c.device_id)).first() is None:
+        raise StateError(
+            f"device image {image_id} of device {device_id} changed meanwhile "
+            f"(it was {before}): try again"
+        )
+    for obj in list(session.identity_map.values()):  # loaded rows now hold stale values
+        if isinstance(obj, DeviceImage) and (obj.device_id, obj.image_id) == (device_id, image_id):
+            session.expire(obj)
 
 
 @dataclass(frozen=True)
@@ -461,66 +493,15 @@ def send_images(
     current: Mapping[int, Mapping[str, str]],
     deployment_set_id: str,
 ) -> None:
-    """Mark many (device id, image ID, bundle id) as in_transit in bulk, logging each.
-
-    CURRENT is device id → {image ID: status} as loaded for planning; each change is
-    checked by the state machine before anything is written.
+    """Mark many (device id, image ID, bundle id) in_transit: :func:`bulk.send_images`
+    (bulk, compare-and-set against CURRENT, the statuses planning saw).
 
     Raises:
-        StateError: one of the images cannot be sent from its current status.
+        StateError: a send is illegal, or a device image changed since planning.
     """
-    now = utcnow()
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for device_id, image_id, bundle_id in sends:
-        before = ImageStatus(current.get(device_id, {}).get(image_id, ImageStatus.ABSENT.value))
-        after = next_image_status(before, ImageEvent.SEND).value
-        values = {"d": device_id, "i": image_id, "b": bundle_id, "s": after}
-        (inserts if before is ImageStatus.ABSENT else updates).append(values)
-        events.append(
-            {
-                "at": now,
-                "kind": "device_image",
-                "device_id": device_id,
-                "image_id": image_id,
-                "deployment_set_id": deployment_set_id,
-                "from_status": before.value,
-                "to_status": after,
-            }
-        )
-    table = cast(Table, DeviceImage.__table__)
-    if inserts:  # plain column dicts: SQLAlchemy batches them into multi-row INSERTs
-        session.execute(
-            insert(table),
-            [
-                {
-                    "device_id": v["d"],
-                    "image_id": v["i"],
-                    "bundle_id": v["b"],
-                    "status": v["s"],
-                    "deployment_set_id": deployment_set_id,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for v in inserts
-            ],
-        )
-    if updates:
-        session.execute(
-            update(table)
-            .where(table.c.device_id == bindparam("d"), table.c.image_id == bindparam("i"))
-            .values(
-                bundle_id=bindparam("b"),
-                status=bindparam("s"),
-                deployment_set_id=deployment_set_id,
-                failure_reason=None,
-                updated_at=now,
-            ),
-            updates,
-        )
-    if events:
-        session.execute(insert(Event), events)
+    bulk.send_images(
+        session, sends=sends, current=current, deployment_set_id=deployment_set_id
+    )
 
 
 def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
@@ -546,22 +527,50 @@ def get_deployment_set(session: Session, set_id: str) -> DeploymentSet:
 def transition_set(
     session: Session, dset: DeploymentSet, event: SetEvent, detail: str | None = None
 ) -> SetState:
-    """Apply EVENT to a deployment set through the state machine and log it."""
+    """Apply EVENT to a deployment set through the state machine and log it.
+
+    Compare-and-set (``WHERE state = :before``): if another writer moved the set
+    meanwhile, the state machine decides again from the state the row now holds (the
+    decision depends on nothing else), a bounded number of times.
+
+    Raises:
+        StateError: EVENT is illegal from the state the set holds, or the set kept
+            changing under us.
+    """
+    session.flush()
+    table = cast(Table, DeploymentSet.__table__)
     current = SetState(dset.state)
-    new = next_set_state(current, event)
-    if new is not current:
-        dset.state = new.value
+    for _ in range(SET_RETRIES):
+        new = next_set_state(current, event)
+        if new is current:
+            set_committed_value(dset, "state", current.value)
+            return new
+        values: dict[str, Any] = {"state": new.value}
         if new in FINISHED_SET_STATES and dset.finished_at is None:
-            dset.finished_at = utcnow()
-        log_event(
-            session,
-            kind="deployment_set",
-            deployment_set_id=dset.id,
-            from_status=current.value,
-            to_status=new.value,
-            detail=detail,
-        )
-    return new
+            values["finished_at"] = utcnow()
+        done = session.execute(
+            update(table)
+            .where(table.c.id == dset.id, table.c.state == current.value)
+            .values(**values)
+            .returning(table.c.id)
+        ).first()
+        if done is not None:
+            for key, value in values.items():  # what the row now holds, no second write
+                set_committed_value(dset, key, value)
+            log_event(
+                session,
+                kind="deployment_set",
+                deployment_set_id=dset.id,
+                from_status=current.value,
+                to_status=new.value,
+                detail=detail,
+            )
+            return new
+        held = session.execute(select(table.c.state).where(table.c.id == dset.id)).scalar()
+        if held is None:
+            raise UnknownObjectError(f"deployment {dset.id!r} was deleted meanwhile")
+        current = SetState(held)
+    raise StateError(f"deployment {dset.id} kept changing meanwhile (now {current}): try again")
 
 
 def set_members(session: Session, set_id: str) -> tuple[list[Device], list[DeploymentImage]]:

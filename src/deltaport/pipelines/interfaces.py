@@ -21,33 +21,18 @@ from pathlib import Path
 from typing import Protocol
 
 from deltaport.bundle import Release
+from deltaport.fleet.identity import ImageIdentity, ImageInfo
 
-
-@dataclass(frozen=True)
-class ImageIdentity:
-    """What a registry says an image is: enough to recognise its content anywhere."""
-
-    image_id: str  # sha256 digest of the config blob
-    manifest_digest: str
-    diff_ids: tuple[str, ...]  # uncompressed layer digests, bottom first
-    layer_sizes: tuple[int, ...]  # uncompressed layer sizes, same order
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """A registered image as the planner and the builders see it."""
-
-    name: str  # registry/repository:tag it was registered under
-    image_id: str
-    diff_ids: tuple[str, ...]
-    layer_sizes: tuple[int, ...]
-    signature_path: str | None = None
-    manifest_digest: str = ""
-
-    @property
-    def size(self) -> int:
-        """Uncompressed size of all layers."""
-        return sum(self.layer_sizes)
+__all__ = [
+    "BuiltBundle",
+    "BundleBuilder",
+    "BundleSpec",
+    "ImageIdentity",
+    "ImageIdentityReader",
+    "ImageInfo",
+    "SignatureMaker",
+    "SourceRanker",
+]
 
 
 @dataclass(frozen=True)
