@@ -127,3 +127,21 @@ def test_multipart_upload(seaweed: Seaweed, tmp_path: Path,
     assert "-" in head["ETag"]  # a multipart ETag: md5-of-parts "-N"
     part = store.open_range("bundles/big.dpb", (5 << 20) - 3, (5 << 20) + 2)
     assert part.stream.read() == data[(5 << 20) - 3:(5 << 20) + 3]
+
+
+def test_open_is_seekable_like_a_file(seaweed: Seaweed) -> None:
+    data = bytes(range(256)) * 100
+    store = _store(seaweed)
+    store.put_bytes("bundles/s.dpb", data)
+    with store.open("bundles/s.dpb") as f:
+        assert f.seek(0, 2) == len(data)
+        f.seek(1000)
+        assert f.read(10) == data[1000:1010]
+        f.seek(5)
+        assert f.read() == data[5:]
+
+
+def test_missing_is_caused_by_file_not_found(seaweed: Seaweed) -> None:
+    with pytest.raises(StorageError) as err:
+        _store(seaweed).open("bundles/gone.dpb")
+    assert isinstance(err.value.__cause__, FileNotFoundError)  # the hub answers 410

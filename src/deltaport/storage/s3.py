@@ -17,6 +17,7 @@ Needs boto3 (the ``hub`` extra); the agent never imports this module.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 from collections.abc import Iterator
@@ -142,8 +143,12 @@ class S3Store:
         return int(head["ContentLength"])
 
     def open(self, key: str) -> BinaryIO:
-        """Stream the object under KEY."""
-        return self.open_range(key).stream
+        """A seekable stream of KEY: each read after a seek is one ranged GET, never buffered.
+
+        The size is known at once (``seek(0, 2)``), so the hub serves a device's Range
+        request through the same code as for a folder store.
+        """
+        return io.BufferedReader(_SeekableObject(self, key, self.size(key)), _READ_CHUNK)
 
     def open_range(self, key: str, start: int = 0, end: int | None = None) -> RangeRead:
         """Stream bytes START..END (inclusive; END None = to the end) of KEY."""
@@ -213,6 +218,51 @@ class _BodyReader(io.RawIOBase):
         super().close()
 
 
+class _SeekableObject(io.RawIOBase):
+    """A raw, seekable view of one object: a ranged GET opened lazily at the position."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        self._store = store
+        self._key = key
+        self._size = size
+        self._pos = 0
+        self._body: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        pos = max(0, base + offset)
+        if pos != self._pos and self._body is not None:
+            self._body.close()
+            self._body = None
+        self._pos = pos
+        return pos
+
+    def readinto(self, buf: Any) -> int:
+        if self._pos >= self._size or len(buf) == 0:
+            return 0
+        if self._body is None:
+            self._body = self._store.open_range(self._key, self._pos).stream
+        data = self._body.read(len(buf))
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+        super().close()
+
+
 def _total_size(content_range: str | None, length: int) -> int:
     """The object size from 'bytes 0-9/1234', else LENGTH (a whole-object read)."""
     if content_range and "/" in content_range:
@@ -245,8 +295,9 @@ def _s3_errors(key: str) -> Iterator[None]:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
-        if code in _MISSING_CODES:
-            raise StorageError(f"bundle store has no {key!r}") from exc
+        if code in _MISSING_CODES:  # caused by FileNotFoundError, as for the folder store
+            missing = FileNotFoundError(errno.ENOENT, f"no object {key!r}: {code}")
+            raise StorageError(f"bundle store has no {key!r}") from missing
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if status >= 500 or code in {"SlowDown", "RequestTimeout"}:
             raise TransferError(f"bundle store failed on {key!r}: {code} (transient)") from exc
