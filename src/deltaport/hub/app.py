@@ -22,6 +22,7 @@ from deltaport.hub.deps import HubState
 from deltaport.hub.settings import HubServerSettings
 from deltaport.hub.toolkit import Toolkit, real_toolkit
 from deltaport.notify.email import Notifier, SmtpNotifier
+from deltaport.notify.hub import HubOutbox
 from deltaport.storage.folder import FolderStore
 
 
@@ -40,17 +41,20 @@ def create_app(
     engine = init_db(settings.fleet.db_url, busy_timeout=settings.fleet.db_busy_timeout)
     if notifier is None and settings.fleet.smtp is not None:
         notifier = SmtpNotifier(settings.fleet.smtp)
+    outbox = HubOutbox(engine, settings.config_path, notifier, smtp=settings.fleet.smtp is not None)
     state = HubState(
         settings=settings,
         engine=engine,
         store=FolderStore(settings.fleet.store_dir),
-        notifier=notifier,
+        notifier=outbox.notifier,
         toolkit=toolkit if toolkit is not None else real_toolkit(settings),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        outbox.start()  # webhooks and email retries (deltaport.notify.hub)
         yield
+        outbox.stop()
         engine.dispose()
 
     app = FastAPI(

@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     DEVICE_ROLLED_BACK = "deployment.device_rolled_back"
     DEVICE_ACTIVATION_FAILED = "deployment.device_activation_failed"
     DEVICE_ACTIVATION_REFUSED = "deployment.device_activation_refused"
+    EMAIL_QUEUED = "email.queued"  # an email that failed once (never sent to webhooks)
     ROLLOUT_CREATED = "rollout.created"
     ROLLOUT_WAVE_STARTED = "rollout.wave_started"
     ROLLOUT_WAVE_COMPLETE = "rollout.wave_complete"
@@ -127,20 +128,21 @@ def record(
     session.flush()  # the event row first: receivers may look it up by id
     for endpoint in endpoints:
         if endpoint.wants(EventKind(kind).value):
-            session.add(_delivery(event_id, Channel.WEBHOOK, endpoint.name, None, when))
+            session.add(delivery_row(event_id, Channel.WEBHOOK, endpoint.name, None, when))
     seen: set[str] = set()
     for email in emails:
         if email.to in seen:  # one row per (event, address): uq_deliveries_event_target
             continue
         seen.add(email.to)
         payload = {"to": email.to, "subject": email.subject, "body": email.body}
-        session.add(_delivery(event_id, Channel.EMAIL, email.to, payload, when))
+        session.add(delivery_row(event_id, Channel.EMAIL, email.to, payload, when))
     return event_id
 
 
-def _delivery(
+def delivery_row(
     event_id: str, channel: Channel, target: str, payload: dict[str, Any] | None, at: datetime
 ) -> Delivery:
+    """A pending delivery row of EVENT_ID to TARGET over CHANNEL, due at AT."""
     return Delivery(
         event_id=event_id,
         channel=channel.value,

@@ -20,7 +20,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -223,29 +222,3 @@ def replay(session: Session, event_id: str) -> int:
     if count == 0:
         raise UsageError(f"no deliveries for event {event_id!r}")
     return count
-
-
-class DispatcherThread:
-    """Runs a Dispatcher in a daemon thread until :meth:`stop` (the hub's lifespan)."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="deltaport-outbox", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.dispatcher.run_once()
-            except Exception:  # the loop must survive a database hiccup
-                log.exception("outbox dispatcher pass failed")
-                busy = 0
-            if not busy:
-                self._stop.wait(self.dispatcher.settings.poll)
