@@ -56,6 +56,8 @@ class Settings:
     db_url: str
     smtp: SmtpSettings | None = None
     db_busy_timeout: float = 5.0  # seconds SQLite waits for a lock before failing
+    store: str | None = None  # "s3://bucket/prefix" (config `store`, DELTAPORT_STORE); None: outbox
+    s3_endpoint: str | None = None  # config `s3_endpoint`, else AWS_ENDPOINT_URL / AWS's own
 
     @property
     def store_dir(self) -> Path:
@@ -116,7 +118,9 @@ def load_settings(
     db = db_url or _opt_str(raw, "db") or sqlite_url(root / "deltaport.db")
     smtp_raw = raw.get("smtp")
     smtp = _parse_smtp(smtp_raw) if smtp_raw is not None else None
-    return Settings(data_dir=root, db_url=normalize_db_url(db), smtp=smtp)
+    store = environ.get("DELTAPORT_STORE") or _opt_str(raw, "store")
+    return Settings(data_dir=root, db_url=normalize_db_url(db), smtp=smtp, store=store,
+                    s3_endpoint=_opt_str(raw, "s3_endpoint"))
 
 
 def normalize_db_url(url: str) -> str:

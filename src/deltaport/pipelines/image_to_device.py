@@ -384,8 +384,12 @@ def deploy(
     activate_when_complete: bool = True,
     manifest_key: Path | None = None,
     release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS,
+    on_recorded: Callable[[Session, DeployResult], None] | None = None,
 ) -> DeployResult:
     """The image-to-device pipeline (see the module docstring).
+
+    ON_RECORDED runs in the transaction that records the set (a rollout is made
+    there, so no status message can see the set complete without its rollout).
 
     A set with nothing to send is complete at once; it is activated (signed with
     MANIFEST_KEY, the hub's manifest key file) when ACTIVATE_WHEN_COMPLETE and a
@@ -409,6 +413,8 @@ def deploy(
     with session_scope(engine) as session:
         result = record_deployment(session, request, data, plan, built, store)
         save_releases(session, releases, built)
+        if on_recorded is not None:
+            on_recorded(session, result)
         complete = result.state == SetState.COMPLETE.value
         if complete and activate_when_complete and manifest_key is not None:
             activate(

@@ -28,6 +28,13 @@ from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import Device, DeviceDeployment, Event, Rollout, RolloutDevice, utcnow
 from deltaport.fleet.states import BAD_ACTIVATION_STATES, ActivationState
 from deltaport.notify.email import Email
+from deltaport.pipelines.image_to_device import (
+    DeployRequest,
+    DeployResult,
+    deploy,
+    deploy_result_doc,
+)
+from deltaport.pipelines.interfaces import BundleBuilder, SourceRanker
 from deltaport.pipelines.manifest_to_device import activate, missing_images
 from deltaport.rollout.plan import (
     FINISHED,
@@ -42,6 +49,7 @@ from deltaport.rollout.plan import (
     next_step,
     order_devices,
     parse_threshold,
+    parse_waves,
 )
 from deltaport.storage.base import BundleStore
 
@@ -319,3 +327,54 @@ def rollout_doc(session: Session, rollout: Rollout) -> dict[str, Any]:
         ],
     }
 
+
+
+def parse_spec(*, waves: str, success: str, error: str, approve_each: bool = False,
+               canaries: Sequence[str] = ()) -> RolloutSpec:
+    """The options of `rollout create` (or the API body) as a RolloutSpec. Raises UsageError."""
+    return RolloutSpec(
+        waves=parse_waves(waves),
+        success=parse_threshold(success, what="--success-threshold", percent_only=True),
+        error=parse_threshold(error, what="--error-threshold"),
+        approve_each=approve_each,
+        canaries=tuple(dict.fromkeys(c for c in canaries if c)),
+    )
+
+
+def deploy_in_waves(engine: Engine, request: DeployRequest, spec: RolloutSpec, *,
+                    ranker: SourceRanker, builder: BundleBuilder, store: BundleStore,
+                    work_dir: Path, manifest_key: Path) -> tuple[dict[str, Any], list[Email]]:
+    """Deploy REQUEST to stage it everywhere, its rollout made in the same transaction.
+
+    Returns the rollout's status document (with the deployment's plan under
+    ``plan``) and the emails to send after the commit.
+    """
+    made: dict[str, Any] = {}
+
+    def start(session: Session, result: DeployResult) -> None:
+        rollout, made["emails"] = create(
+            session, set_id=result.deployment_id, spec=spec,
+            requested_by=request.requested_by, contact_email=request.contact_email,
+            activator=Activator(store, manifest_key))
+        made["id"] = rollout.id
+
+    result = deploy(engine, request, ranker=ranker, builder=builder, store=store,
+                    work_dir=work_dir, activate_when_complete=False, manifest_key=manifest_key,
+                    on_recorded=start)
+    with session_scope(engine) as session:
+        doc = rollout_doc(session, get(session, made["id"]))
+    return {**doc, "plan": deploy_result_doc(result)}, made["emails"]
+
+
+def act_now(engine: Engine, rollout_id: str, action: RolloutAction,
+            activator: Activator) -> tuple[dict[str, Any], list[Email]]:
+    """:func:`act` in its own transaction; the rollout's status document and emails."""
+    with session_scope(engine) as session:
+        rollout, emails = act(session, rollout_id, action, activator)
+        return rollout_doc(session, rollout), emails
+
+
+def status_doc(engine: Engine, rollout_id: str) -> dict[str, Any]:
+    """`rollout status ID --json`. Raises UnknownObjectError."""
+    with session_scope(engine) as session:
+        return rollout_doc(session, get(session, rollout_id))
