@@ -140,6 +140,7 @@ def _send_postgres(
     copy_rows(session, tmp, ("device_id", "image_id", "bundle_id", "before", "after"), (
         (w.device_id, w.image_id, w.bundle_id, w.before.value, w.after.value) for w in writes
     ))
+    conn.execute(text(f"ANALYZE {tmp}"))  # a temp table has no statistics: plan the joins
     absent = ImageStatus.ABSENT.value
     params = {"set_id": set_id, "now": now, "absent": absent}
     inserted = conn.execute(text(

@@ -19,15 +19,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from deltaport.bundle import Release
 from deltaport.errors import StateError, UnknownObjectError, UsageError
-from deltaport.fleet import queries
+from deltaport.fleet import bulk, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
     Bundle,
@@ -458,17 +458,13 @@ def record_deployment(
         for k in dp.bundle_keys
     ]
     queries.send_images(session, sends=sends, current=data.statuses, deployment_set_id=set_id)
-    links = [
-        {
-            "bundle_id": bundles[k].id,
-            "device_id": by_name[dp.device].id,
-            "deployment_set_id": set_id,
-        }
+    links = (  # COPY on PostgreSQL: one row per device and bundle
+        (bundles[k].id, by_name[dp.device].id, set_id)
         for dp in plan.devices
         for k in dp.bundle_keys
-    ]
-    if links:
-        session.execute(insert(BundleDevice), links)
+    )
+    bulk.copy_rows(session, cast(Table, BundleDevice.__table__),
+                   ("bundle_id", "device_id", "deployment_set_id"), links)
     rows = _device_rows(plan, data, bundles)
     _write_orders(store, set_id, plan, bundles)
     if nothing:
@@ -521,16 +517,12 @@ def _members(session: Session, set_id: str, data: PlanningInput, plan: Plan) -> 
     """deployment_devices (arrived_at set where everything is already present) and images."""
     by_name = {d.name: d for d in data.devices}
     now = datetime.now(UTC)
-    members = [
-        {
-            "deployment_set_id": set_id,
-            "device_id": by_name[dp.device].id,
-            "arrived_at": now if not dp.bundle_keys and not dp.waiting else None,
-        }
+    members = (  # COPY on PostgreSQL: one row per device
+        (set_id, by_name[dp.device].id, now if not dp.bundle_keys and not dp.waiting else None)
         for dp in plan.devices
-    ]
-    if members:
-        session.execute(insert(DeploymentDevice), members)
+    )
+    bulk.copy_rows(session, cast(Table, DeploymentDevice.__table__),
+                   ("deployment_set_id", "device_id", "arrived_at"), members)
     session.add_all(
         DeploymentImage(deployment_set_id=set_id, image_id=img.id, reference=ref)
         for img, ref in zip(data.images, data.references, strict=True)
