@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from deltaport.hub.client import HubClient
     from deltaport.notify.email import Notifier
-    from deltaport.storage.folder import FolderStore
+    from deltaport.storage.base import BundleStore
 
 INPUT_MAX_BYTES = 64 * 1024 * 1024  # any document a fleet command reads from a file
 T = TypeVar("T")
@@ -133,11 +133,11 @@ def refuse_insecure_on_hub(hub: str | None, insecure: bool) -> None:
         )
 
 
-def store_for(s: Settings) -> FolderStore:
-    """The bundle store (the data dir's outbox folder)."""
-    from deltaport.storage.folder import FolderStore
+def store_for(s: Settings) -> BundleStore:
+    """The bundle store: config ``store`` (s3://bucket/prefix), else the outbox folder."""
+    from deltaport.storage import open_store
 
-    return FolderStore(s.store_dir)
+    return open_store(s.store, s.store_dir, s3_endpoint=s.s3_endpoint)
 
 
 def manifest_key_for(s: Settings) -> Path:
