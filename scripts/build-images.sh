@@ -77,6 +77,7 @@ echo "build-images: building the deltaport $VERSION wheel" >&2
 WHEEL="$(ls "$CONTEXT"/wheels/deltaport-*.whl)"
 echo "build-images: fetching the pinned dependencies" >&2
 mkdir -p "$CACHE/wheels"
+rm -f "$CACHE"/wheels/deltaport-*.whl   # else pip reuses a stale one and its old dependency list
 "$PY" -m pip download -q --disable-pip-version-check --only-binary :all: -d "$CACHE/wheels" \
   "deltaport[hub] @ file://$WHEEL" >&2
 find "$CACHE/wheels" -name '*.whl' ! -name 'deltaport-*' -exec cp {} "$CONTEXT/wheels/" \;
