@@ -91,3 +91,35 @@ def test_failed_email_queued_then_sent(sqlite_engine: Engine) -> None:
     smtp.up = True
     assert outbox.run_once() == 1
     assert [e.to for e in smtp.sent] == ["ops@example.org"]
+
+
+def test_status_webhooks_lists_and_replays(tmp_path: Path, receiver: Receiver) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from deltaport.fleet.db import init_db
+    from deltaport.notify.events import EventKind, record
+    from deltaport.notify.outbox import Dispatcher
+
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = init_db(db)
+    endpoint = WebhookEndpoint("ops", receiver.url, SECRET)
+    receiver.fail_first = 1
+    with Session(engine) as session, session.begin():
+        event_id = record(session, EventKind.DEPLOYMENT_FAILED, "dep-9", {}, endpoints=[endpoint])
+    Dispatcher(engine, [endpoint], None, OutboxSettings(base_delay=3600)).run_once()
+
+    def cli(*args: str) -> str:
+        base = [sys.executable, "-m", "deltaport.cli.main", "--db", db, "status", "webhooks"]
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    (row,) = json.loads(cli("--json"))
+    assert row["event"] == event_id and row["state"] == "pending" and row["attempts"] == 1
+    assert "HTTP 500" in row["last_error"]
+    assert "queued 1" in cli("--replay", event_id)
+    assert Dispatcher(engine, [endpoint], None).run_once() == 1  # due again at once
+    assert [h.status for h in receiver.hits] == [500, 204]
+    engine.dispose()

@@ -360,3 +360,31 @@ def audit_log(
         return
     cols = ["at", "operator", "action", "target", "remote", "outcome"]
     print_table("audit log", cols, [[r[c] for c in cols] for r in data])
+
+
+@app.command("webhooks")
+def webhooks(
+    ctx: typer.Context,
+    replay: Annotated[
+        str | None, typer.Option("--replay", help="Queue every delivery of EVENT_ID again.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Webhook and email deliveries of the outbox: state, attempts, last error (local db).
+
+    Example: deltaport status webhooks --replay evt-0123456789abcdef01234567
+    """
+    from deltaport.cli.fleet import db_session
+    from deltaport.notify import outbox
+
+    with db_session(ctx) as (_, _, session):
+        if replay is not None:
+            typer.echo(f"queued {outbox.replay(session, replay)} deliveries of {replay}")
+            return
+        data = outbox.deliveries_doc(session, limit)
+    if as_json:
+        print_json(data)
+        return
+    cols = ["event", "kind", "channel", "target", "state", "attempts", "last_error"]
+    print_table("deliveries", cols, [[r[c] for c in cols] for r in data])

@@ -222,3 +222,26 @@ def replay(session: Session, event_id: str) -> int:
     if count == 0:
         raise UsageError(f"no deliveries for event {event_id!r}")
     return count
+
+
+def deliveries_doc(session: Session, limit: int = 100) -> list[dict[str, object]]:
+    """The newest LIMIT deliveries (``deltaport status webhooks --json``), newest first."""
+    rows = session.execute(
+        select(Delivery, NotifyEvent.kind)
+        .outerjoin(NotifyEvent, NotifyEvent.id == Delivery.event_id)
+        .order_by(Delivery.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "event": d.event_id,
+            "kind": kind,
+            "channel": d.channel,
+            "target": d.target,
+            "state": d.state,
+            "attempts": d.attempts,
+            "next_at": d.next_at.isoformat(),
+            "last_error": d.last_error,
+        }
+        for d, kind in rows
+    ]
