@@ -81,8 +81,8 @@ def test_canary_fails_its_health_gate_and_the_rollout_pauses(fleet: Fleet) -> No
     assert doc(fleet, rid)["state"] == RolloutState.RUNNING.value
     assert not any(published(fleet, x) for x in "abc")
     with session_scope(fleet.engine) as s:
-        kinds = s.scalars(select(Event.to_status).where(Event.kind == rollouts.EVENT_KIND)
-                          .order_by(Event.id)).all()
+        kinds = s.scalars(select(Event.to_status).where(
+            Event.kind.startswith(rollouts.EVENT_PREFIX)).order_by(Event.id)).all()
     assert kinds == ["staging", "running", "paused", "running"]
 
 

@@ -50,8 +50,14 @@ def bridged_id(source_id: int) -> str:
     return f"{PREFIX}{source_id:020d}"
 
 
+ROLLOUT_PREFIX = "rollout."  # a rollout's rows carry their notify kind (pipelines.rollouts)
+_ROLLOUT_KINDS = {k.value: k for k in EventKind if k.value.startswith(ROLLOUT_PREFIX)}
+
+
 def kind_of(row: Event) -> EventKind | None:
     """The notify kind of a fleet event row, or None if it is not told."""
+    if row.kind.startswith(ROLLOUT_PREFIX):
+        return _ROLLOUT_KINDS.get(row.kind)
     return _KINDS.get((row.kind, row.to_status or ""))
 
 
@@ -99,6 +105,10 @@ def _insert(
         "to": row.to_status,
         "detail": row.detail,
     }
+    subject = row.deployment_set_id or row.image_id or ""
+    if kind.value.startswith(ROLLOUT_PREFIX) and row.detail and ": " in row.detail:
+        data["rollout"], data["detail"] = row.detail.split(": ", 1)  # "<rollout id>: why"
+        subject = data["rollout"]
     event_id, now = bridged_id(row.id), utcnow()
     try:
         with Session(engine) as session, session.begin():
@@ -107,7 +117,7 @@ def _insert(
                     id=event_id,
                     at=row.at,
                     kind=kind.value,
-                    subject=(row.deployment_set_id or row.image_id or "")[:300],
+                    subject=subject[:300],
                     data={k: v for k, v in data.items() if v is not None},
                 )
             )

@@ -3,9 +3,10 @@
 The decisions are :mod:`deltaport.rollout.plan` (pure); this module loads what they
 need (:func:`load_view`), writes what they decided, activates a wave's devices
 (``manifest_to_device.activate`` with the wave's devices) and records every change of
-state as a ``rollout`` event through :func:`record_event` (the one place that tells
-other systems). :func:`advance` is called after each batch of device messages
-(``pipelines.events``), after each operator action, and by the hub's periodic tick.
+state as a ``rollout.*`` event through :func:`record_event` (the one place that tells
+other systems: ``notify.bridge`` sends those rows to webhooks). :func:`advance` is
+called after each batch of device messages (``pipelines.events``), after each
+operator action, and by the hub's periodic tick.
 The caller owns the transaction; emails are returned, sent after the commit.
 """
 
@@ -28,6 +29,7 @@ from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import Device, DeviceDeployment, Event, Rollout, RolloutDevice, utcnow
 from deltaport.fleet.states import BAD_ACTIVATION_STATES, ActivationState
 from deltaport.notify.email import Email
+from deltaport.notify.events import EventKind
 from deltaport.pipelines.image_to_device import (
     DeployRequest,
     DeployResult,
@@ -53,7 +55,19 @@ from deltaport.rollout.plan import (
 )
 from deltaport.storage.base import BundleStore
 
-EVENT_KIND = "rollout"  # events.kind of a rollout's change of state
+EVENT_PREFIX = "rollout."  # events.kind of a rollout's change: its notify EventKind value
+_SETTLED_KIND = {
+    RolloutState.PAUSED: EventKind.ROLLOUT_PAUSED,
+    RolloutState.AWAITING_APPROVAL: EventKind.ROLLOUT_WAITING_APPROVAL,
+    RolloutState.COMPLETE: EventKind.ROLLOUT_COMPLETE,
+    RolloutState.CANCELLED: EventKind.ROLLOUT_CANCELLED,
+}
+_ACTION_KIND = {
+    RolloutAction.PAUSE: EventKind.ROLLOUT_PAUSED,
+    RolloutAction.RESUME: EventKind.ROLLOUT_RESUMED,
+    RolloutAction.APPROVE: EventKind.ROLLOUT_APPROVED,
+    RolloutAction.CANCEL: EventKind.ROLLOUT_CANCELLED,
+}
 OPEN_STATES = tuple(s.value for s in RolloutState if s not in FINISHED)
 
 
@@ -81,9 +95,14 @@ def new_rollout_id() -> str:
     return f"r-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
 
 
-def record_event(session: Session, rollout: Rollout, before: str | None, detail: str) -> None:
-    """Record a change of ROLLOUT's state (the one call to switch to notify's publisher)."""
-    session.add(Event(kind=EVENT_KIND, deployment_set_id=rollout.deployment_set_id,
+def record_event(session: Session, rollout: Rollout, before: str | None, kind: EventKind,
+                 detail: str) -> None:
+    """Record a change of ROLLOUT's state in the fleet event log, as notify event KIND.
+
+    The row's ``kind`` is KIND's value (``rollout.paused`` ...) and its detail starts
+    with the rollout id; ``notify.bridge`` turns it into a webhook event.
+    """
+    session.add(Event(kind=kind.value, deployment_set_id=rollout.deployment_set_id,
                       from_status=before, to_status=rollout.state,
                       detail=f"{rollout.id}: {detail}"))
 
@@ -112,7 +131,7 @@ def create(session: Session, *, set_id: str, spec: RolloutSpec, requested_by: st
     for position, name in enumerate(order):
         session.add(RolloutDevice(rollout_id=rollout.id, device_id=ids[name],
                                   wave=waves[name], position=position))
-    record_event(session, rollout, RolloutState.DRAFT.value,
+    record_event(session, rollout, RolloutState.DRAFT.value, EventKind.ROLLOUT_CREATED,
                  f"created: {len(devices)} device(s) in {max(waves.values(), default=0)} wave(s)")
     session.flush()
     return rollout, advance(session, rollout, activator)
@@ -196,12 +215,17 @@ def _start_wave(session: Session, rollout: Rollout, number: int, activator: Acti
             RolloutDevice.rollout_id == rollout.id, RolloutDevice.wave == number)):
         row.activated_at = now
     before = rollout.state
+    approved = rollout.approve_each and rollout.approved_wave >= number  # told when it waited
+    if rollout.current_wave and not approved:
+        record_event(session, rollout, before, EventKind.ROLLOUT_WAVE_COMPLETE,
+                     f"wave {rollout.current_wave} reached its success threshold")
     rollout.state = RolloutState.RUNNING.value
     rollout.current_wave = number
     rollout.failures_accepted = 0
     rollout.reason = f"wave {number} activating"
     rollout.updated_at = now
-    record_event(session, rollout, before, f"wave {number} started: {', '.join(names)}")
+    record_event(session, rollout, before, EventKind.ROLLOUT_WAVE_STARTED,
+                 f"wave {number} started: {', '.join(names)}")
     session.flush()
 
 
@@ -215,7 +239,11 @@ def _settle(session: Session, rollout: Rollout, step: Step, emails: list[Email])
     rollout.updated_at = utcnow()
     if step.state in FINISHED:
         rollout.finished_at = rollout.updated_at
-    record_event(session, rollout, before, step.reason)
+    if step.state in (RolloutState.COMPLETE, RolloutState.AWAITING_APPROVAL):
+        record_event(session, rollout, before, EventKind.ROLLOUT_WAVE_COMPLETE,
+                     f"wave {rollout.current_wave} reached its success threshold")
+    record_event(session, rollout, before,
+                 _SETTLED_KIND.get(step.state, EventKind.ROLLOUT_RESUMED), step.reason)
     if step.state in (RolloutState.PAUSED, RolloutState.AWAITING_APPROVAL,
                       RolloutState.COMPLETE):
         emails.append(_email(rollout, step.reason))
@@ -250,7 +278,7 @@ def act(session: Session, rollout_id: str, action: RolloutAction,
     if after.state in FINISHED:
         rollout.finished_at = rollout.updated_at
     rollout.reason = f"{action.value} by operator"
-    record_event(session, rollout, before, rollout.reason)
+    record_event(session, rollout, before, _ACTION_KIND[action], rollout.reason)
     session.flush()
     return rollout, advance(session, rollout, activator)
 
