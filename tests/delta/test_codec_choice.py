@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from deltaport.delta import SourceLayer, apply_layer_patch, build_full_layer, build_layer_patch
-from deltaport.delta.build import _best_delta, _estimate, _full_pays
+from deltaport.delta.build import _full_pays
 from deltaport.delta.container import PatchMeta, read_head
+from deltaport.delta.encode import best_delta, estimate
 from deltaport.delta.model import DeltaConfig, LayerPatchStats
 from deltaport.delta.protocol import CODEC_XZ, CODEC_ZSTD, SECTION_LITERALS
 from tests.delta.conftest import FAST
@@ -167,9 +168,9 @@ def test_zstd_delta_cost_is_in_literal_estimate_units() -> None:
     """
     new = _js(1, 200_000)
     unrelated = _js(2, 200_000)
-    assert _best_delta(unrelated, new, 1 << 20).cost > 0.85 * _estimate(new)
+    assert best_delta(unrelated, new, 1 << 20).cost > 0.85 * estimate(new)
     related = _edit(new, 3)
-    assert _best_delta(related, new, 1 << 20).cost < 0.1 * _estimate(new)
+    assert best_delta(related, new, 1 << 20).cost < 0.1 * estimate(new)
 
 
 def test_no_full_trial_when_literals_went_to_xz() -> None:

@@ -123,3 +123,26 @@ def test_rewritten_source_is_rescanned(tmp_path: Path) -> None:
         out = io.BytesIO()
         apply_layer_patch(patch, {src_id: src}, out)
         assert out.getvalue() == tgt.read_bytes()
+
+
+def test_parallel_build_never_forks_the_calling_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub builds in threads: its workers come from a fork server, not os.fork here.
+
+    With the ``fork`` start method the executor forks this (multi-threaded) process, which
+    can copy locks held by other threads; the patched os.fork makes that an error.
+    """
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    single, _ = _build(tmp_path / "one", workers=1)
+
+    def no_fork() -> int:
+        raise AssertionError("the builder forked the calling process")
+
+    monkeypatch.setattr("os.fork", no_fork)
+    parallel, target = _build(tmp_path / "two", workers=2)
+    assert parallel == single
+    out = io.BytesIO()
+    apply_layer_patch(io.BytesIO(parallel), {}, out)
+    assert out.getvalue() == target

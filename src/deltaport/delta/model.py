@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+
+class Encoding(StrEnum):
+    """How a target file's content went into a patch: the keys of ``LayerPatchStats``'s
+    ``counts`` (files) and ``new_bytes`` (target bytes)."""
+
+    COPIED = "copied"  # an identical source file
+    DELTA = "delta"  # a delta against a similar file (in segments)
+    DELTA_SOLID = "delta_solid"  # a small file in a solid group's delta
+    GZIP_DELTA = "gzip_delta"  # a .gz whose content is a delta, re-gzipped on the device
+    GZIP_LITERAL = "gzip_literal"  # a .gz whose content is literal, re-gzipped
+    LITERAL = "literal"  # literal bytes
+    LITERAL_ELF = "literal_elf"  # literal bytes of an ELF file (the ELF section)
+    RAW = "raw"  # a tar the scanner does not model, as literal bytes
+
+
+# Reproduced by construction: a patch of only these needs no self-check after building.
+TRIVIAL_ENCODINGS = frozenset({Encoding.LITERAL, Encoding.LITERAL_ELF, Encoding.RAW,
+                               Encoding.COPIED})
+# Content sent as its own bytes (compressed), whatever the sources hold.
+LITERAL_ENCODINGS = frozenset({Encoding.LITERAL, Encoding.LITERAL_ELF, Encoding.RAW,
+                               Encoding.GZIP_LITERAL})
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import lzma
-import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import zstandard
 
+from deltaport.delta.pool import pool_imap
 from deltaport.delta.protocol import CODEC_XZ, CODEC_ZSTD
 
 _SAMPLE = 1 << 20  # bytes of a section the xz-or-zstd probe compresses both ways
@@ -38,11 +37,17 @@ class Encoded:
 
 
 class RawSection:
-    """Raw bytes of one section, spilled to a temp file while the patch is planned."""
+    """Raw bytes of one section, spilled to a temp file while the patch is planned.
+
+    The file has a name (``path``, removed on close) so that worker processes of the
+    parallel xz encoder open it themselves: they are not forked (``delta.pool``).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.file: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by owner
+        self._spill = tempfile.NamedTemporaryFile(prefix="deltaport-section-")  # noqa: SIM115
+        self.file: BinaryIO = self._spill.file  # type: ignore[assignment]
+        self.path = self._spill.name
         self.length = 0
 
     def write(self, data: bytes) -> None:
@@ -52,7 +57,7 @@ class RawSection:
 
     def close(self) -> None:
         """Drop the spill file."""
-        self.file.close()
+        self._spill.close()
 
 
 def _window_log(raw_length: int, max_log: int) -> int:
@@ -151,19 +156,25 @@ def _filters(raw_length: int, preset: int, text: bool) -> list[dict[str, int]]:
     return _xz_text_filters(raw_length, preset) if text else _xz_filters(raw_length, preset)
 
 
-def _xz_stream(fd: int, offset: int, length: int, preset: int, text: bool = False) -> bytes:
-    """One complete .xz stream of length bytes at offset of fd (runs in worker processes)."""
+def _xz_stream(path: str, offset: int, length: int, preset: int, text: bool = False) -> bytes:
+    """One complete .xz stream of LENGTH bytes at OFFSET of the file at PATH."""
     comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=_filters(length, preset, text))
     parts: list[bytes] = []
     end = offset + length
-    while offset < end:
-        chunk = os.pread(fd, min(1 << 20, end - offset), offset)
-        if not chunk:
-            raise OSError("section spill file is shorter than written")
-        parts.append(comp.compress(chunk))
-        offset += len(chunk)
+    with open(path, "rb") as f:
+        while offset < end:
+            chunk = os.pread(f.fileno(), min(1 << 20, end - offset), offset)
+            if not chunk:
+                raise OSError("section spill file is shorter than written")
+            parts.append(comp.compress(chunk))
+            offset += len(chunk)
     parts.append(comp.flush())
     return b"".join(parts)
+
+
+def _xz_piece(job: tuple[str, int, int, int]) -> bytes:
+    """_xz_stream of one piece (runs in worker processes)."""
+    return _xz_stream(*job)
 
 
 def _xz_pieces(length: int, workers: int, piece: int) -> list[tuple[int, int]]:
@@ -193,18 +204,15 @@ def xz_compress(
     if text:
         workers, piece = 1, max(raw.length, 1)
     raw.file.flush()
-    fd = raw.file.fileno()
     pieces = _xz_pieces(raw.length, workers, piece)
     out: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
     if workers < 2 or len(pieces) < 2:
         for off, n in pieces:
-            out.write(_xz_stream(fd, off, n, preset, text))
+            out.write(_xz_stream(raw.path, off, n, preset, text))
     else:
-        ctx = multiprocessing.get_context("fork")  # the spill file's fd is inherited
-        with ProcessPoolExecutor(min(workers, len(pieces)), mp_context=ctx) as pool:
-            futures = [pool.submit(_xz_stream, fd, off, n, preset) for off, n in pieces]
-            for future in futures:
-                out.write(future.result())
+        jobs = [(raw.path, off, n, preset) for off, n in pieces]
+        for stream in pool_imap(_xz_piece, jobs, min(workers, len(pieces))):
+            out.write(stream)
     return _finish(raw.name, CODEC_XZ, out, raw.length)
 
 

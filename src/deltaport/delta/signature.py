@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from deltaport.delta.build import rename_keys
+from deltaport.delta.sources import rename_keys
 from deltaport.errors import FormatError, UnsupportedVersionError
 
 SIGNATURE_KIND = "deltaport.image-signature"
