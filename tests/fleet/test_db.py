@@ -39,6 +39,8 @@ TABLES = {
     "rollout_devices",
     "notify_events",
     "deliveries",
+    "queued_deployments",
+    "patch_builds",
     "alembic_version",
 }
 

@@ -443,3 +443,35 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class QueuedDeployment(Base):
+    """A deployment whose patches build in workers (``deltaport.jobs``), by the id the
+    operator was given; ``state`` is a ``jobs.queue.BuildState``. The set is recorded
+    under the same id in ``deployment_sets`` once assembled."""
+
+    __tablename__ = "queued_deployments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the DeployRequest, as JSON
+    state: Mapped[str] = mapped_column(String(12))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class PatchBuild(Base):
+    """One layer patch a queued deployment waits for; done once it is in the shared cache.
+
+    ``built_by`` names the worker that really built it (None: found already built).
+    """
+
+    __tablename__ = "patch_builds"
+    __table_args__ = (Index("ix_patch_builds_key", "patch_key"),)
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("queued_deployments.id"), primary_key=True
+    )
+    patch_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+    built_by: Mapped[str | None] = mapped_column(String(200), default=None)
