@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 import deltaport
 from deltaport.fleet.db import init_db
-from deltaport.hub import device, errors, operator, rollouts
+from deltaport.hub import device, errors, operator, rollouts, ui
 from deltaport.hub.audit import AuditMiddleware
 from deltaport.hub.deps import HubState
 from deltaport.hub.settings import HubServerSettings
@@ -70,6 +70,7 @@ def create_app(
     app.include_router(device.router)
     app.include_router(operator.router)
     app.include_router(rollouts.router)
+    ui.install(app)  # the dashboard under /ui/ (issue 12)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, bool]:
