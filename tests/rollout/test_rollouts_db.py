@@ -120,3 +120,12 @@ def test_approve_each_waits_for_the_operator(fleet: Fleet) -> None:
     with session_scope(fleet.engine) as s:
         rollouts.act(s, rid, RolloutAction.CANCEL, act)
     assert doc(fleet, rid)["state"] == RolloutState.CANCELLED.value
+
+
+def test_a_paused_rollout_keeps_its_reason_over_later_messages(fleet: Fleet) -> None:
+    dep, rid = start(fleet)
+    send(fleet, activation(dep, "d", "rolled_back"))
+    deliver(fleet, "a", "b", "c")  # later batches advance the rollout again
+    status = doc(fleet, rid)
+    assert status["state"] == RolloutState.PAUSED.value
+    assert "wave 1 has 1 of 1 device(s) failed" in str(status["reason"])

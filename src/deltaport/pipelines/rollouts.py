@@ -68,6 +68,7 @@ _ACTION_KIND = {
     RolloutAction.APPROVE: EventKind.ROLLOUT_APPROVED,
     RolloutAction.CANCEL: EventKind.ROLLOUT_CANCELLED,
 }
+RESTING = frozenset({*FINISHED, RolloutState.PAUSED, RolloutState.AWAITING_APPROVAL})
 OPEN_STATES = tuple(s.value for s in RolloutState if s not in FINISHED)
 
 
@@ -231,10 +232,12 @@ def _start_wave(session: Session, rollout: Rollout, number: int, activator: Acti
 
 def _settle(session: Session, rollout: Rollout, step: Step, emails: list[Email]) -> None:
     before = rollout.state
-    rollout.reason = step.reason
     if step.state.value == before:
+        if step.state not in RESTING:  # a resting rollout keeps the reason it stopped for
+            rollout.reason = step.reason
         session.flush()
         return
+    rollout.reason = step.reason
     rollout.state = step.state.value
     rollout.updated_at = utcnow()
     if step.state in FINISHED:
