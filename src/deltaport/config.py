@@ -33,6 +33,7 @@ from deltaport.errors import FormatError
 CONFIG_FILE_NAME = "config.toml"
 CONFIG_MAX_BYTES = 256 * 1024  # a config file larger than this is certainly wrong
 SMTP_SECURITY_MODES = ("none", "starttls", "tls")
+BUILD_MODES = ("inline", "workers")  # bundles built in the deploying process, or by workers
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Settings:
     db_busy_timeout: float = 5.0  # seconds SQLite waits for a lock before failing
     store: str | None = None  # "s3://bucket/prefix" (config `store`, DELTAPORT_STORE); None: outbox
     s3_endpoint: str | None = None  # config `s3_endpoint`, else AWS_ENDPOINT_URL / AWS's own
+    builds: str = "inline"  # config `builds` / DELTAPORT_BUILDS: "inline" | "workers" (jobs)
 
     @property
     def store_dir(self) -> Path:
@@ -119,8 +121,11 @@ def load_settings(
     smtp_raw = raw.get("smtp")
     smtp = _parse_smtp(smtp_raw) if smtp_raw is not None else None
     store = environ.get("DELTAPORT_STORE") or _opt_str(raw, "store")
+    builds = environ.get("DELTAPORT_BUILDS") or _opt_str(raw, "builds") or "inline"
+    if builds not in BUILD_MODES:
+        raise FormatError(f"builds must be one of {', '.join(BUILD_MODES)}, not {builds!r}")
     return Settings(data_dir=root, db_url=normalize_db_url(db), smtp=smtp, store=store,
-                    s3_endpoint=_opt_str(raw, "s3_endpoint"))
+                    s3_endpoint=_opt_str(raw, "s3_endpoint"), builds=builds)
 
 
 def normalize_db_url(url: str) -> str:

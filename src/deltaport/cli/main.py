@@ -48,6 +48,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "demo"),
     ("deploy", "deploy_command", "deploy"),
     ("fleet", "activate_command", "activate"),
+    ("worker", "worker_command", "worker"),
 ]
 
 # (module under deltaport.cli, function): called with the root app, e.g. to add
@@ -66,6 +67,7 @@ HUB_ONLY_COMMANDS: list[tuple[str, ...]] = [
     ("hub", "serve"),
     ("hub", "token", "create"),
     ("demo",),
+    ("worker",),
 ]
 
 

@@ -385,8 +385,12 @@ def deploy(
     manifest_key: Path | None = None,
     release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS,
     on_recorded: Callable[[Session, DeployResult], None] | None = None,
+    set_id: str | None = None,
 ) -> DeployResult:
     """The image-to-device pipeline (see the module docstring).
+
+    SET_ID: record the set under this id (a queued deployment's, ``deltaport.jobs``);
+    default a new one.
 
     ON_RECORDED runs in the transaction that records the set (a rollout is made
     there, so no status message can see the set complete without its rollout).
@@ -411,7 +415,7 @@ def deploy(
         releases=releases,
     )
     with session_scope(engine) as session:
-        result = record_deployment(session, request, data, plan, built, store)
+        result = record_deployment(session, request, data, plan, built, store, set_id=set_id)
         save_releases(session, releases, built)
         if on_recorded is not None:
             on_recorded(session, result)
@@ -431,9 +435,11 @@ def record_deployment(
     plan: Plan,
     built: Mapping[str, tuple[BuiltBundle, str]],
     store: BundleStore,
+    *,
+    set_id: str | None = None,
 ) -> DeployResult:
     """Write the deployment set, bundles, orders and in_transit device images."""
-    set_id = new_deployment_id()
+    set_id = set_id or new_deployment_id()
     nothing = plan.nothing_to_send and not any(p.waiting for p in plan.devices)
     dset = DeploymentSet(
         id=set_id,

@@ -1,0 +1,146 @@
+"""The queue's tasks and what a worker process runs them with (:class:`Runtime`).
+
+``build_patch`` builds one layer patch into the worker's local patch cache and
+publishes it to the shared one (``jobs.patches``), unless it is there already: each
+distinct patch is built once fleet-wide. The engine runs in the worker process (a
+``deltaport worker``, never the threaded hub); procrastinate runs a sync task in a
+thread of it, and the engine's own processes come from a fork server
+(``delta.pool``). ``assemble_deployment`` fetches a deployment's patches and runs
+the deploy pipeline on them (:func:`assemble`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from procrastinate import App, JobContext, RetryStrategy
+from sqlalchemy.engine import Engine
+
+from deltaport.config import Settings
+from deltaport.delta.patchcache import PatchCache
+from deltaport.errors import DeltaportError, StateError, TransferError
+from deltaport.jobs import patches
+from deltaport.jobs.app import ASSEMBLE, BUILD_PATCH
+from deltaport.jobs.identity import PatchJob
+from deltaport.jobs.queue import (
+    BuildState,
+    defer_assemble,
+    finish,
+    mark_done,
+    patch_keys,
+    queued,
+    recorded,
+    request_from_doc,
+)
+from deltaport.oci import TransportOptions
+from deltaport.storage.base import BundleStore
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "deltaport_runtime"  # the worker context key holding the Runtime
+ASSEMBLE_ATTEMPTS = 3  # a StateError (the world moved) re-plans this many times, then fails
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a worker process builds and records with."""
+
+    settings: Settings
+    engine: Engine
+    store: BundleStore
+    options: TransportOptions
+    name: str  # the worker's name, recorded as ``patch_builds.built_by``
+
+    @property
+    def cache(self) -> PatchCache:
+        """The worker's local patch cache (the data dir's, as the in-process builder's)."""
+        return PatchCache(self.settings.patch_cache_dir)
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for builds (under the data dir)."""
+        path = self.settings.data_dir / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _runtime(context: JobContext) -> Runtime:
+    rt = (context.additional_context or {}).get(RUNTIME)
+    if not isinstance(rt, Runtime):
+        raise StateError("this procrastinate worker was not started by `deltaport worker`")
+    return rt
+
+
+def build_patch(context: JobContext, /, **args: Any) -> str:
+    """Build one layer patch once fleet-wide; returns "built" or "found"."""
+    rt, job = _runtime(context), PatchJob.from_args(args)
+    outcome = "found"
+    if not patches.is_shared(rt.store, job.key):
+        if rt.cache.get(job.key) is None:
+            patches.build_patch_file(job, rt.cache, rt.work_dir, rt.options)
+            outcome = "built"
+            log.info("built patch %s (layer %s of %s)", job.key, job.diff_id, job.target_ref)
+        patches.publish(rt.store, rt.cache, job.key)
+    for set_id in mark_done(rt.engine, job.key, rt.name if outcome == "built" else None):
+        defer_assemble(context.app, set_id)
+    return outcome
+
+
+def assemble_deployment(context: JobContext, deployment_id: str) -> str:
+    """Assemble and record a queued deployment; returns its final BuildState value."""
+    rt = _runtime(context)
+    attempts = context.job.attempts if context.job is not None else 0
+    return assemble(rt, deployment_id, last_attempt=attempts + 1 >= ASSEMBLE_ATTEMPTS).value
+
+
+def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildState:
+    """Fetch SET_ID's patches, run the deploy pipeline under SET_ID, mark it recorded.
+
+    A transient error (registry, store) and, before the last attempt, a StateError
+    (a device's images changed: the pipeline plans again) are raised for a retry;
+    any other error fails the deployment (``queued_deployments.error``).
+    """
+    from deltaport.hub.settings import HubServerSettings
+    from deltaport.hub.toolkit import real_toolkit
+    from deltaport.pipelines.image_to_device import deploy
+    from deltaport.pipelines.manifest_to_device import manifest_key_path
+
+    row = queued(rt.engine, set_id)
+    if row is None or row.state != BuildState.BUILDING.value:
+        return BuildState(row.state) if row is not None else BuildState.FAILED
+    if recorded(rt.engine, set_id):  # recorded by an attempt killed before it said so
+        finish(rt.engine, set_id, BuildState.RECORDED)
+        return BuildState.RECORDED
+    toolkit = real_toolkit(HubServerSettings(fleet=rt.settings,
+                                             registry_insecure=rt.options.insecure))
+    try:
+        for key in patch_keys(rt.engine, set_id):
+            patches.fetch(rt.store, rt.cache, key, rt.work_dir)
+        with tempfile.TemporaryDirectory(prefix="assemble-", dir=rt.work_dir) as work:
+            deploy(rt.engine, request_from_doc(row.request), ranker=toolkit.ranker,
+                   builder=toolkit.builder, store=rt.store, work_dir=Path(work),
+                   manifest_key=manifest_key_path(rt.settings.keys_dir), set_id=set_id)
+    except DeltaportError as exc:
+        if isinstance(exc, TransferError) or exc.transient or (
+                isinstance(exc, StateError) and not last_attempt):
+            raise
+        log.error("deployment %s failed: %s", set_id, exc)
+        finish(rt.engine, set_id, BuildState.FAILED, str(exc))
+        return BuildState.FAILED
+    finish(rt.engine, set_id, BuildState.RECORDED)
+    log.info("deployment %s assembled and recorded", set_id)
+    return BuildState.RECORDED
+
+
+def register(app: App) -> None:
+    """Declare deltaport's tasks on APP."""
+    retry = RetryStrategy(max_attempts=3, wait=2, retry_exceptions={TransferError})
+    app.task(name=BUILD_PATCH, pass_context=True, retry=retry)(build_patch)
+    app.task(name=ASSEMBLE, pass_context=True,
+             retry=RetryStrategy(max_attempts=ASSEMBLE_ATTEMPTS, wait=2,
+                                 retry_exceptions={TransferError, StateError}))(
+        assemble_deployment)

@@ -1,0 +1,91 @@
+"""Patch builds as jobs on a real PostgreSQL, with real `deltaport worker` processes."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import psycopg
+import pytest
+from sqlalchemy import select
+
+from deltaport.bundle import BundleReader, Release
+from deltaport.fleet.db import session_scope
+from deltaport.fleet.models import Bundle, BundleRelease, DeploymentSet, Image
+from deltaport.fleet.queries import image_info
+from deltaport.jobs.app import conninfo
+from deltaport.jobs.queue import patch_keys, progress
+from deltaport.pipelines.interfaces import BundleSpec
+from tests.jobs.conftest import JobsFleet, wait_for
+
+
+def _jobs(fleet: JobsFleet, status: str) -> int:
+    with psycopg.connect(conninfo(fleet.db_url)) as conn:
+        row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = %s "
+                           "AND task_name = 'deltaport.build_patch'", (status,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.slow
+def test_two_workers_race_each_patch_built_once(jobs_fleet: JobsFleet) -> None:
+    fleet = jobs_fleet
+    fleet.proxy.set_rate(400_000)  # builds take a while: the second deploy comes mid-build
+    first = fleet.enqueue(("a", "b"))  # a has app:1 (3 delta patches), b nothing (3 full)
+    assert progress(fleet.engine, first) == (0, 6)
+    workers = [fleet.start_worker("w1"), fleet.start_worker("w2")]
+    wait_for(lambda: _jobs(fleet, "doing") > 0)
+    second = fleet.enqueue(("c", "d"))  # the same six patches, needed again at once
+    assert set(patch_keys(fleet.engine, second)) == set(patch_keys(fleet.engine, first))
+    fleet.wait_state(first)
+    fleet.wait_state(second)
+    built = Counter(k for w in workers for k in w.built())
+    assert set(built) == set(patch_keys(fleet.engine, first))
+    assert all(n == 1 for n in built.values()), built  # each distinct patch built once
+    assert all(w.built() for w in workers)  # and both workers took a share
+    with session_scope(fleet.engine) as s:
+        assert {d.state for d in s.scalars(select(DeploymentSet))} == {"pending"}
+    assert progress(fleet.engine, second) == (6, 6)
+
+
+@pytest.mark.slow
+def test_killed_worker_job_is_retried_by_another(jobs_fleet: JobsFleet) -> None:
+    fleet = jobs_fleet
+    fleet.proxy.set_rate(20_000)  # slow enough to be killed in the middle of a build
+    set_id = fleet.enqueue(("b",))
+    doomed = fleet.start_worker("doomed")
+    wait_for(lambda: _jobs(fleet, "doing") == 1)
+    doomed.proc.send_signal(signal.SIGKILL)
+    doomed.proc.wait(timeout=5)
+    assert _jobs(fleet, "doing") == 1  # its job is left doing, holding its lock
+    fleet.proxy.set_rate(None)
+    rescuer = fleet.start_worker("rescuer", stalled_after=1.5)
+    fleet.wait_state(set_id)
+    assert doomed.built() == [] and len(rescuer.built()) == 3
+    with psycopg.connect(conninfo(fleet.db_url)) as conn:
+        retried = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE attempts > 0 "
+                               "AND status = 'succeeded'").fetchone()
+    assert retried is not None and retried[0] >= 1
+
+
+def test_bundle_through_workers_has_the_in_process_bytes(jobs_fleet: JobsFleet) -> None:
+    fleet = jobs_fleet
+    set_id = fleet.enqueue(("a",))
+    fleet.start_worker("w")
+    fleet.wait_state(set_id)
+    with session_scope(fleet.engine) as s:
+        bundle = s.scalars(select(Bundle).where(Bundle.deployment_set_id == set_id)).one()
+        release = s.get(BundleRelease, bundle.key)
+        images = [image_info(i) for i in s.scalars(select(Image))]
+    assert release is not None
+    target = next(i for i in images if i.image_id == bundle.targets[0])
+    holders = tuple(i for i in images if i != target and set(i.diff_ids) <= set(bundle.sources))
+    spec = BundleSpec(bundle.key, target, tuple(bundle.sources), holders,
+                      Release(release.version, release.expires_at))
+    builder = fleet.builder()
+    builder.patch_cache = None  # every patch built here, in this process
+    alone = builder.build(spec, fleet.home / "alone")
+    queued_bytes = (fleet.settings.store_dir / "bundles" / f"{bundle.key}.dpb").read_bytes()
+    assert alone.path.read_bytes() == queued_bytes
+    assert bundle.targets[0] == fleet.ids["2"] and len(fleet.workers[0].built()) == 3
+    with BundleReader(alone.path) as reader:  # signed, and a real bundle
+        assert reader.index.content
