@@ -16,7 +16,9 @@ from deltaport.hub.ui.sessions import COOKIE, find_session, open_session
 from tests.hub.conftest import World, fake_toolkit
 from tests.ui.conftest import csrf_of, sign_in
 
-PAGES = ["/ui/", "/ui/live/overview"]
+PAGES = ["/ui/", "/ui/live/overview", "/ui/deployments", "/ui/devices", "/ui/devices/dev-1",
+         "/ui/images", "/ui/images/cloud.example:5000/demo/app:v2", "/ui/deployments/x",
+         "/ui/live/deployments/x"]
 
 
 @pytest.mark.parametrize("path", PAGES)

@@ -39,6 +39,7 @@ class AuditAction(StrEnum):
     DEVICE_REPORT = "device.report"
     DEPLOY = "deployment.create"
     ACTIVATE = "deployment.activate"
+    RETRY = "device_image.retry"  # the dashboard sent a failed image's bundle again
 
 
 @dataclass(frozen=True)

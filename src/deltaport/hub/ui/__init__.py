@@ -15,7 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from deltaport.hub.ui import views_auth, views_fleet
+from deltaport.hub.ui import (
+    views_actions,
+    views_auth,
+    views_deployments,
+    views_devices,
+    views_fleet,
+    views_images,
+)
 from deltaport.hub.ui.web import PREFIX, NotSignedIn, query_value, redirect
 
 
@@ -33,5 +40,6 @@ def install(app: FastAPI) -> None:
     static = files("deltaport.hub.ui") / "static"
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(static)), name="ui-static")
     app.add_exception_handler(NotSignedIn, _not_signed_in)
-    for module in (views_auth, views_fleet):
+    for module in (views_auth, views_fleet, views_deployments, views_devices, views_images,
+                   views_actions):
         app.include_router(module.router)
