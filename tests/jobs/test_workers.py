@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 from collections import Counter
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -16,7 +19,7 @@ from deltaport.fleet.queries import image_info
 from deltaport.jobs.app import conninfo
 from deltaport.jobs.queue import patch_keys, progress
 from deltaport.pipelines.interfaces import BundleSpec
-from tests.jobs.conftest import JobsFleet, wait_for
+from tests.jobs.conftest import DELTAPORT, JobsFleet, wait_for
 
 
 def _jobs(fleet: JobsFleet, status: str) -> int:
@@ -89,3 +92,29 @@ def test_bundle_through_workers_has_the_in_process_bytes(jobs_fleet: JobsFleet) 
     assert bundle.targets[0] == fleet.ids["2"] and len(fleet.workers[0].built()) == 3
     with BundleReader(alone.path) as reader:  # signed, and a real bundle
         assert reader.index.content
+
+
+@pytest.mark.slow
+def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: JobsFleet) -> None:
+    fleet = jobs_fleet
+    compose = fleet.home / "compose.yaml"
+    compose.write_text(f"services:\n  app:\n    image: {fleet.host}/app:2\n")
+
+    def cli(*args: str) -> dict[str, Any]:
+        done = subprocess.run([str(DELTAPORT), "--data-dir", str(fleet.home), *args, "--json"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return cast(dict[str, Any], json.loads(done.stdout))
+
+    deployed = cli("deploy", str(compose), "--devices", "b", "--by", "ci",
+                   "--email", "ops@example.com")
+    set_id = deployed["deployment"]
+    assert deployed["state"] == "building" and deployed["devices"] == []
+    building = cli("status", "deployment", set_id)
+    assert building["state"] == "building" and building["builds"] == {"done": 0, "total": 3}
+    fleet.start_worker("w")
+    fleet.wait_state(set_id)
+    recorded = cli("status", "deployment", set_id)
+    assert recorded["state"] == "pending" and recorded["builds"] == {"done": 3, "total": 3}
+    assert [d["device"] for d in recorded["devices"]] == ["b"]
+    assert recorded["devices"][0]["images"] == {f"{fleet.host}/app:2": "in_transit"}

@@ -40,8 +40,10 @@ from deltaport.config import Settings
 from deltaport.errors import UsageError
 
 if TYPE_CHECKING:  # the pipeline (SQLAlchemy, delta) is imported when a deploy runs
+    from sqlalchemy.engine import Engine
+
     from deltaport.hub.client import HubClient
-    from deltaport.pipelines.image_to_device import DeployRequest
+    from deltaport.pipelines.image_to_device import DeployRequest, DeployResult
 
 
 def _split_names(values: list[str] | None) -> tuple[str, ...]:
@@ -162,35 +164,51 @@ def _deploy_on_hub(
 def _deploy_here(
     ctx: typer.Context, request: DeployRequest, insecure: bool, *, progress: bool
 ) -> dict[str, Any]:
-    """Run the pipeline on the local database, with a progress bar while bundles build."""
+    """Run the pipeline on the local database: bundles built here, or (``builds =
+    "workers"`` on PostgreSQL) enqueued for `deltaport worker`, returning at once."""
     from deltaport.fleet import audit
     from deltaport.fleet.db import session_scope
+    from deltaport.jobs.queue import deploy_via_workers, uses_workers
     from deltaport.pipelines.adapters import SignatureRanker
-    from deltaport.pipelines.image_to_device import deploy, deploy_result_doc
+    from deltaport.pipelines.image_to_device import deploy_result_doc
 
     s = settings(ctx)
     engine = open_db(s)
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="deploy-", dir=_work_parent(s)) as work,
-            Progress(transient=True, disable=not progress) as bar,
-        ):
-            task = bar.add_task("building bundles", total=None)
-            result = deploy(
-                engine,
-                request,
-                ranker=SignatureRanker(),
-                builder=_builder(s, insecure),
-                store=store_for(s),
-                work_dir=Path(work),
-                progress=lambda done, total, _key: bar.update(task, completed=done, total=total),
-                manifest_key=manifest_key_for(s),
-            )
+        if uses_workers(s):
+            result = deploy_via_workers(engine, s, request, ranker=SignatureRanker(),
+                                        builder=_builder(s, insecure), store=store_for(s))
+        else:
+            result = _build_here(s, engine, request, insecure, progress=progress)
         with session_scope(engine) as session:
             audit.record_local(session, audit.AuditAction.DEPLOY, result.deployment_id)
     finally:
         engine.dispose()
     return deploy_result_doc(result)
+
+
+def _build_here(
+    s: Settings, engine: Engine, request: DeployRequest, insecure: bool, *, progress: bool
+) -> DeployResult:
+    """The deploy pipeline in this process, with a progress bar while bundles build."""
+    from deltaport.pipelines.adapters import SignatureRanker
+    from deltaport.pipelines.image_to_device import deploy
+
+    with (
+        tempfile.TemporaryDirectory(prefix="deploy-", dir=_work_parent(s)) as work,
+        Progress(transient=True, disable=not progress) as bar,
+    ):
+        task = bar.add_task("building bundles", total=None)
+        return deploy(
+            engine,
+            request,
+            ranker=SignatureRanker(),
+            builder=_builder(s, insecure),
+            store=store_for(s),
+            work_dir=Path(work),
+            progress=lambda done, total, _key: bar.update(task, completed=done, total=total),
+            manifest_key=manifest_key_for(s),
+        )
 
 
 def _work_parent(s: Settings) -> Path:

@@ -65,6 +65,9 @@ def deployment(
         f"deployment {data['id']}: {data['state']} (by {data['requested_by']}, "
         f"priority {data.get('priority', 0)})"
     )
+    if "builds" in data:  # patches built by workers (deltaport.jobs)
+        typer.echo(f"patches built: {data['builds']['done']}/{data['builds']['total']}"
+                   + (f"; error: {data['error']}" if data.get("error") else ""))
     print_table(
         f"deployment {data['id']}",
         ["device", *data["images"], "arrived", "activation", "version", "reason"],

@@ -23,6 +23,8 @@ from deltaport.fleet.models import (
     DeviceModule,
     Event,
     Image,
+    PatchBuild,
+    QueuedDeployment,
     utcnow,
 )
 from deltaport.fleet.runtime import device_modules
@@ -38,7 +40,51 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def deployment_status(session: Session, set_id: str) -> dict[str, Any]:
-    """A deployment set, with each device's status for each of its images."""
+    """A deployment set, with each device's status for each of its images.
+
+    A deployment whose patches build in workers (``deltaport.jobs``) says ``builds``
+    (patches done / needed); before it is recorded its state is ``building`` (or
+    ``failed``, with ``error``) and it has no devices yet.
+    """
+    queued = session.get(QueuedDeployment, set_id)
+    if queued is not None and session.get(DeploymentSet, set_id) is None:
+        return _queued_status(session, queued)
+    doc = _set_status(session, set_id)
+    if queued is not None:
+        doc["builds"] = _builds(session, set_id)
+    return doc
+
+
+def _builds(session: Session, set_id: str) -> dict[str, int]:
+    done, total = session.execute(
+        select(func.count(PatchBuild.done_at), func.count())
+        .where(PatchBuild.deployment_id == set_id)
+    ).one()
+    return {"done": int(done), "total": int(total)}
+
+
+def _queued_status(session: Session, queued: QueuedDeployment) -> dict[str, Any]:
+    """A deployment still building its patches (or failed assembling): no devices yet."""
+    request = queued.request
+    modules = request.get("manifest", {}).get("modules", [])
+    return {
+        "id": queued.id,
+        "state": queued.state,
+        "priority": request.get("priority", 0),
+        "requested_by": request.get("requested_by"),
+        "contact_email": request.get("contact_email"),
+        "created_at": _iso(queued.created_at),
+        "finished_at": _iso(queued.finished_at),
+        "images": list(dict.fromkeys(m["reference"] for m in modules)),
+        "counts": {},
+        "activation_counts": {},
+        "devices": [],
+        "builds": _builds(session, queued.id),
+        "error": queued.error,
+    }
+
+
+def _set_status(session: Session, set_id: str) -> dict[str, Any]:
     dset = queries.get_deployment_set(session, set_id)
     devices, members = queries.set_members(session, set_id)
     images = [session.get(Image, m.image_id) for m in members]

@@ -24,6 +24,7 @@ from deltaport.fleet.db import session_scope
 from deltaport.hub import schemas
 from deltaport.hub.audit import note_target
 from deltaport.hub.deps import CurrentOperator, Hub, OperatorBody
+from deltaport.jobs.queue import deploy_via_workers, uses_workers
 from deltaport.pipelines.image_to_device import (
     DeployRequest,
     deploy,
@@ -70,6 +71,12 @@ def create_deployment(
     )
     data_dir = hub.settings.fleet.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    if uses_workers(hub.settings.fleet):  # builds = "workers": enqueued, answers at once
+        result = deploy_via_workers(hub.engine, hub.settings.fleet, order,
+                                    ranker=hub.toolkit.ranker, builder=hub.toolkit.builder,
+                                    store=hub.store)
+        note_target(request, result.deployment_id)
+        return deploy_result_doc(result)
     with tempfile.TemporaryDirectory(prefix="deploy-", dir=data_dir) as work:
         result = deploy(
             hub.engine,

@@ -25,9 +25,10 @@ from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
+from deltaport.config import Settings
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import DeploymentSet, PatchBuild, QueuedDeployment
-from deltaport.jobs.app import ASSEMBLE, BUILD_PATCH
+from deltaport.jobs.app import ASSEMBLE, BUILD_PATCH, ensure_schema, is_postgresql, make_app
 from deltaport.jobs.identity import PatchJob, bundle_patch_jobs, distinct_jobs
 from deltaport.jobs.patches import is_shared
 from deltaport.manifests import Manifest, ModuleImage
@@ -238,3 +239,24 @@ def builders_of(engine: Engine, keys: Iterable[str]) -> dict[str, Sequence[str |
         ):
             out.setdefault(key, []).append(by)
     return dict(out)
+
+
+def uses_workers(settings: Settings) -> bool:
+    """Whether deploys with SETTINGS enqueue their builds: ``builds = "workers"`` on
+    PostgreSQL. On SQLite (the embedded default) bundles always build in-process."""
+    return settings.builds == "workers" and is_postgresql(settings.db_url)
+
+
+def deploy_via_workers(
+    engine: Engine,
+    settings: Settings,
+    request: DeployRequest,
+    *,
+    ranker: SourceRanker,
+    builder: BundleBuilder,
+    store: BundleStore,
+) -> DeployResult:
+    """:func:`enqueue_deploy` on SETTINGS' database, applying the queue's schema if needed."""
+    ensure_schema(settings.db_url)
+    return enqueue_deploy(engine, make_app(settings.db_url), request, ranker=ranker,
+                          builder=builder, store=store)
