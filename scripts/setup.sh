@@ -9,7 +9,7 @@ cd "$ROOT"
 
 APT_PACKAGES=(docker-registry skopeo umoci podman buildah runc uidmap slirp4netns
   fuse-overlayfs zstd xdelta3 bsdiff postgresql mosquitto jq busybox-static python3-venv
-  python3-pip rsync debootstrap nginx)
+  python3-pip rsync debootstrap nginx chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
