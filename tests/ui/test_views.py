@@ -191,3 +191,23 @@ def test_activate_before_arrival_is_refused_and_audited(ui: TestClient, any_worl
     answer = ui.post("/ui/actions/activate", data=form)
     assert answer.status_code == 409 and "dev-2" in answer.text
     assert _audit(any_world) == [("ops", "deployment.activate", any_world.deployment, 409)]
+
+
+def test_cancel_stops_the_offers_and_is_audited(ui: TestClient, any_world: World) -> None:
+    sign_in(ui)
+    page = ui.get(f"/ui/deployments/{any_world.deployment}").text
+    assert "actions/cancel" in page
+    form = {"csrf": csrf_of(page), "deployment": any_world.deployment}
+    assert 'value="yes"' in ui.post("/ui/actions/cancel", data=form).text  # asks first
+    assert _status(any_world, "dev-1") == "in_transit"
+    assert ui.post("/ui/actions/cancel", data={**form, "confirmed": "yes"}).status_code == 303
+    assert _status(any_world, "dev-1") == _status(any_world, "dev-2") == "failed"
+    with TestClient(ui.app) as device:  # the agents are offered nothing any more
+        for name in ("dev-1", "dev-2"):
+            offers = device.get("/api/v1/device/bundles",
+                                headers={"Authorization": f"Bearer {any_world.tokens[name]}"})
+            assert offers.status_code == 200 and offers.json()["bundles"] == [], offers.text
+    after = ui.get(f"/ui/deployments/{any_world.deployment}").text
+    assert _number(after, "set-state") == "failed" and _number(after, "count-failed") == "2"
+    assert "cancelled by ops on the dashboard" in after
+    assert _audit(any_world) == [("ops", "deployment.cancel", any_world.deployment, 200)]

@@ -40,6 +40,7 @@ class AuditAction(StrEnum):
     DEPLOY = "deployment.create"
     ACTIVATE = "deployment.activate"
     RETRY = "device_image.retry"  # the dashboard sent a failed image's bundle again
+    CANCEL = "deployment.cancel"  # the dashboard stopped offering a deployment's bundles
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What an ``operator`` may do from the dashboard: activate a deployment, retry a failed image.
+"""What an ``operator`` may do from the dashboard: activate, cancel, retry a failed image.
 
 Every action is a POST carrying the session's CSRF token; a viewer is refused (403).
 The first POST answers a confirmation page saying what will happen; only its own
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import and_, or_, select
 
 from deltaport.errors import DeltaportError, StateError
 from deltaport.fleet import audit
 from deltaport.fleet import queries as fleet_queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import DeviceImage
-from deltaport.fleet.states import ImageEvent, ImageStatus
+from deltaport.fleet.states import ImageEvent, ImageStatus, SetEvent, SetState
 from deltaport.hub.deps import Hub, HubState
 from deltaport.hub.errors import status_for
+from deltaport.hub.offers import DEFERRED_PREFIX
 from deltaport.hub.ui.sessions import SignedIn
 from deltaport.hub.ui.web import (
     PREFIX,
@@ -123,4 +125,59 @@ def retry_action(request: Request, me: Me, hub: Hub, form: Form) -> Response:
         _record(hub, request, me, audit.AuditAction.RETRY, target, status_for(exc))
         return error_page(exc, me)
     _record(hub, request, me, audit.AuditAction.RETRY, target, 200)
+    return redirect(back)
+
+
+def cancel_deployment(hub: HubState, *, set_id: str, operator: str) -> int:
+    """Stop offering a deployment's bundles: every image still on its way fails; how many.
+
+    In transit (and deferred, which the agent would retry) → failed with the reason
+    "cancelled by OPERATOR"; the set becomes failed. A device already downloading
+    finishes what it has (its report of arrival still counts); Retry sends one again.
+
+    Raises:
+        UnknownObjectError: no such deployment.
+        StateError: the deployment is not in progress (complete or active).
+    """
+    reason = f"cancelled by {operator} on the dashboard"
+    with session_scope(hub.engine) as session:
+        dset = fleet_queries.get_deployment_set(session, set_id)
+        if dset.state not in (SetState.PENDING.value, SetState.FAILED.value):
+            raise StateError(f"deployment {set_id} is {dset.state}: nothing to cancel")
+        waiting = session.execute(
+            select(DeviceImage.device_id, DeviceImage.image_id).where(
+                DeviceImage.deployment_set_id == set_id,
+                or_(DeviceImage.status == ImageStatus.IN_TRANSIT.value,
+                    and_(DeviceImage.status == ImageStatus.FAILED.value,
+                         DeviceImage.failure_reason.startswith(DEFERRED_PREFIX))))
+        ).all()
+        for device_id, image_id in waiting:
+            fleet_queries.transition_image(session, device_id=device_id, image_id=image_id,
+                                           event=ImageEvent.FAILED, deployment_set_id=set_id,
+                                           reason=reason)
+        if dset.state == SetState.PENDING.value:
+            fleet_queries.transition_set(session, dset, SetEvent.IMAGE_FAILED, reason)
+        return len(waiting)
+
+
+@router.post("/actions/cancel")
+def cancel_action(request: Request, me: Me, hub: Hub, form: Form) -> Response:
+    """Cancel a deployment in progress (after confirmation)."""
+    set_id = form.get("deployment", "")
+    back = f"{PREFIX}/deployments/{path_segment(set_id)}"
+    try:
+        check_csrf(me, form)
+        check_may_act(me)
+    except DeltaportError as exc:
+        return error_page(exc, me)
+    if form.get("confirmed") != CONFIRMED:
+        return _confirm(me, "cancel", f"Cancel deployment {set_id}: its bundles are no longer "
+                        "offered; every image still in transit is marked failed (Retry sends "
+                        "one again).", {"deployment": set_id}, back)
+    try:
+        cancel_deployment(hub, set_id=set_id, operator=me.operator)
+    except DeltaportError as exc:
+        _record(hub, request, me, audit.AuditAction.CANCEL, set_id, status_for(exc))
+        return error_page(exc, me)
+    _record(hub, request, me, audit.AuditAction.CANCEL, set_id, 200)
     return redirect(back)
