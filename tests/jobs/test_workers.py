@@ -118,3 +118,31 @@ def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: Job
     assert recorded["state"] == "pending" and recorded["builds"] == {"done": 3, "total": 3}
     assert [d["device"] for d in recorded["devices"]] == ["b"]
     assert recorded["devices"][0]["images"] == {f"{fleet.host}/app:2": "in_transit"}
+
+
+@pytest.mark.slow
+def test_the_hub_answers_building_and_a_worker_records_the_set(jobs_fleet: JobsFleet) -> None:
+    from fastapi.testclient import TestClient
+
+    from deltaport.fleet.queries import hash_token
+    from deltaport.hub.app import create_app
+    from deltaport.hub.settings import HubServerSettings, OperatorToken
+
+    fleet = jobs_fleet
+    settings = HubServerSettings(fleet=fleet.settings, registry_insecure=True,
+                                 operators=(OperatorToken("ops", hash_token("op-token")),))
+    body = {"manifest": f"services:\n  app:\n    image: {fleet.host}/app:2\n",
+            "devices": ["a"], "by": "ci", "email": "ops@example.com"}
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer op-token"}
+        answer = client.post("/api/v1/deployments", json=body, headers=auth)
+        assert answer.status_code == 200, answer.text
+        set_id = answer.json()["deployment"]
+        assert answer.json()["state"] == "building"
+        status = client.get(f"/api/v1/deployments/{set_id}", headers=auth).json()
+        assert status["state"] == "building" and status["builds"] == {"done": 0, "total": 3}
+        fleet.start_worker("w")
+        fleet.wait_state(set_id)
+        status = client.get(f"/api/v1/deployments/{set_id}", headers=auth).json()
+    assert status["state"] == "pending" and status["builds"] == {"done": 3, "total": 3}
+    assert [d["device"] for d in status["devices"]] == ["a"]
