@@ -211,3 +211,19 @@ def test_cancel_stops_the_offers_and_is_audited(ui: TestClient, any_world: World
     assert _number(after, "set-state") == "failed" and _number(after, "count-failed") == "2"
     assert "cancelled by ops on the dashboard" in after
     assert _audit(any_world) == [("ops", "deployment.cancel", any_world.deployment, 200)]
+
+
+def test_an_image_the_fleet_knows_nothing_of_counts_as_absent(ui: TestClient,
+                                                             any_world: World) -> None:
+    engine = init_db(any_world.db_url)
+    try:
+        with session_scope(engine) as s:
+            dev = fq.get_device(s, "dev-2")
+            s.query(DeviceImage).filter_by(device_id=dev.id, image_id=any_world.v2).delete()
+    finally:
+        engine.dispose()
+    sign_in(ui)
+    page = ui.get(f"/ui/deployments/{any_world.deployment}").text
+    assert _number(page, "count-absent") == "1" and _number(page, "count-in_transit") == "1"
+    absent = ui.get(f"/ui/deployments/{any_world.deployment}?status=absent").text
+    assert absent.count("<tr data-device") == 1 and 'data-device="dev-2"' in absent

@@ -84,11 +84,13 @@ def overview(session: Session, *, now: datetime, online_within: timedelta) -> Ov
                func.coalesce(func.sum(case((Device.last_seen >= now - online_within, 1),
                                            else_=0)), 0))
     ).one()
-    by_status = dict(session.execute(
-        select(DeviceImage.status, func.count(func.distinct(DeviceImage.device_id)))
+    pairs = (  # DISTINCT in a subquery: hashed, where count(DISTINCT) would sort
+        select(DeviceImage.status, DeviceImage.device_id).distinct()
         .where(DeviceImage.status.in_([ImageStatus.IN_TRANSIT.value, ImageStatus.FAILED.value]))
-        .group_by(DeviceImage.status)
-    ).tuples().all())
+        .subquery()
+    )
+    by_status = dict(session.execute(
+        select(pairs.c.status, func.count()).group_by(pairs.c.status)).tuples().all())
     in_progress = session.scalar(
         select(func.count()).where(DeploymentSet.state.in_(IN_PROGRESS_STATES))
     )
@@ -191,6 +193,11 @@ def requesters(session: Session, limit: int = 200) -> list[str]:
     ))
 
 
+def _set_image_ids(set_id: str) -> Select[Any]:
+    return (select(Image.image_id).join(DeploymentImage, DeploymentImage.image_id == Image.id)
+            .where(DeploymentImage.deployment_set_id == set_id))
+
+
 def _set_cells(set_id: str) -> Select[Any]:
     """Every (device × image) of a deployment set with what the fleet knows of it."""
     status = func.coalesce(DeviceImage.status, ImageStatus.ABSENT.value)
@@ -198,8 +205,7 @@ def _set_cells(set_id: str) -> Select[Any]:
         select(Device.name, Device.link_rate_bps, Image.name.label("image"), status.label("status"),
                DeviceImage.failure_reason, DeviceImage.updated_at, Image.image_id,
                Bundle.size.label("bundle_size"), DeviceDeployment.state.label("activation"),
-               DeviceDeployment.reason.label("activation_reason"), DeploymentDevice.arrived_at,
-               Device.last_seen)
+               DeviceDeployment.reason.label("activation_reason"), DeploymentDevice.arrived_at)
         .select_from(DeploymentDevice)
         .join(Device, Device.id == DeploymentDevice.device_id)
         .join(DeploymentImage,
@@ -215,10 +221,26 @@ def _set_cells(set_id: str) -> Select[Any]:
 
 
 def deployment_counts(session: Session, set_id: str) -> dict[str, int]:
-    """Device images of the set per status (absent, in_transit, present, failed, removed)."""
-    cells = _set_cells(set_id).subquery()
-    return {s: int(n) for s, n in session.execute(
-        select(cells.c.status, func.count()).group_by(cells.c.status))}
+    """Device images of the set per status (absent, in_transit, present, failed, removed).
+
+    Counted from device_images (by the (image, status) index), absent as the rest of
+    devices × images: no (device × image) cross product is built.
+    """
+    devices = session.scalar(select(func.count()).where(
+        DeploymentDevice.deployment_set_id == set_id)) or 0
+    images = session.scalar(select(func.count()).where(
+        DeploymentImage.deployment_set_id == set_id)) or 0
+    members = select(DeploymentDevice.device_id).where(
+        DeploymentDevice.deployment_set_id == set_id)
+    out = {s: int(n) for s, n in session.execute(
+        select(DeviceImage.status, func.count())
+        .where(DeviceImage.image_id.in_(_set_image_ids(set_id)),
+               DeviceImage.device_id.in_(members))
+        .group_by(DeviceImage.status))}
+    absent = int(devices) * int(images) - sum(out.values())
+    if absent:
+        out[ImageStatus.ABSENT.value] = absent
+    return out
 
 
 def activation_counts(session: Session, set_id: str) -> dict[str, int]:
@@ -240,14 +262,29 @@ def activation_counts(session: Session, set_id: str) -> dict[str, int]:
 
 def deployment_cells(session: Session, set_id: str, *, status: str | None, page: int,
                      size: int) -> Page:
-    """One page of the set's (device × image) cells, failed and in transit first."""
-    cells = _set_cells(set_id).subquery()
-    order = case((cells.c.status == ImageStatus.FAILED.value, 0),
-                 (cells.c.status == ImageStatus.IN_TRANSIT.value, 1), else_=2)
-    query = select(cells).order_by(order, cells.c.name, cells.c.image)
-    if status:
-        query = query.where(cells.c.status == status)
-    return _page(session, query, page, size)
+    """One page of the set's (device × image) cells, by device name.
+
+    Unfiltered, a page is SIZE devices (each with all its images): the devices are
+    paged first (a top-N of the set's devices), then only their cells are joined.
+    With a STATUS other than absent, the index on (image, status) finds the cells.
+    """
+    if status and status != ImageStatus.ABSENT.value:
+        query = (_set_cells(set_id).where(DeviceImage.status == status)
+                 .where(DeviceImage.image_id.in_(_set_image_ids(set_id)))
+                 .order_by(Device.name, Image.name))
+        return _page(session, query, page, size)
+    if status:  # absent: no device_images row at all
+        query = _set_cells(set_id).where(DeviceImage.id.is_(None)).order_by(Device.name)
+        return _page(session, query, page, size)
+    total = session.scalar(select(func.count()).where(
+        DeploymentDevice.deployment_set_id == set_id)) or 0
+    chosen = (select(Device.id).join(DeploymentDevice, DeploymentDevice.device_id == Device.id)
+              .where(DeploymentDevice.deployment_set_id == set_id)
+              .order_by(Device.name).limit(size).offset((page - 1) * size))
+    ids = list(session.scalars(chosen))
+    rows = session.execute(_set_cells(set_id).where(Device.id.in_(ids))
+                           .order_by(Device.name, Image.name)).all() if ids else []
+    return Page(rows, page, size, int(total))
 
 
 # --- devices --------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Deployments: the list (filter by person, state, date) and one deployment's page.
 
 A deployment's page shows the counts per status on top and one page of its
-(device × image) cells — failed and in transit first — with the bundle's size, the
-time in the current status, the ETA at the device's link rate, the failure reason and
-the activation state. ``/ui/live/deployments/{id}`` is that part alone, polled by the
-page while the deployment is in progress.
+(device × image) cells — 50 devices a page, or the cells of one status — with the
+bundle's size, the time in the current status, the ETA at the device's link rate, the
+failure reason and the activation state. ``/ui/live/deployments/{id}`` is that part
+alone, polled by the page while the deployment is in progress.
 """
 
 from __future__ import annotations
