@@ -134,8 +134,10 @@ def measure(db_url: str, work: Path, patches: int = 8, layer_mib: float = 4.0) -
     with ExitStack() as stack:
         registry = stack.enter_context(run_registry(work / "registry"))
         jobs = push_images(registry.host, work, patches, int(layer_mib * (1 << 20)))
+        load_before = os.getloadavg()[0]
         one = timed_run(db_url, work / "one-worker", jobs, 1)
         two = timed_run(db_url, work / "two-workers", jobs, 2)
+        load_after = os.getloadavg()[0]
     return {
         "builds_parallel_speedup": round(one / two, 2),
         "builds_seconds_1_worker": round(one, 2),
@@ -143,6 +145,7 @@ def measure(db_url: str, work: Path, patches: int = 8, layer_mib: float = 4.0) -
         "builds_patches": patches,
         "builds_layer_mib": layer_mib,
         "builds_cpu_count": os.cpu_count(),
+        "builds_load_average": [round(load_before, 1), round(load_after, 1)],  # other work
     }
 
 

@@ -39,7 +39,7 @@ from tests.fixtures.services import Registry
 from tests.fleet.conftest import PostgresServer, postgres  # noqa: F401 - fixture
 
 DELTAPORT = Path(sys.executable).parent / "deltaport"
-WAIT_SECONDS = 40.0
+WAIT_SECONDS = 120.0  # a bound for a loaded machine; a few seconds when idle
 
 
 @dataclass

@@ -22,20 +22,25 @@ from deltaport.pipelines.interfaces import BundleSpec
 from tests.jobs.conftest import DELTAPORT, JobsFleet, wait_for
 
 
-def _jobs(fleet: JobsFleet, status: str) -> int:
+def _count(fleet: JobsFleet, sql: str, *args: str) -> int:
     with psycopg.connect(conninfo(fleet.db_url)) as conn:
-        row = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = %s "
-                           "AND task_name = 'deltaport.build_patch'", (status,)).fetchone()
+        row = conn.execute(sql, args).fetchone()  # type: ignore[call-overload]
     return int(row[0]) if row else 0
+
+
+def _jobs(fleet: JobsFleet, status: str) -> int:
+    return _count(fleet, "SELECT count(*) FROM procrastinate_jobs WHERE status = %s "
+                  "AND task_name = 'deltaport.build_patch'", status)
 
 
 @pytest.mark.slow
 def test_two_workers_race_each_patch_built_once(jobs_fleet: JobsFleet) -> None:
     fleet = jobs_fleet
     fleet.proxy.set_rate(400_000)  # builds take a while: the second deploy comes mid-build
-    first = fleet.enqueue(("a", "b"))  # a has app:1 (3 delta patches), b nothing (3 full)
-    assert progress(fleet.engine, first) == (0, 6)
     workers = [fleet.start_worker("w1"), fleet.start_worker("w2")]
+    wait_for(lambda: _count(fleet, "SELECT count(*) FROM procrastinate_workers") == 2)
+    first = fleet.enqueue(("a", "b"))  # a has app:1 (3 delta patches), b nothing (3 full)
+    assert progress(fleet.engine, first)[1] == 6
     wait_for(lambda: _jobs(fleet, "doing") > 0)
     second = fleet.enqueue(("c", "d"))  # the same six patches, needed again at once
     assert set(patch_keys(fleet.engine, second)) == set(patch_keys(fleet.engine, first))

@@ -76,7 +76,10 @@ async def retry_stalled_forever(app: App, stalled_seconds: float, every: float) 
     """Every EVERY seconds, put back to ``todo`` the jobs of workers silent for STALLED_SECONDS
     (killed mid-build: their job stays ``doing`` and keeps its lock until then)."""
     while True:
-        await retry_stalled(app, stalled_seconds)
+        try:
+            await retry_stalled(app, stalled_seconds)
+        except Exception as exc:  # the database away for a moment: try again next round
+            log.warning("looking for stalled jobs failed: %s", exc)
         await asyncio.sleep(every)
 
 
@@ -87,7 +90,11 @@ async def retry_stalled(app: App, stalled_seconds: float) -> int:
     for job in stalled:
         log.warning("job %s (%s) stalled: its worker stopped beating; retrying it",
                     job.id, job.task_name)
-        await app.job_manager.retry_job(job)
+        try:
+            await app.job_manager.retry_job(job)
+        except Exception as exc:  # another worker retried it first
+            log.info("job %s was not retried here: %s", job.id, exc)
+            continue
         n += 1
     return n
 
