@@ -41,6 +41,8 @@ TABLES = {
     "deliveries",
     "queued_deployments",
     "patch_builds",
+    "deployment_retries",
+    "delivery_retries",
     "alembic_version",
 }
 

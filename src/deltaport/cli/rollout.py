@@ -61,6 +61,9 @@ def create_command(
         "--approve-each", help="Each next wave waits for `rollout approve`.")] = False,
     canary: Annotated[list[str] | None, typer.Option(
         "--canary", help="Device to activate first (repeatable).")] = None,
+    retries: Annotated[int | None, typer.Option(
+        "--retries", help="Automatic retries of a failed delivery (default: the hub's, 3).",
+    )] = None,
     by: Annotated[str, typer.Option("--by", help="Who orders this rollout.")] = "",
     email: Annotated[str, typer.Option("--email", help="Contact email.")] = "",
     var: VarOpt = None,
@@ -85,7 +88,7 @@ def create_command(
         raise UsageError("--by USER and --email ADDRESS are required")
     refuse_insecure_on_hub(hub, insecure)
     spec = parse_spec(waves=waves, success=success, error=error, approve_each=approve_each,
-                      canaries=_split_names(canary))  # checked before anything is built
+                      canaries=_split_names(canary), retries=retries)  # checked first
     read = read_manifest(manifest, var, env_file, None, from_env, None)
     client = remote_hub(hub, token)
     if client is not None:
@@ -97,7 +100,8 @@ def create_command(
                 "labels": dict(parse_labels(label or [])), "by": by, "email": email,
                 "vars": used, "manifest_name": str(manifest), "waves": waves,
                 "success_threshold": success, "error_threshold": error,
-                "approve_each": approve_each, "canaries": list(spec.canaries)}
+                "approve_each": approve_each, "canaries": list(spec.canaries),
+                **({"retries": retries} if retries is not None else {})}
         with client:
             doc = client.rollout_create(body)
     else:

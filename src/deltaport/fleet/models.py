@@ -475,3 +475,46 @@ class PatchBuild(Base):
     patch_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     done_at: Mapped[datetime | None] = mapped_column(default=None)
     built_by: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+class DeploymentRetry(Base):
+    """How often a deployment set's failed deliveries are retried (``--retries N``), and,
+    for a set made by a retry, the set it retries (``pipelines.retry``, issue 14)."""
+
+    __tablename__ = "deployment_retries"
+
+    deployment_set_id: Mapped[str] = mapped_column(
+        ForeignKey("deployment_sets.id"), primary_key=True
+    )
+    retries: Mapped[int | None] = mapped_column(Integer, default=None)  # None: the default
+    retry_of: Mapped[str | None] = mapped_column(
+        ForeignKey("deployment_sets.id"), default=None, index=True
+    )
+
+
+class DeliveryRetry(Base):
+    """The automatic retry of one failed image on one device of a deployment set.
+
+    ``state`` is a ``pipelines.retry_policy.RetryState``; ``retries_made`` counts the
+    retry deployments made (``retry_set_id`` is the newest).
+    """
+
+    __tablename__ = "delivery_retries"
+    __table_args__ = (
+        UniqueConstraint("deployment_set_id", "device_id", "image_id",
+                         name="uq_delivery_retries_set_device_image"),
+        Index("ix_delivery_retries_due", "state", "next_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_set_id: Mapped[str] = mapped_column(ForeignKey("deployment_sets.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    image_id: Mapped[str] = mapped_column(String(100))  # content identity (config digest)
+    state: Mapped[str] = mapped_column(String(20))
+    retries_made: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None] = mapped_column(default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)  # the last failure
+    retry_set_id: Mapped[str | None] = mapped_column(
+        ForeignKey("deployment_sets.id"), default=None
+    )
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

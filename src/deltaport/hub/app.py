@@ -23,6 +23,7 @@ from deltaport.hub.settings import HubServerSettings
 from deltaport.hub.toolkit import Toolkit, real_toolkit
 from deltaport.notify.email import Notifier, SmtpNotifier
 from deltaport.notify.hub import HubOutbox
+from deltaport.pipelines.retry import Retrier, load_retry_policy
 from deltaport.storage import open_store
 
 
@@ -41,14 +42,21 @@ def create_app(
     engine = init_db(settings.fleet.db_url, busy_timeout=settings.fleet.db_busy_timeout)
     if notifier is None and settings.fleet.smtp is not None:
         notifier = SmtpNotifier(settings.fleet.smtp)
-    outbox = HubOutbox(engine, settings.config_path, notifier, smtp=settings.fleet.smtp is not None)
+    store = open_store(settings.fleet.store, settings.fleet.store_dir,
+                       s3_endpoint=settings.fleet.s3_endpoint)
+    tools = toolkit if toolkit is not None else real_toolkit(settings)
+    policy = load_retry_policy(settings.config_path)  # automatic delivery retries
+    retrier = Retrier(tools.ranker, tools.builder, store, settings.fleet.data_dir / "retries",
+                      policy) if policy.retries else None
+    outbox = HubOutbox(engine, settings.config_path, notifier, smtp=settings.fleet.smtp is not None,
+                       retrier=retrier)
     state = HubState(
         settings=settings,
         engine=engine,
-        store=open_store(settings.fleet.store, settings.fleet.store_dir,
-                         s3_endpoint=settings.fleet.s3_endpoint),
+        store=store,
         notifier=outbox.notifier,
-        toolkit=toolkit if toolkit is not None else real_toolkit(settings),
+        toolkit=tools,
+        retry_policy=policy,
     )
 
     @asynccontextmanager

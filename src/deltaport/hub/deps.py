@@ -7,7 +7,7 @@ built once by the app factory and hung on ``app.state.hub``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +20,7 @@ from deltaport.hub.auth import bearer_token, device_for_token, operator_for_toke
 from deltaport.hub.settings import HubServerSettings, OperatorToken
 from deltaport.hub.toolkit import Toolkit
 from deltaport.notify.email import Notifier
+from deltaport.pipelines.retry_policy import RetryPolicy
 from deltaport.storage.base import BundleStore
 
 
@@ -32,6 +33,7 @@ class HubState:
     store: BundleStore
     notifier: Notifier | None
     toolkit: Toolkit
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)  # [retries] in hub.toml
 
 
 def get_hub(request: Request) -> HubState:

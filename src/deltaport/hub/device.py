@@ -123,6 +123,7 @@ def status(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
         store=hub.store,
         manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
         strict=False,
+        retry_policy=hub.retry_policy,
     )
     accepted = [r.message_id for r in result.results if r.outcome != "rejected"]
     rejected = [
@@ -245,6 +246,7 @@ def _bundle_missing(hub: HubState, device: Device, found: offers.BundleFile) -> 
         store=hub.store,
         manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
         strict=False,
+        retry_policy=hub.retry_policy,
     )
     body = error_body(StorageError.__name__, reason) | {"code": ErrorCode.BUNDLE_MISSING.value}
     return JSONResponse(body, status_code=410)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from deltaport.errors import DeltaportError, FormatError
 from deltaport.fleet import queries
@@ -47,6 +47,8 @@ class RolloutRequestDoc(BaseModel):
     error_threshold: str = Field(DEFAULT_ERROR, description="share (2%) or count (3) failed")
     approve_each: StrictBool = False
     canaries: list[str] = Field(default_factory=list, description="devices of wave 1, first")
+    retries: StrictInt | None = Field(None, description="automatic retries of a failed "
+                                      "delivery (default: the hub's [retries])")
 
 
 def _activator(hub: HubState) -> rollouts.Activator:
@@ -74,7 +76,7 @@ def create_rollout(
         raise FormatError("'by' and 'email' are required")
     spec = rollouts.parse_spec(waves=doc.waves, success=doc.success_threshold,
                                error=doc.error_threshold, approve_each=doc.approve_each,
-                               canaries=doc.canaries)
+                               canaries=doc.canaries, retries=doc.retries)
     order = DeployRequest(
         manifest=parse_manifest(doc.manifest.encode(), doc.vars, doc.manifest_name),
         requested_by=doc.by,

@@ -1,10 +1,12 @@
-"""The hub's outbox: durable email retry and webhooks, run in a background thread.
+"""The hub's outbox: durable email retry, webhooks and delivery retries, in a background
+thread.
 
 :class:`HubOutbox` is built by ``hub.app.create_app``: with SMTP configured, the hub's
 notifier becomes an :class:`OutboxNotifier` (sends at once; a failed email is queued
 for retry instead of being only logged); with ``[[webhooks]]`` in the hub config file,
-fleet events are bridged to webhook deliveries (``notify.bridge``). The thread starts
-and stops with the app's lifespan.
+fleet events are bridged to webhook deliveries (``notify.bridge``); with a
+:class:`~deltaport.pipelines.retry.Retrier`, failed deliveries due for an automatic
+retry are retried. The thread starts and stops with the app's lifespan.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from deltaport.notify.config import WebhookEndpoint, load_webhooks
 from deltaport.notify.email import Email, Notifier
 from deltaport.notify.events import EventKind, record
 from deltaport.notify.outbox import Dispatcher, OutboxSettings
+from deltaport.pipelines.retry import Retrier
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,14 @@ class HubOutbox:
         *,
         smtp: bool,
         settings: OutboxSettings | None = None,
+        retrier: Retrier | None = None,
     ) -> None:
         self.endpoints: tuple[WebhookEndpoint, ...] = load_webhooks(config_path)
         self.dispatcher = Dispatcher(engine, self.endpoints, notifier, settings)
         self.wake = threading.Event()
-        self.enabled = bool(self.endpoints) or (smtp and notifier is not None)
+        self.retrier = retrier  # automatic retries of failed deliveries (pipelines.retry)
+        self.enabled = bool(self.endpoints) or (smtp and notifier is not None) or (
+            retrier is not None)
         self.notifier: Notifier | None = notifier
         if smtp and notifier is not None:
             self.notifier = OutboxNotifier(engine, notifier, self.wake)
@@ -87,10 +93,14 @@ class HubOutbox:
             self._thread.join(timeout)
 
     def run_once(self) -> int:
-        """Bridge new fleet events (if webhooks are configured), then deliver what is due."""
+        """Make due delivery retries, bridge new fleet events (if webhooks are
+        configured), then deliver what is due; how much was done."""
+        busy = 0
+        if self.retrier is not None:
+            busy += len(self.retrier.run_once(self.dispatcher.engine))
         if self.endpoints:
             self._cursor = bridge.pump(self.dispatcher.engine, self.endpoints, self._cursor)
-        return self.dispatcher.run_once()
+        return busy + self.dispatcher.run_once()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -31,8 +31,9 @@ from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import ActivationMessage, DeviceMessage, StatusMessage
 from deltaport.fleet.states import MessageOutcome
 from deltaport.notify.email import Email, Notifier
-from deltaport.pipelines import rollouts
+from deltaport.pipelines import retry, rollouts
 from deltaport.pipelines.manifest_to_device import activate
+from deltaport.pipelines.retry_policy import RetryPolicy
 from deltaport.storage.base import BundleStore
 
 
@@ -103,6 +104,7 @@ def handle_status_messages(
     store: BundleStore | None = None,
     manifest_key: Path | None = None,
     strict: bool = False,
+    retry_policy: RetryPolicy | None = None,
 ) -> IngestResult:
     """Apply MESSAGES in one transaction, then activate completed sets and send emails.
 
@@ -110,7 +112,9 @@ def handle_status_messages(
     With STRICT, the first rejected message raises and nothing is applied (what
     `deltaport event apply` does by default); otherwise rejected messages are reported
     in the result and the others applied. Without STORE and MANIFEST_KEY (the hub's
-    manifest key file), completed sets are not activated.
+    manifest key file), completed sets are not activated. A newly failed image is
+    scheduled for an automatic retry under RETRY_POLICY (``pipelines.retry``); a set
+    made by a retry is neither activated nor mailed about (its original is).
 
     Raises:
         StateError: (strict) a message names an unknown device or deployment, or is
@@ -129,8 +133,13 @@ def handle_status_messages(
         ingest.write(session, changes)
         activation.write(session, decided)
         news = ingest.follow_up(session, changes)
-        completed = [(d.id, d.contact_email) for d in news.completed]
-        emails = [_failure_email(d.id, d.contact_email, c.message) for d, c in news.failed]
+        retry.schedule(session, [retry.Failure(d.id, c.device_id, c.message.image_id,
+                                               c.message.reason) for d, c in news.failed],
+                       retry_policy or RetryPolicy())
+        completed = [(d.id, d.contact_email) for d in news.completed
+                     if not retry.is_retry_set(session, d.id)]
+        emails = [_failure_email(d.id, d.contact_email, c.message) for d, c in news.failed
+                  if not retry.is_retry_set(session, d.id)]
         emails += [_activation_email(v.contact or "", v.message) for v in decided if v.newly_bad]
     activate_with = (store, manifest_key) if store is not None and manifest_key else None
     activated, more = _after_commit(engine, completed, activate_with)

@@ -38,6 +38,8 @@ from deltaport.pipelines.image_to_device import (
 )
 from deltaport.pipelines.interfaces import BundleBuilder, SourceRanker
 from deltaport.pipelines.manifest_to_device import activate, missing_images
+from deltaport.pipelines.retry import retries_doc, set_retries
+from deltaport.pipelines.retry_policy import check_retries
 from deltaport.rollout.plan import (
     FINISHED,
     RolloutAction,
@@ -81,6 +83,7 @@ class RolloutSpec:
     error: Threshold
     approve_each: bool = False
     canaries: tuple[str, ...] = ()
+    retries: int | None = None  # automatic retries of a failed delivery (None: the hub's)
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,7 @@ def rollout_doc(session: Session, rollout: Rollout) -> dict[str, Any]:
         "error_threshold": rollout.error_threshold,
         "approve_each": rollout.approve_each,
         "requested_by": rollout.requested_by,
+        "retries": retries_doc(session, rollout.deployment_set_id),
         "waves": [
             {
                 "wave": w.number,
@@ -361,7 +365,7 @@ def rollout_doc(session: Session, rollout: Rollout) -> dict[str, Any]:
 
 
 def parse_spec(*, waves: str, success: str, error: str, approve_each: bool = False,
-               canaries: Sequence[str] = ()) -> RolloutSpec:
+               canaries: Sequence[str] = (), retries: int | None = None) -> RolloutSpec:
     """The options of `rollout create` (or the API body) as a RolloutSpec. Raises UsageError."""
     return RolloutSpec(
         waves=parse_waves(waves),
@@ -369,6 +373,7 @@ def parse_spec(*, waves: str, success: str, error: str, approve_each: bool = Fal
         error=parse_threshold(error, what="--error-threshold"),
         approve_each=approve_each,
         canaries=tuple(dict.fromkeys(c for c in canaries if c)),
+        retries=None if retries is None else check_retries(retries),
     )
 
 
@@ -383,6 +388,8 @@ def deploy_in_waves(engine: Engine, request: DeployRequest, spec: RolloutSpec, *
     made: dict[str, Any] = {}
 
     def start(session: Session, result: DeployResult) -> None:
+        if spec.retries is not None:
+            set_retries(session, result.deployment_id, spec.retries)
         rollout, made["emails"] = create(
             session, set_id=result.deployment_id, spec=spec,
             requested_by=request.requested_by, contact_email=request.contact_email,
