@@ -36,6 +36,10 @@ class Asset:
 ASSETS = (
     Asset("htmx.org", "2.0.4", "package/dist/htmx.min.js", "htmx-2.0.4.min.js",
           "e209dda5c8235479f3166defc7750e1dbcd5a5c1808b7792fc2e6733768fb447"),
+    Asset("uplot", "1.6.32", "package/dist/uPlot.iife.min.js", "uPlot-1.6.32.iife.min.js",
+          "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f"),
+    Asset("uplot", "1.6.32", "package/dist/uPlot.min.css", "uPlot-1.6.32.min.css",
+          "df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04"),
 )
 
 

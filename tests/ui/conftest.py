@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 
@@ -9,7 +10,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from deltaport.fleet.queries import hash_token
 from deltaport.hub.app import create_app
+from deltaport.hub.settings import OperatorRole, OperatorToken
 from tests.hub.conftest import (  # noqa: F401
     OPERATOR_TOKEN,
     World,
@@ -46,4 +49,19 @@ def app_client(world: World) -> Iterator[TestClient]:  # noqa: F811
     """The hub app on SQLite through Starlette's TestClient (no session yet)."""
     app = create_app(world.settings(), toolkit=fake_toolkit(world.registry))
     with TestClient(app, follow_redirects=False) as client:
+        yield client
+
+
+VIEWER_TOKEN = "viewer-secret-token-for-tests-0123456789"  # as tests/ui/test_roles.py
+
+
+@pytest.fixture
+def ui(any_world: World) -> Iterator[TestClient]:  # noqa: F811
+    """The app on SQLite and PostgreSQL with an operator ``ops`` and a viewer ``vera``."""
+    settings = any_world.settings()
+    settings = dataclasses.replace(settings, operators=(
+        *settings.operators,
+        OperatorToken("vera", hash_token(VIEWER_TOKEN), OperatorRole.VIEWER)))
+    with TestClient(create_app(settings, toolkit=fake_toolkit(any_world.registry)),
+                    follow_redirects=False) as client:
         yield client

@@ -86,7 +86,8 @@ class Visit:
 @pytest.fixture(scope="module")
 def visit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Visit]:
     root = tmp_path_factory.mktemp("browser")
-    world = build_world(root / "data", f"sqlite:///{root / 'hub.db'}")
+    # bundles of 1.5 kB for images of 4 kB: the savings shown are the usual kind
+    world = build_world(root / "data", f"sqlite:///{root / 'hub.db'}", bundle_size=1500)
     engine = init_db(world.db_url)
     try:
         with session_scope(engine) as s:  # a name the CLI would refuse, as a raw row
@@ -150,6 +151,12 @@ def test_every_view_opens(visit: Visit) -> None:
     assert visit.text("count-in_transit") == "2"
     assert visit.text("bundles").count("1 device(s)") == 2  # one bundle per inventory
     visit.shot("image")
+    visit.driver.find_element(By.LINK_TEXT, "History").click()
+    WebDriverWait(visit.driver, 5).until(lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#chart-bytes[data-drawn=yes] canvas"))
+    assert len(visit.driver.find_elements(By.CSS_SELECTOR, ".chart canvas")) == 2  # uPlot drew
+    assert visit.text("total-arrived") == "0"
+    visit.shot("history")
     assert visit.csp_violations() == []  # htmx and the stylesheet live with the strict CSP
 
 

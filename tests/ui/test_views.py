@@ -7,11 +7,8 @@ the audit log.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -20,9 +17,7 @@ from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.models import AuditEntry, Device, DeviceImage, Event
 from deltaport.fleet.states import ImageEvent
-from deltaport.hub.app import create_app
-from deltaport.hub.settings import OperatorRole, OperatorToken
-from tests.hub.conftest import World, fake_toolkit
+from tests.hub.conftest import World
 from tests.ui.conftest import csrf_of, sign_in
 from tests.ui.test_roles import VIEWER_TOKEN
 
@@ -59,18 +54,6 @@ def _add_devices(world: World, names: list[str], labels: dict[str, str] | None =
                                  labels=labels or {}))
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def ui(any_world: World) -> Iterator[TestClient]:
-    """The app on SQLite and PostgreSQL with an operator ``ops`` and a viewer ``vera``."""
-    settings = any_world.settings()
-    settings = dataclasses.replace(settings, operators=(
-        *settings.operators,
-        OperatorToken("vera", fq.hash_token(VIEWER_TOKEN), OperatorRole.VIEWER)))
-    with TestClient(create_app(settings, toolkit=fake_toolkit(any_world.registry)),
-                    follow_redirects=False) as client:
-        yield client
 
 
 def test_the_numbers_shown_are_the_databases(ui: TestClient, any_world: World) -> None:

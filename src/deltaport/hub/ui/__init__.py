@@ -21,6 +21,7 @@ from deltaport.hub.ui import (
     views_deployments,
     views_devices,
     views_fleet,
+    views_history,
     views_images,
 )
 from deltaport.hub.ui.web import PREFIX, NotSignedIn, query_value, redirect
@@ -41,5 +42,5 @@ def install(app: FastAPI) -> None:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(static)), name="ui-static")
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     for module in (views_auth, views_fleet, views_deployments, views_devices, views_images,
-                   views_actions):
+                   views_history, views_actions):
         app.include_router(module.router)

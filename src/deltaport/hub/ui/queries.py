@@ -112,7 +112,7 @@ def bundle_pull_bytes(bundle: Bundle, layers: dict[str, list[tuple[str, int]]]) 
                if diff_id not in have)
 
 
-def _layers(session: Session, image_ids: set[str]) -> dict[str, list[tuple[str, int]]]:
+def image_layers(session: Session, image_ids: set[str]) -> dict[str, list[tuple[str, int]]]:
     """Image ID → its (diff_id, uncompressed size) layers."""
     out: dict[str, list[tuple[str, int]]] = {}
     for image_id, diff_ids, sizes in session.execute(
@@ -137,7 +137,7 @@ def savings(session: Session, *, device_id: int | None = None) -> tuple[int, int
     if not per_bundle:
         return 0, 0, 0.0
     bundles = session.scalars(select(Bundle).where(Bundle.id.in_(per_bundle))).all()
-    layers = _layers(session, {t for b in bundles for t in b.targets})
+    layers = image_layers(session, {t for b in bundles for t in b.targets})
     sent = pulled = 0
     saved = 0.0
     for b in bundles:
@@ -402,6 +402,6 @@ def image_bundles(session: Session, image_id: str, limit: int = 100) -> list[Bun
         select(BundleDevice.bundle_id, func.count())
         .where(BundleDevice.bundle_id.in_([b.id for b in found]))
         .group_by(BundleDevice.bundle_id)).tuples().all())
-    layers = _layers(session, {t for b in found for t in b.targets})
+    layers = image_layers(session, {t for b in found for t in b.targets})
     return [BundleRow(b.key, b.size, bundle_pull_bytes(b, layers), int(counts.get(b.id, 0)),
                       b.created_at) for b in found]

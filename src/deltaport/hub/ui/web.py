@@ -11,7 +11,7 @@ A request without a live session gets no data: :func:`signed_in` raises
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
@@ -103,13 +103,18 @@ def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
 
 
+def epoch(value: int) -> str:
+    """Unix seconds as the dashboard shows a time."""
+    return when(datetime.fromtimestamp(value, UTC))
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("deltaport.hub.ui", "templates"),
         autoescape=select_autoescape(["html"], default=True),
     )
     env.filters.update(seg=path_segment, q=query_value, bytes=human_bytes,
-                       secs=human_seconds, when=when)
+                       secs=human_seconds, when=when, epoch=epoch)
     env.globals.update(prefix=PREFIX, poll=CONFIG.poll_seconds)
     return env
 
