@@ -1,18 +1,16 @@
-"""The history page's time series (SQLite and PostgreSQL) and the vendored chart assets."""
+"""The history page's time series, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 from fastapi.testclient import TestClient
 
 from deltaport.fleet import queries as fq
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.states import ImageEvent
-from tests.hub.conftest import ROOT, World
+from tests.hub.conftest import World
 from tests.ui.conftest import sign_in
 
 
@@ -56,11 +54,3 @@ def test_transfers_and_bytes_per_bucket(ui: TestClient, any_world: World) -> Non
     odd = ui.get("/ui/history?period=1y&every=week")
     assert odd.status_code == 200 and "24h" in odd.text  # unknown choices fall back
 
-
-def test_the_vendored_assets_match_their_pins() -> None:
-    done = subprocess.run([sys.executable, "scripts/vendor_ui_assets.py", "--check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "uPlot-1.6.32.iife.min.js: ok" in done.stdout and "htmx-2.0.4.min.js: ok" in done.stdout
-    vendor = ROOT / "src/deltaport/hub/ui/static/vendor"
-    assert "MIT License" in (vendor / "uplot-1.6.32.LICENSE").read_text()
