@@ -135,7 +135,7 @@ def wait_for(check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
 
 
 @pytest.fixture
-def jobs_fleet(postgres: PostgresServer, registry: Registry,  # noqa: F811
+def jobs_fleet(postgres: PostgresServer, module_registry: Registry,  # noqa: F811
                tmp_path: Path) -> Iterator[JobsFleet]:
     db_url = postgres.url(postgres.new_database())
     home = tmp_path / "home"
@@ -143,7 +143,7 @@ def jobs_fleet(postgres: PostgresServer, registry: Registry,  # noqa: F811
     (home / "config.toml").write_text(f'db = "{db_url}"\nbuilds = "workers"\n')
     generate_keypair(home / "keys")
     opts = TransportOptions(insecure=True)
-    upstream_host, upstream_port = registry.host.split(":")
+    upstream_host, upstream_port = module_registry.host.split(":")
     proxy = TcpProxy((upstream_host, int(upstream_port))).start()
     host = f"127.0.0.1:{proxy.port}"
     engine = init_db(db_url)

@@ -4,12 +4,11 @@
 :class:`~deltaport.fleet.models.QueuedDeployment` (state ``building``) with one
 :class:`~deltaport.fleet.models.PatchBuild` row per distinct layer patch, and defers
 one ``build_patch`` job per patch not yet in the shared cache, with the patch key as
-both its ``queueing_lock`` (a second deployment needing it while it waits adds no job)
-and its ``lock`` (a job for it enqueued while another runs waits, then finds it
-built). :func:`mark_done` is called by the job once the patch is shared; it returns
-the deployments whose every patch is then done, for ``assemble_deployment``
-(:func:`assemble`), which runs the deploy pipeline (every patch a cache hit) and
-records the set under the queued id.
+its ``lock`` (a job for it enqueued while another runs waits, then finds it built),
+unless a job for it waits already (:func:`defer_build`). :func:`mark_done` is called
+by the job once the patch is shared; it returns the deployments whose every patch is
+then done, for ``assemble_deployment`` (:func:`assemble`), which runs the deploy
+pipeline (every patch a cache hit) and records the set under the queued id.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from enum import StrEnum
 from typing import Any
 
 from procrastinate import App
-from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
@@ -143,24 +141,28 @@ def enqueue_deploy(
 
 
 def defer_build(app: App, job: PatchJob) -> int | None:
-    """Enqueue JOB's build unless one for the same patch waits already (then None)."""
-    try:
-        return app.configure_task(BUILD_PATCH, lock=job.key, queueing_lock=job.key).defer(
-            **job.to_args()
-        )
-    except AlreadyEnqueued:
-        return None
+    """Enqueue JOB's build unless one for the same patch waits already (then None).
+
+    The patch key is the job's ``lock``: jobs for one patch run one after the other,
+    and the later ones find it built. It is not its ``queueing_lock``: procrastinate
+    retries a job by putting it back to ``todo``, which violates that unique index when
+    another deployment enqueued the same patch meanwhile, and the job then stays
+    ``doing``, holding its lock, for good (seen in the race test). Waiting jobs are
+    looked up instead; two deploys enqueueing at the very same moment may both add one.
+    """
+    return _defer_once(app, BUILD_PATCH, job.key, job.to_args())
 
 
 def defer_assemble(app: App, set_id: str) -> int | None:
-    """Enqueue the assembly of SET_ID unless it waits already (then None)."""
-    lock = f"assemble:{set_id}"
-    try:
-        return app.configure_task(ASSEMBLE, lock=lock, queueing_lock=lock).defer(
-            deployment_id=set_id
-        )
-    except AlreadyEnqueued:
+    """Enqueue the assembly of SET_ID unless one waits already (then None); it is
+    idempotent, so a second one that slips in finds the set recorded."""
+    return _defer_once(app, ASSEMBLE, f"assemble:{set_id}", {"deployment_id": set_id})
+
+
+def _defer_once(app: App, task: str, lock: str, args: dict[str, Any]) -> int | None:
+    if app.job_manager.list_jobs(task=task, lock=lock, status="todo"):
         return None
+    return app.configure_task(task, lock=lock).defer(**args)
 
 
 def mark_done(engine: Engine, key: str, built_by: str | None) -> list[str]:

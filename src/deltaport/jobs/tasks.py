@@ -42,7 +42,7 @@ from deltaport.storage.base import BundleStore
 log = logging.getLogger(__name__)
 
 RUNTIME = "deltaport_runtime"  # the worker context key holding the Runtime
-ASSEMBLE_ATTEMPTS = 3  # a StateError (the world moved) re-plans this many times, then fails
+ASSEMBLE_ATTEMPTS = 5  # a StateError (the world moved) re-plans this many times, then fails
 
 
 @dataclass(frozen=True)
