@@ -77,6 +77,12 @@ def test_demo_delivers_every_image_verified(tmp_path: Path) -> None:
         assert "exited with code 3" in device["deployments"][2]["reason"] or \
             "restarting" in device["deployments"][2]["reason"], device
     assert "rolled_back" in done.stdout
+    # v2 went out as a rollout: staged everywhere, the canary first, then the others
+    rollout = doc["rollout"]
+    assert rollout["state"] == "complete", rollout
+    assert [sorted(w["devices"]) for w in rollout["waves"]] == [["dev-a"], ["dev-b", "dev-c"]]
+    assert [w["active"] for w in rollout["waves"]] == [1, 2], rollout
+    assert f"rollout {rollout['id']}: complete; wave 1 dev-a: 1/1 active" in done.stdout
     assert not _ours(keep), "processes left running"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deltaport.demo.fleet import AgentFiles, DeviceSetup
 from deltaport.demo.images import DemoSizes
@@ -73,3 +74,4 @@ class DemoResult:
     problems: list[str] = field(default_factory=list)
     outcomes: list[DeviceOutcome] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)  # image ID → tag
+    rollout: dict[str, Any] | None = None  # the status document of v2's rollout

@@ -88,12 +88,35 @@ def _module(attrs: Mapping[str, Any]) -> RunningModule:
         version=int(labels.get(LABEL_VERSION, 0) or 0))
 
 
+def rollout_summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The rollout part of the report: its state, why, and each wave's outcome (pure)."""
+    return {
+        "id": doc["rollout"],
+        "deployment": doc["deployment"],
+        "state": doc["state"],
+        "reason": doc.get("reason"),
+        "waves": [{k: w[k] for k in ("wave", "devices", "delivered", "active", "failed",
+                                     "started")} for w in doc["waves"]],
+    }
+
+
+def rollout_line(doc: Mapping[str, Any]) -> str:
+    """``rollout r-…: complete; wave 1 dev-a: 1/1 active; wave 2 …`` for the console."""
+    waves = "; ".join(f"wave {w['wave']} {', '.join(w['devices'])}: {w['active']}/"
+                      f"{len(w['devices'])} active" + (f", {w['failed']} failed"
+                                                       if w["failed"] else "")
+                      for w in doc["waves"])
+    return f"rollout {doc['rollout']}: {doc['state']}; {waves}"
+
+
 def report_document(devices: Sequence[DeviceOutcome], ok: bool,
-                    problems: Sequence[str] = ()) -> dict[str, Any]:
+                    problems: Sequence[str] = (),
+                    rollout: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``--report FILE`` document (pure)."""
     return {
         "ok": ok,
         "problems": list(problems),
+        "rollout": rollout_summary(rollout) if rollout is not None else None,
         "devices": [
             {
                 "name": d.name,

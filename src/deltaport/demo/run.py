@@ -7,8 +7,9 @@ an SMTP server for the requester's email, and one agent process per device
 that drops connections at random (:mod:`deltaport.demo.link`). The devices start
 from different inventories (:mod:`deltaport.demo.fleet`). Through the hub's operator
 API it registers v1 and v2 of a realistic image, deploys v1, and — once v1 is on
-every device and the deployment is activated — v2; it shows live progress, then a
-table of what crossed each link next to what a layer pull would have cost.
+every device and the deployment is activated — v2, as a rollout in two waves (staged
+everywhere, activated on the first device, then on the others); it shows live progress,
+then a table of what crossed each link next to what a layer pull would have cost.
 
 It fails (a :class:`~deltaport.errors.DeltaportError`, so a non-zero exit) unless
 every image arrived verified: the image ID in each device registry equals the
@@ -27,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -49,6 +50,7 @@ from deltaport.demo.mail import MailCatcher, Received
 from deltaport.demo.model import DemoImage, DemoOptions, DemoResult, Device
 from deltaport.demo.outcome import (
     report_document,
+    rollout_line,
     runtime_table,
 )
 from deltaport.demo.podman import Engine, run_podman_service
@@ -72,6 +74,7 @@ from deltaport.oci import TransportOptions, copy_image
 from deltaport.pipelines.image_to_device import bundle_store_key
 
 POLL_SECONDS = 0.5  # how often the demo asks the hub how things stand
+ROLLOUT_TAG = "v2"  # deployed as a rollout: the first device is the canary, then the rest
 FAULTS = ("corrupt-bundle",)
 T = TypeVar("T")
 
@@ -237,10 +240,20 @@ class _Phase:
     already: set[str]  # devices that had the image at deploy time
     arrived: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    rollout: str | None = None  # the rollout activating it wave by wave
+
+
+def _roll_out(hub: HubClient, manifest: Path, devices: list[Device]) -> dict[str, Any]:
+    """Stage MANIFEST on every device, activate it in two waves: the canary, then the rest."""
+    return hub.rollout_create({
+        "manifest": manifest.read_text(), "devices": [d.name for d in devices],
+        "canaries": [devices[0].name], "waves": "1%,100%", "success_threshold": "100%",
+        "error_threshold": "1", "by": "demo", "email": REQUESTER_EMAIL,
+        "manifest_name": manifest.name})
 
 
 def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveView,
-            work: Path, hub_dir: Path, fault: str | None) -> _Phase:
+            work: Path, hub_dir: Path, fault: str | None, waves: bool = False) -> _Phase:
     """Write the compose file, deploy it to every device (the hub builds the bundles)."""
     manifest = work / "manifests" / f"app-{image.tag}.compose.yml"
     manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -251,10 +264,17 @@ def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveV
     link_start = {d.name: d.link.bytes_down for d in devices}  # agents may start before we hear
     if fault:
         victim.link.set_outage(True)  # the victim must not fetch before the bundle is spoilt
+    rollout = None
     try:
-        plan = _while_refreshing(view, lambda: hub.deploy(
-            manifest.read_text(), by="demo", email=REQUESTER_EMAIL,
-            devices=[d.name for d in devices], manifest_name=manifest.name))
+        if waves:
+            made = _while_refreshing(view, lambda: _roll_out(hub, manifest, devices))
+            plan, rollout = made["plan"], str(made["rollout"])
+            view.console.print(f"rollout {rollout}: {image.repo_tag} staged on every device, "
+                               f"activated on {devices[0].name} first, then the others")
+        else:
+            plan = _while_refreshing(view, lambda: hub.deploy(
+                manifest.read_text(), by="demo", email=REQUESTER_EMAIL,
+                devices=[d.name for d in devices], manifest_name=manifest.name))
         if fault == "corrupt-bundle":
             for row in plan["devices"]:
                 if row["device"] == victim.name and row["bundles"]:
@@ -271,6 +291,7 @@ def _deploy(hub: HubClient, image: DemoImage, devices: list[Device], view: LiveV
         link_start=link_start,
         planned={name: int(r["bytes"]) for name, r in rows.items()},
         already={name for name, r in rows.items() if r["present"] and not r["sending"]},
+        rollout=rollout,
     )
 
 
@@ -370,9 +391,14 @@ def _phases(hub: HubClient, devices: list[Device],
         blobs = layer_blobs(image.ref, transport)
         have = {d.name: _device_have(d, transport) for d in devices}
         phase = _deploy(hub, image, devices, view, work, hub_dir,
-                        options.fault if tag == "v1" else None)
+                        options.fault if tag == "v1" else None, waves=tag == ROLLOUT_TAG)
         result.deployments.append(phase.deployment)
         _watch(hub, phase, devices, view, options.timeout)
+        if phase.rollout is not None:
+            result.rollout = _settled_rollout(hub, phase.rollout)
+            if result.rollout["state"] != "complete":
+                result.problems.append(f"rollout {phase.rollout} is {result.rollout['state']}: "
+                                       f"{result.rollout.get('reason')}")
         result.deliveries.extend(_deliveries(phase, devices, blobs, have))
         for name, reason in sorted(phase.failed.items()):
             result.problems.append(f"{name}: {image.repo_tag} failed: {reason}")
@@ -383,6 +409,17 @@ def _phases(hub: HubClient, devices: list[Device],
                                    f"within {options.timeout:.0f} s")
         if result.problems:
             return
+
+
+def _settled_rollout(hub: HubClient, rollout: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The rollout's status once it stopped moving (its last wave's reports counted)."""
+    deadline = time.monotonic() + timeout
+    doc = hub.rollout(rollout)
+    while doc["state"] not in ("complete", "paused", "cancelled") and \
+            time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        doc = hub.rollout(rollout)
+    return doc
 
 
 def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult:
@@ -439,7 +476,8 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
         _show(console, result, options)
         if options.report is not None:
             write_atomic(options.report, json.dumps(
-                report_document(result.outcomes, not result.problems, result.problems),
+                report_document(result.outcomes, not result.problems, result.problems,
+                                result.rollout),
                 indent=2).encode())
     if result.problems:
         raise IntegrityError("not every image arrived verified:\n  "
@@ -455,6 +493,8 @@ def _show(console: Console, result: DemoResult, options: DemoOptions) -> None:
     console.print(f"bundles: {human_bytes(sent)} in all; a layer pull would have moved "
                   f"{human_bytes(pulled)} ({duration(pulled * 8 / options.link_bps)} at the "
                   "link rate if it never dropped: a pull restarts the layer when it does)")
+    if result.rollout is not None:
+        console.print(rollout_line(result.rollout), highlight=False)
     for email in result.emails:
         console.print(f"email to {', '.join(email.to)}: [italic]{email.subject}[/]")
     for problem in result.problems:
