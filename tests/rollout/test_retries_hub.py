@@ -63,3 +63,26 @@ def test_the_hub_retries_a_failed_delivery_by_itself(world: World, tmp_path: Pat
             assert original is not None and original.state == "failed"  # dev-2 still waits
     finally:
         engine.dispose()
+
+
+def test_a_deployment_carries_its_retries(world: World) -> None:
+    import httpx
+
+    from deltaport.fleet.models import DeploymentRetry
+    from tests.hub.conftest import OPERATOR_TOKEN, REGISTRY
+
+    body = {"manifest": f"services:\n  app:\n    image: {REGISTRY}/demo/app:v1\n",
+            "devices": ["dev-2"], "by": "ops", "email": "ops@example.com"}
+    with hub_in_thread(world.settings(), toolkit=fake_toolkit(world.registry)) as url, \
+            httpx.Client(base_url=url, timeout=30,
+                         headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}) as ops:
+        assert ops.post("/api/v1/deployments", json={**body, "retries": 99}).status_code == 400
+        answer = ops.post("/api/v1/deployments", json={**body, "retries": 1})
+        assert answer.status_code == 200, answer.text
+    engine = init_db(world.db_url)
+    try:
+        with session_scope(engine) as s:
+            row = s.get(DeploymentRetry, answer.json()["deployment"])
+            assert row is not None and row.retries == 1 and row.retry_of is None
+    finally:
+        engine.dispose()

@@ -95,6 +95,9 @@ def deploy_command(
         typer.Option("--unsigned", help="Send unsigned bundles when there is no signing key "
                      "(only devices without trusted keys take them)."),
     ] = False,
+    retries: Annotated[int | None, typer.Option(
+        "--retries", help="Automatic retries of a failed delivery (default: the hub's, 3)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
@@ -105,6 +108,10 @@ def deploy_command(
 
     if not by or not email:
         raise UsageError("--by USER and --email ADDRESS are required")
+    if retries is not None:
+        from deltaport.pipelines.retry_policy import check_retries
+
+        check_retries(retries)
     refuse_insecure_on_hub(hub, insecure)
     if hub and (profile or file_over):
         raise UsageError(
@@ -129,9 +136,9 @@ def deploy_command(
     client = remote_hub(hub, token)
     if client is not None:
         with client:
-            doc = _deploy_on_hub(client, request, data, variables, str(manifest))
+            doc = _deploy_on_hub(client, request, data, variables, str(manifest), retries)
     else:
-        doc = _deploy_here(ctx, request, insecure, progress=not as_json)
+        doc = _deploy_here(ctx, request, insecure, progress=not as_json, retries=retries)
     _print(doc, as_json)
 
 
@@ -141,6 +148,7 @@ def _deploy_on_hub(
     data: bytes,
     variables: Mapping[str, str],
     manifest_name: str,
+    retries: int | None = None,
 ) -> dict[str, Any]:
     """POST the manifest with only the values it may use (not this whole environment)."""
     from deltaport.manifests.interpolation import referenced_names
@@ -158,11 +166,13 @@ def _deploy_on_hub(
         manifest_name=manifest_name,
         priority=request.priority,
         unsigned=request.unsigned,
+        retries=retries,
     )
 
 
 def _deploy_here(
-    ctx: typer.Context, request: DeployRequest, insecure: bool, *, progress: bool
+    ctx: typer.Context, request: DeployRequest, insecure: bool, *, progress: bool,
+    retries: int | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline on the local database: bundles built here, or (``builds =
     "workers"`` on PostgreSQL) enqueued for `deltaport worker`, returning at once."""
@@ -179,7 +189,8 @@ def _deploy_here(
             result = deploy_via_workers(engine, s, request, ranker=SignatureRanker(),
                                         builder=_builder(s, insecure), store=store_for(s))
         else:
-            result = _build_here(s, engine, request, insecure, progress=progress)
+            result = _build_here(s, engine, request, insecure, progress=progress,
+                                 retries=retries)
         with session_scope(engine) as session:
             audit.record_local(session, audit.AuditAction.DEPLOY, result.deployment_id)
     finally:
@@ -188,11 +199,13 @@ def _deploy_here(
 
 
 def _build_here(
-    s: Settings, engine: Engine, request: DeployRequest, insecure: bool, *, progress: bool
+    s: Settings, engine: Engine, request: DeployRequest, insecure: bool, *, progress: bool,
+    retries: int | None = None,
 ) -> DeployResult:
     """The deploy pipeline in this process, with a progress bar while bundles build."""
     from deltaport.pipelines.adapters import SignatureRanker
     from deltaport.pipelines.image_to_device import deploy
+    from deltaport.pipelines.retry import retries_recorder
 
     with (
         tempfile.TemporaryDirectory(prefix="deploy-", dir=_work_parent(s)) as work,
@@ -208,6 +221,7 @@ def _build_here(
             work_dir=Path(work),
             progress=lambda done, total, _key: bar.update(task, completed=done, total=total),
             manifest_key=manifest_key_for(s),
+            on_recorded=retries_recorder(retries),
         )
 
 

@@ -147,6 +147,7 @@ class HubClient:
         manifest_name: str = "manifest",
         priority: int = 0,
         unsigned: bool = False,
+        retries: int | None = None,
     ) -> dict[str, Any]:
         """``deltaport deploy``: the deployment set and each device's plan.
 
@@ -163,6 +164,7 @@ class HubClient:
             "manifest_name": manifest_name,
             "priority": priority,
             "unsigned": unsigned,
+            **({"retries": retries} if retries is not None else {}),
         }
         result: dict[str, Any] = self._call("POST", "/deployments", json=body)
         return result

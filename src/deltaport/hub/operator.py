@@ -34,6 +34,8 @@ from deltaport.pipelines.image_to_device import (
 )
 from deltaport.pipelines.manifest import parse_manifest
 from deltaport.pipelines.manifest_to_device import activate, activation_doc, manifest_key_path
+from deltaport.pipelines.retry import retries_recorder
+from deltaport.pipelines.retry_policy import check_retries
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=schemas.ERRORS)
@@ -60,6 +62,8 @@ def create_deployment(
     doc = parse_body(schemas.DeployRequestDoc, body)
     if not doc.by or not doc.email:
         raise FormatError("'by' and 'email' are required")
+    if doc.retries is not None:
+        check_retries(doc.retries)
     order = DeployRequest(
         manifest=parse_manifest(doc.manifest.encode(), doc.vars, doc.manifest_name),
         requested_by=doc.by,
@@ -86,6 +90,7 @@ def create_deployment(
             store=hub.store,
             work_dir=Path(work),
             manifest_key=manifest_key_path(hub.settings.fleet.keys_dir),
+            on_recorded=retries_recorder(doc.retries),
         )
     note_target(request, result.deployment_id)
     return deploy_result_doc(result)

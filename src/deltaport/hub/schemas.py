@@ -191,6 +191,8 @@ class DeployRequestDoc(BaseModel):
     )
     unsigned: StrictBool = Field(
         False, description="a hub without a signing key may send unsigned bundles")
+    retries: StrictInt | None = Field(
+        None, description="automatic retries of a failed delivery (default: the hub's)")
 
 
 class RegisterImageDoc(BaseModel):

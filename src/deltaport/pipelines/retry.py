@@ -20,7 +20,7 @@ the same one; a claim older than ``LEASE`` (a hub died meanwhile) is taken again
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,6 +122,19 @@ def set_retries(session: Session, set_id: str, retries: int) -> None:
         session.add(DeploymentRetry(deployment_set_id=set_id, retries=retries))
     else:
         row.retries = retries
+
+
+def retries_recorder(retries: int | None) -> Callable[[Session, DeployResult], None] | None:
+    """An ``on_recorded`` hook for ``deploy`` that records ``--retries RETRIES`` with the set
+    (None when RETRIES is None: the hub's default applies)."""
+    if retries is None:
+        return None
+    count = retries
+
+    def record(session: Session, result: DeployResult) -> None:
+        set_retries(session, result.deployment_id, count)
+
+    return record
 
 
 def policy_of(session: Session, set_id: str, base: RetryPolicy) -> RetryPolicy:
