@@ -117,8 +117,13 @@ def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: Job
     assert deployed["state"] == "building" and deployed["devices"] == []
     building = cli("status", "deployment", set_id)
     assert building["state"] == "building" and building["builds"] == {"done": 0, "total": 3}
+    human = subprocess.run([str(DELTAPORT), "--data-dir", str(fleet.home), "deploy", str(compose),
+                            "--devices", "c", "--by", "ci", "--email", "ops@example.com"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert human.returncode == 0 and " building: " in human.stdout, human.stderr
     fleet.start_worker("w")
     fleet.wait_state(set_id)
+    fleet.wait_state(human.stdout.split()[1])
     recorded = cli("status", "deployment", set_id)
     assert recorded["state"] == "pending" and recorded["builds"] == {"done": 3, "total": 3}
     assert [d["device"] for d in recorded["devices"]] == ["b"]

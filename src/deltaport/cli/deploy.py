@@ -235,6 +235,10 @@ def _print(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(doc)
         return
+    if doc["state"] == "building":  # builds = "workers": nothing planned per device yet
+        typer.echo(f"deployment {doc['deployment']} building: its patches are built by "
+                   f"`deltaport worker`; see deltaport status deployment {doc['deployment']}")
+        return
     print_table(
         f"deployment {doc['deployment']} ({doc['state']}, priority {doc.get('priority', 0)})",
         ["device", "images sent", "bundles", "size", "link", "est. time"],
