@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,7 @@ from deltaport.errors import StateError, StorageError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds SQLite waits on a lock before giving up
+MIGRATION_LOCK = 0x64656C7461  # PostgreSQL advisory lock key held while migrating
 
 
 def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
@@ -108,8 +109,26 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     Raises:
         StorageError: the database is locked, missing or unreachable.
     """
-    with db_errors(engine):
+    with db_errors(engine), _migration_lock(engine):
         command.upgrade(alembic_config(engine), revision)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, one process migrates at a time; the others wait, then find it done.
+
+    Several hubs started together on a new database would otherwise run the same DDL
+    at once and deadlock on its locks (seen: hangs for good). SQLite locks the file.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
 
 
 def init_db(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
