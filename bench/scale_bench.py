@@ -16,8 +16,8 @@ Measures, on a throwaway PostgreSQL 15 (or --pg-url):
 - ``status_messages_per_second``: the devices report their deployed images ``present``
   through nginx, one request per device with its messages (a device may only report for
   itself), over ``--concurrency`` connections back to back for ``--seconds`` (target
-  >= 10,000). The last report of a device completes its set: the hub then signs and
-  publishes its desired manifest, as in the field.
+  >= 10,000). Each report marks the device arrived in the deployment set once it has
+  every image; the set (all the devices) completes with the last one.
 - With ``--messages N``, also ``status_ingest_per_second_in_process``: N messages through
   ``handle_status_messages`` in this process in batches of ``--batch`` (no HTTP).
 
@@ -154,7 +154,7 @@ def hubs_behind_nginx(work: Path, db_url: str, hubs: int) -> Iterator[str]:
     data_dir = work / "hub"
     generate_keypair(data_dir / "keys", "manifest")  # activation signs desired manifests
     ports = [free_port() for _ in range(hubs)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}  # this tree's code
     procs: list[subprocess.Popen[bytes]] = []
     with ExitStack() as stack:
         stack.callback(lambda: [stop_process(p, timeout=10) for p in procs])
@@ -186,7 +186,8 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 def described(out: Outcome) -> dict[str, Any]:
     return {"requests_ok": out.ok, "statuses": {str(k): v for k, v in out.statuses.items()},
-            "errors": out.errors, "seconds": round(out.seconds, 2),
+            "errors": out.errors, "unanswered": out.unanswered,
+            "seconds": round(out.seconds, 2),
             "p50_ms": out.percentile_ms(50), "p99_ms": out.percentile_ms(99),
             "max_ms": out.percentile_ms(100)}
 

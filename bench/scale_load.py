@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 CONNECT_TIMEOUT_S = 5.0
 ANSWER_TIMEOUT_S = 30.0
+GRACE_S = 30.0  # an open-loop run waits this long past its schedule for the last answers
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,20 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     errors: int = 0
+    unanswered: int = 0  # open loop: still waiting when the grace ran out
 
     @property
     def ok(self) -> int:
         return sum(n for s, n in self.statuses.items() if 200 <= s < 300)
 
     def percentile_ms(self, p: float) -> float | None:
-        if not self.latencies:
+        """The P-th percentile of the answered latencies and the unanswered ones (counted as
+        endless: None when the percentile falls among them)."""
+        ranked = sorted(self.latencies) + [float("inf")] * self.unanswered
+        if not ranked:
             return None
-        ranked = sorted(self.latencies)
-        return round(1000 * ranked[min(len(ranked) - 1, int(p / 100 * len(ranked)))], 1)
+        value = ranked[min(len(ranked) - 1, int(p / 100 * len(ranked)))]
+        return None if value == float("inf") else round(1000 * value, 1)
 
 
 class _Conn:
@@ -148,7 +153,13 @@ async def _open(url: str, calls: Sequence[Call], rate: float, limit_s: float,
             break
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
         tasks.append(asyncio.create_task(_one(pool, url, call, out, at)))
-    await asyncio.gather(*tasks)
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=max(1.0, t0 + limit_s + GRACE_S
+                                                         - time.perf_counter()))
+        for task in late:  # still unanswered after the grace: counted, not waited for
+            task.cancel()
+        out.unanswered = len(late)
+        await asyncio.gather(*late, return_exceptions=True)
     out.seconds = time.perf_counter() - t0
     await _drain(pool)
     return out
@@ -168,5 +179,9 @@ def closed_loop(url: str, calls: Sequence[Call], *, concurrency: int, limit_s: f
 
 def open_loop(url: str, calls: Sequence[Call], *, rate: float, limit_s: float,
               max_conns: int = 64) -> Outcome:
-    """Start CALLS at RATE per second for at most LIMIT_S; latency from each scheduled start."""
+    """Start CALLS at RATE per second for at most LIMIT_S; latency from each scheduled start.
+
+    Answers still missing GRACE_S after the schedule ends are cancelled and counted as
+    ``unanswered`` (as endless latencies in the percentiles).
+    """
     return asyncio.run(_open(url, calls, rate, limit_s, max_conns))
