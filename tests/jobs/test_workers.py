@@ -105,11 +105,11 @@ def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: Job
     compose = fleet.home / "compose.yaml"
     compose.write_text(f"services:\n  app:\n    image: {fleet.host}/app:2\n")
 
-    def cli(*args: str) -> dict[str, Any]:
+    def cli(*args: str) -> Any:
         done = subprocess.run([str(DELTAPORT), "--data-dir", str(fleet.home), *args, "--json"],
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        return cast(dict[str, Any], json.loads(done.stdout))
+        return json.loads(done.stdout)
 
     deployed = cli("deploy", str(compose), "--devices", "b", "--by", "ci",
                    "--email", "ops@example.com")
@@ -117,6 +117,9 @@ def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: Job
     assert deployed["state"] == "building" and deployed["devices"] == []
     building = cli("status", "deployment", set_id)
     assert building["state"] == "building" and building["builds"] == {"done": 0, "total": 3}
+    listed = cli("status", "deployments")
+    assert [(d["id"], d["state"]) for d in cast(list[dict[str, Any]], listed)] == [
+        (set_id, "building")]
     human = subprocess.run([str(DELTAPORT), "--data-dir", str(fleet.home), "deploy", str(compose),
                             "--devices", "c", "--by", "ci", "--email", "ops@example.com"],
                            capture_output=True, text=True, timeout=60, check=False)
@@ -127,6 +130,8 @@ def test_cli_deploy_returns_building_and_status_shows_the_builds(jobs_fleet: Job
     recorded = cli("status", "deployment", set_id)
     assert recorded["state"] == "pending" and recorded["builds"] == {"done": 3, "total": 3}
     assert [d["device"] for d in recorded["devices"]] == ["b"]
+    listed = {d["id"]: d["state"] for d in cli("status", "deployments")}
+    assert listed[set_id] == "pending" and len(listed) == 2  # once, as a recorded set
     assert recorded["devices"][0]["images"] == {f"{fleet.host}/app:2": "in_transit"}
 
 

@@ -309,11 +309,12 @@ def image_status(session: Session, reference: str) -> dict[str, Any]:
 def deployments(
     session: Session, *, by: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    """Recent deployment sets, newest first, optionally only those ordered by BY."""
+    """Recent deployment sets, newest first, optionally only those ordered by BY; with
+    the deployments still building in workers (or failed so), not recorded as sets."""
     query = select(DeploymentSet).order_by(DeploymentSet.created_at.desc()).limit(limit)
     if by:
         query = query.where(DeploymentSet.requested_by == by)
-    return [
+    rows = [
         {
             "id": s.id,
             "state": s.state,
@@ -325,6 +326,16 @@ def deployments(
         }
         for s in session.scalars(query)
     ]
+    unrecorded = select(QueuedDeployment).where(
+        QueuedDeployment.id.not_in(select(DeploymentSet.id))
+    ).order_by(QueuedDeployment.created_at.desc()).limit(limit)
+    for q in session.scalars(unrecorded):
+        doc = _queued_status(session, q)
+        if not by or doc["requested_by"] == by:
+            rows.append({k: doc[k] for k in ("id", "state", "priority", "requested_by",
+                                             "contact_email", "created_at", "finished_at")})
+    rows.sort(key=lambda r: str(r["created_at"] or ""), reverse=True)
+    return rows[:limit]
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
