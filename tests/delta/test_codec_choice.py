@@ -103,7 +103,7 @@ def test_text_literals_of_a_delta_patch_are_one_xz_stream_without_bcj(tmp_path: 
     assert block_flags & 0x03 == 0  # a single filter (LZMA2): no x86 BCJ on text
 
 
-def test_text_xz_switched_off_or_full_patch_keeps_zstd(tmp_path: Path) -> None:
+def test_text_xz_switched_off_keeps_zstd(tmp_path: Path) -> None:
     source, tgt = _text_target(tmp_path)
     off = dataclasses.replace(_CONFIG, text_xz_max=0)
     xz_patch, _, _ = _build(tgt, [source], _CONFIG)
@@ -111,11 +111,28 @@ def test_text_xz_switched_off_or_full_patch_keeps_zstd(tmp_path: Path) -> None:
     lit = meta.section(SECTION_LITERALS)
     assert lit is not None and lit.codec == CODEC_ZSTD
     assert len(xz_patch) < 0.99 * len(zstd_patch)  # xz is chosen because it is smaller
+
+
+def _full(tgt: Path, config: DeltaConfig) -> tuple[bytes, str]:
     full = io.BytesIO()
-    build_full_layer(tgt, full, config=_CONFIG)
-    full_meta = read_head(io.BytesIO(full.getvalue()), 1 << 20, 16).meta
-    full_lit = full_meta.section(SECTION_LITERALS)
-    assert full_lit is not None and full_lit.codec == CODEC_ZSTD  # whole layers: speed
+    build_full_layer(tgt, full, config=config)
+    lit = read_head(io.BytesIO(full.getvalue()), 1 << 20, 16).meta.section(SECTION_LITERALS)
+    assert lit is not None
+    return full.getvalue(), lit.codec
+
+
+def test_self_contained_patch_text_goes_to_xz_unless_switched_off(tmp_path: Path) -> None:
+    """A first image's literals are xz where a sample wins (built once, cached), and the
+    patch rebuilds the layer without any source; ``text_xz_full=False`` keeps zstd."""
+    _, tgt = _text_target(tmp_path)
+    xz_patch, codec = _full(tgt, _CONFIG)
+    assert codec == CODEC_XZ
+    zstd_patch, codec = _full(tgt, dataclasses.replace(_CONFIG, text_xz_full=False))
+    assert codec == CODEC_ZSTD
+    assert len(xz_patch) < 0.99 * len(zstd_patch)
+    out = io.BytesIO()
+    apply_layer_patch(io.BytesIO(xz_patch), {}, out)
+    assert out.getvalue() == tgt.read_bytes()
 
 
 def test_incompressible_literals_stay_zstd(tmp_path: Path) -> None:

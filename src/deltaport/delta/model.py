@@ -68,6 +68,7 @@ class DeltaConfig:
     text_xz_max: int = 64 << 20  # delta patches: literal/delta sections up to this use xz if
     # a sample says it wins (one stream, no BCJ, pb 0, nice_len 273: ~2.2 MB/s); 0 = never
     text_xz_preset: int = 9  # LZMA2 preset of those sections (dictionary ≤ 64 MiB)
+    text_xz_full: bool = True  # full (first-image) builds too: slower, built once, smaller
     verify: bool = True  # apply delta/group/gzip patches after building and compare
     try_full: bool = True  # also build the self-contained encoding; keep the smaller
 
