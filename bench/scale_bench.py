@@ -18,6 +18,8 @@ Measures, on a throwaway PostgreSQL 15 (or --pg-url):
   itself), over ``--concurrency`` connections back to back for ``--seconds`` (target
   >= 10,000). Each report marks the device arrived in the deployment set once it has
   every image; the set (all the devices) completes with the last one.
+- With ``--token-index``, the HTTP figures with an index on ``devices.token_hash`` (which
+  no migration creates yet: without it each device request scans the devices table).
 - With ``--messages N``, also ``status_ingest_per_second_in_process``: N messages through
   ``handle_status_messages`` in this process in batches of ``--batch`` (no HTTP).
 
@@ -233,6 +235,10 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     figures, result, data = plan_and_record(engine, args.devices, work)
     out |= figures
     give_tokens(engine)
+    if args.token_index:  # what a migration adding this index would buy (not in the schema)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE INDEX bench_devices_token ON devices (token_hash)"))
+    out["token_index"] = args.token_index
     calls = status_calls(result, data)
     if args.messages:  # the tail of the fleet, kept apart from the devices reporting by HTTP
         out |= in_process_ingest(engine, result, data, args.messages, args.batch)
@@ -264,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=24, help="connections reporting status")
     ap.add_argument("--messages", type=int, default=0, help="also ingest N in this process")
     ap.add_argument("--batch", type=int, default=1000, help="messages per in-process batch")
+    ap.add_argument("--token-index", action="store_true",
+                    help="experiment: index devices.token_hash first (no migration has it)")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
