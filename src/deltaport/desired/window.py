@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -124,8 +124,14 @@ def window_of(manifest: dict[str, Any]) -> MaintenanceWindow | None:
     return parse_window(value)
 
 
-def closed_reason(manifest: dict[str, Any], now: datetime) -> str | None:
-    """Why a device must not activate MANIFEST at NOW (None: it may)."""
+def utc_now() -> datetime:
+    """The wall clock (the agent's; tests replace it)."""
+    return datetime.now(UTC)
+
+
+def closed_reason(manifest: dict[str, Any], now: datetime | None = None) -> str | None:
+    """Why a device must not activate MANIFEST at NOW (default the wall clock; None: it may)."""
+    now = now or utc_now()
     window = window_of(manifest)
     if window is None or window.is_open(now):
         return None

@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from deltaport.bundle.signing import Signer
 from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_envelope
-from deltaport.errors import StateError
+from deltaport.desired.window import WINDOW_FIELD, WINDOW_LABEL, parse_window
+from deltaport.errors import FormatError, StateError
 from deltaport.fleet import queries
 from deltaport.fleet.models import DeploymentSet, Device, Image, utcnow
 from deltaport.fleet.states import FINISHED_SET_STATES, ImageStatus, SetEvent, SetState
@@ -269,8 +270,21 @@ def desired_state(
 ) -> DesiredState:
     """The payload published for DEVICE at VERSION. Pure.
 
-    LOCATE gives each image's reference on the device (:func:`image_locator`).
+    LOCATE gives each image's reference on the device (:func:`image_locator`). A device
+    labelled ``maintenance-window`` gets the window in its document, signed with it, so
+    its agent activates only inside it (``deltaport.desired.window``).
+
+    Raises:
+        FormatError: the device's maintenance-window label is not a window.
     """
+    document = rewrite_for_device(manifest, device.local_registry, locate)
+    label = (device.labels or {}).get(WINDOW_LABEL)
+    if label:
+        try:
+            window = parse_window(str(label))
+        except FormatError as exc:
+            raise FormatError(f"device {device.name}: label {WINDOW_LABEL}: {exc}") from None
+        document = {**document, WINDOW_FIELD: str(window)}
     return DesiredState(
         device=device.name,
         version=version,
@@ -278,7 +292,7 @@ def desired_state(
         issued_at=issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         kind=ManifestKind(manifest.kind),
         modules=modules,
-        manifest=rewrite_for_device(manifest, device.local_registry, locate),
+        manifest=document,
     )
 
 

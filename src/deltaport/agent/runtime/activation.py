@@ -48,6 +48,7 @@ from deltaport.agent.runtime.specs import module_specs
 from deltaport.agent.state import AgentState
 from deltaport.bundle import TrustedKeys
 from deltaport.desired import DesiredState, decode_envelope
+from deltaport.desired.window import closed_reason
 from deltaport.errors import DeltaportError, IntegrityError
 
 log = logging.getLogger("deltaport.agent.runtime")
@@ -180,6 +181,9 @@ class Runtime:
         if decision is not Decision.ACTIVATE:
             return Result(decision, reason=why)
         try:  # checked only when it is to run: a kept manifest is looked at every pass
+            closed = closed_reason(desired.manifest)
+            if closed is not None:  # the window is in the signed document: honoured offline
+                return Result(Decision.WAIT, reason=closed)
             specs = module_specs(desired).modules
             self._check_images(desired)
         except DeltaportError as exc:

@@ -33,6 +33,7 @@ class Decision(StrEnum):
     NOTHING = "nothing"  # it runs already
     REFUSE = "refuse"  # a replay: older than what runs or was tried
     SKIP = "skip"  # tried before and bad: not retried by the device
+    WAIT = "wait"  # outside its maintenance window: activated once it opens
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from deltaport.agent.runtime.reports import activation_message, report_digest, r
 from deltaport.agent.state import AgentState
 from deltaport.bundle import TrustedKeys
 from deltaport.desired import DESIRED_MAX_BYTES, decode_envelope
+from deltaport.desired.window import closed_reason
 from deltaport.errors import DeltaportError, StorageError
 from deltaport.fsutil import write_atomic
 
@@ -107,6 +108,12 @@ class DeviceRuntime:
             return refuse_once(self.state, self.device, envelope, why)
         if decision is not Decision.ACTIVATE and path.exists():
             return Result(decision, reason=why)
+        try:
+            closed = closed_reason(desired.manifest)
+        except DeltaportError as exc:
+            return refuse_once(self.state, self.device, envelope, f"{type(exc).__name__}: {exc}")
+        if closed is not None:  # its maintenance window, in the signed document
+            return Result(Decision.WAIT, reason=closed)
         document = {
             "deployment": desired.deployment, "version": desired.version,
             "kind": desired.kind.value,
