@@ -18,7 +18,7 @@ def utc(*args: int) -> datetime:
 
 def test_parse_and_print() -> None:
     window = parse_window("mon-fri 2:00-04:00 Europe/Berlin")
-    assert str(window) == "Mon,Tue,Wed,Thu,Fri 02:00-04:00 Europe/Berlin"
+    assert str(window) == "Mon-Fri 02:00-04:00 Europe/Berlin"
     assert parse_window(str(window)) == window
     assert str(parse_window("daily 01:00-05:00 UTC")) == "daily 01:00-05:00 UTC"
     assert parse_window("Fri-Mon 22:00-02:00 UTC").days == frozenset({4, 5, 6, 0})
@@ -54,3 +54,8 @@ def test_closed_reason_of_a_desired_document() -> None:
     assert closed_reason(doc, utc(2026, 12, 3, 1, 30)) is None
     reason = closed_reason(doc, utc(2026, 12, 5, 12))
     assert reason is not None and "opens 2026-12-07 02:00 CET" in reason
+
+
+def test_days_print_as_runs() -> None:
+    assert str(parse_window("Sat,Sun,Mon 01:00-02:00 UTC")).startswith("Mon,Sat,Sun ")
+    assert str(parse_window("Tue-Thu,Sat 01:00-02:00 UTC")).startswith("Tue-Thu,Sat ")

@@ -70,3 +70,25 @@ def test_an_offline_agent_activates_when_its_window_opens(
     assert report.runtime and "activate" in report.runtime, report
     written = json.loads(desired.read_text())
     assert written["deployment"] == "d-1" and written["manifest"][WINDOW_FIELD] == WINDOW
+
+
+def test_device_label_sets_a_checked_window(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deltaport.cli.main", "--db", db, *args],
+                              capture_output=True, text=True, timeout=60)
+
+    assert cli("device", "add", "edge-7", "--label", "site=north").returncode == 0
+    bad = cli("device", "label", "edge-7", f"{WINDOW_LABEL}=Mon-Fri 02:00 Europe/Berlin")
+    assert bad.returncode != 0 and "expected DAYS HH:MM-HH:MM ZONE" in bad.stderr + bad.stdout
+    done = cli("device", "label", "edge-7", f"{WINDOW_LABEL}=mon-fri 2:00-04:00 Europe/Berlin",
+               "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["labels"] == {
+        "site": "north", WINDOW_LABEL: "Mon-Fri 02:00-04:00 Europe/Berlin"}
+    removed = cli("device", "label", "edge-7", "--remove", WINDOW_LABEL, "--json")
+    assert json.loads(removed.stdout)["labels"] == {"site": "north"}

@@ -143,3 +143,36 @@ def list_devices(
             for r in rows
         ],
     )
+
+
+@app.command("label")
+def label_device(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    labels: Annotated[list[str] | None, typer.Argument(help="k=v to set; repeatable.")] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="Label key to remove; repeatable.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Set or remove a device's labels (local database).
+
+    Example: deltaport device label edge-07 'maintenance-window=Mon-Fri 02:00-04:00 Europe/Berlin'
+    (a maintenance window is checked here, and signed into the device's next desired manifest)
+    """
+    from deltaport.desired.window import WINDOW_LABEL, parse_window
+    from deltaport.fleet import queries
+
+    wanted = queries.parse_labels(labels or [])
+    if wanted.get(WINDOW_LABEL):
+        wanted[WINDOW_LABEL] = str(parse_window(wanted[WINDOW_LABEL]))
+    with db_session(ctx) as (_, _, session):
+        device = queries.get_device(session, name)
+        merged = {k: v for k, v in {**device.labels, **wanted}.items() if k not in (remove or [])}
+        device.labels = merged
+        doc = {"device": device.name, "labels": merged}
+    if as_json:
+        print_json(doc)
+        return
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(merged.items())) or "none"
+    typer.echo(f"device {name}: labels {shown}")

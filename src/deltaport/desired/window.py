@@ -71,7 +71,15 @@ class MaintenanceWindow:
 def _days_text(days: frozenset[int]) -> str:
     if days == frozenset(range(7)):
         return "daily"
-    return ",".join(DAYS[d].capitalize() for d in sorted(days))
+    runs: list[list[int]] = []
+    for d in sorted(days):
+        if runs and runs[-1][-1] == d - 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    names = [DAYS[d].capitalize() for d in range(7)]
+    return ",".join(f"{names[r[0]]}-{names[r[-1]]}" if len(r) > 2 else
+                    ",".join(names[d] for d in r) for r in runs)
 
 
 def _parse_days(text: str) -> frozenset[int]:
