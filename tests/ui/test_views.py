@@ -17,7 +17,7 @@ from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.models import AuditEntry, Device, DeviceImage, Event
 from deltaport.fleet.states import ImageEvent
-from tests.hub.conftest import World
+from tests.hub.conftest import OPERATOR_TOKEN, World
 from tests.ui.conftest import csrf_of, sign_in
 from tests.ui.test_roles import VIEWER_TOKEN
 
@@ -150,6 +150,9 @@ def test_retry_asks_first_then_acts_and_is_audited(ui: TestClient, any_world: Wo
     assert again.status_code == 409  # not failed any more
     assert _audit(any_world) == [("ops", "device_image.retry", f"dev-2 {any_world.v2}", 200),
                                  ("ops", "device_image.retry", f"dev-2 {any_world.v2}", 409)]
+    api = ui.get("/api/v1/audit", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    assert api.status_code == 200, api.text  # the API's audit log reads the dashboard's words
+    assert [e["action"] for e in api.json()] == ["device_image.retry"] * 2
 
 
 def test_a_viewer_sees_no_buttons_and_is_refused(ui: TestClient, any_world: World) -> None:

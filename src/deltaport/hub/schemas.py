@@ -215,7 +215,8 @@ class AddDeviceDoc(BaseModel):
 
 
 AuditActionWord = Literal[
-    "image.register", "device.add", "device.report", "deployment.create", "deployment.activate"
+    "image.register", "device.add", "device.report", "deployment.create", "deployment.activate",
+    "device_image.retry", "deployment.cancel",  # the dashboard's actions (hub.ui)
 ]
 
 
