@@ -60,3 +60,13 @@ def test_workers_only_on_postgresql_and_when_asked(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="PostgreSQL"):
         conninfo(f"sqlite:///{tmp_path}/x.db")
     assert conninfo("postgresql+psycopg://u:pw@db:5433/fleet") == "postgresql://u:pw@db:5433/fleet"
+
+
+def test_a_building_deploy_says_who_builds_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from deltaport.cli.deploy import _print
+
+    _print({"deployment": "d-1", "state": "building", "devices": [], "built": [],
+            "reused": []}, False)
+    out = capsys.readouterr().out
+    assert "d-1 building" in out and "deltaport worker" in out
+    assert "deltaport status deployment d-1" in out

@@ -219,6 +219,17 @@ def finish(engine: Engine, set_id: str, state: BuildState, error: str | None = N
         return bool(getattr(moved, "rowcount", 0))
 
 
+def fail_waiting(engine: Engine, key: str, error: str) -> list[str]:
+    """Fail every deployment still building that waits for patch KEY; their ids."""
+    with session_scope(engine) as session:
+        waiting = select(PatchBuild.deployment_id).where(PatchBuild.patch_key == key)
+        ids = list(session.scalars(select(QueuedDeployment.id).where(
+            QueuedDeployment.id.in_(waiting),
+            QueuedDeployment.state == BuildState.BUILDING.value,
+        )))
+    return [i for i in ids if finish(engine, i, BuildState.FAILED, error)]
+
+
 def queued(engine: Engine, set_id: str) -> QueuedDeployment | None:
     """The queued deployment SET_ID, None if it is not one."""
     with session_scope(engine) as session:

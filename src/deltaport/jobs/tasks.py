@@ -22,13 +22,14 @@ from sqlalchemy.engine import Engine
 
 from deltaport.config import Settings
 from deltaport.delta.patchcache import PatchCache
-from deltaport.errors import DeltaportError, StateError, TransferError
+from deltaport.errors import DeltaportError, StateError
 from deltaport.jobs import patches
 from deltaport.jobs.app import ASSEMBLE, BUILD_PATCH
 from deltaport.jobs.identity import PatchJob
 from deltaport.jobs.queue import (
     BuildState,
     defer_assemble,
+    fail_waiting,
     finish,
     mark_done,
     patch_keys,
@@ -42,6 +43,7 @@ from deltaport.storage.base import BundleStore
 log = logging.getLogger(__name__)
 
 RUNTIME = "deltaport_runtime"  # the worker context key holding the Runtime
+BUILD_ATTEMPTS = 3  # a transient build failure is tried this many times in all
 ASSEMBLE_ATTEMPTS = 5  # a StateError (the world moved) re-plans this many times, then fails
 
 
@@ -75,18 +77,40 @@ def _runtime(context: JobContext) -> Runtime:
     return rt
 
 
+class RetryableError(Exception):
+    """A transient failure (registry or store away, a conflicting deploy): try the job again."""
+
+
 def build_patch(context: JobContext, /, **args: Any) -> str:
-    """Build one layer patch once fleet-wide; returns "built" or "found"."""
+    """Build one layer patch once fleet-wide; returns "built" or "found".
+
+    A failure for good (or the last attempt's) fails every deployment waiting for the
+    patch, with the reason, instead of leaving it ``building``.
+    """
     rt, job = _runtime(context), PatchJob.from_args(args)
-    outcome = "found"
-    if not patches.is_shared(rt.store, job.key):
-        if rt.cache.get(job.key) is None:
-            patches.build_patch_file(job, rt.cache, rt.work_dir, rt.options)
-            outcome = "built"
-            log.info("built patch %s (layer %s of %s)", job.key, job.diff_id, job.target_ref)
-        patches.publish(rt.store, rt.cache, job.key)
+    attempts = context.job.attempts if context.job is not None else 0
+    try:
+        outcome = _build(rt, job)
+    except DeltaportError as exc:
+        if exc.transient and attempts + 1 < BUILD_ATTEMPTS:
+            raise RetryableError(str(exc)) from exc
+        failed = fail_waiting(rt.engine, job.key, f"patch {job.key} not built: {exc}")
+        log.error("patch %s not built (%s); failed: %s", job.key, exc, ", ".join(failed))
+        raise
     for set_id in mark_done(rt.engine, job.key, rt.name if outcome == "built" else None):
         defer_assemble(context.app, set_id)
+    return outcome
+
+
+def _build(rt: Runtime, job: PatchJob) -> str:
+    if patches.is_shared(rt.store, job.key):
+        return "found"
+    outcome = "found"
+    if rt.cache.get(job.key) is None:
+        patches.build_patch_file(job, rt.cache, rt.work_dir, rt.options)
+        outcome = "built"
+        log.info("built patch %s (layer %s of %s)", job.key, job.diff_id, job.target_ref)
+    patches.publish(rt.store, rt.cache, job.key)
     return outcome
 
 
@@ -100,9 +124,10 @@ def assemble_deployment(context: JobContext, deployment_id: str) -> str:
 def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildState:
     """Fetch SET_ID's patches, run the deploy pipeline under SET_ID, mark it recorded.
 
-    A transient error (registry, store) and, before the last attempt, a StateError
-    (a device's images changed: the pipeline plans again) are raised for a retry;
-    any other error fails the deployment (``queued_deployments.error``).
+    Before the last attempt, a transient error (registry, store) or a StateError (a
+    device's images changed, another deployment recorded the same bundle: the pipeline
+    plans again) is raised as RetryableError; any other error, and any error of the
+    last attempt, fails the deployment (``queued_deployments.error``).
     """
     from deltaport.hub.settings import HubServerSettings
     from deltaport.hub.toolkit import real_toolkit
@@ -125,9 +150,8 @@ def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildSta
                    builder=toolkit.builder, store=rt.store, work_dir=Path(work),
                    manifest_key=manifest_key_path(rt.settings.keys_dir), set_id=set_id)
     except DeltaportError as exc:
-        if isinstance(exc, TransferError) or exc.transient or (
-                isinstance(exc, StateError) and not last_attempt):
-            raise
+        if not last_attempt and (exc.transient or isinstance(exc, StateError)):
+            raise RetryableError(str(exc)) from exc
         log.error("deployment %s failed: %s", set_id, exc)
         finish(rt.engine, set_id, BuildState.FAILED, str(exc))
         return BuildState.FAILED
@@ -138,9 +162,9 @@ def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildSta
 
 def register(app: App) -> None:
     """Declare deltaport's tasks on APP."""
-    retry = RetryStrategy(max_attempts=3, wait=2, retry_exceptions={TransferError})
-    app.task(name=BUILD_PATCH, pass_context=True, retry=retry)(build_patch)
+    app.task(name=BUILD_PATCH, pass_context=True,
+             retry=RetryStrategy(max_attempts=BUILD_ATTEMPTS - 1, wait=2,
+                                 retry_exceptions={RetryableError}))(build_patch)
     app.task(name=ASSEMBLE, pass_context=True,
-             retry=RetryStrategy(max_attempts=ASSEMBLE_ATTEMPTS, wait=2,
-                                 retry_exceptions={TransferError, StateError}))(
-        assemble_deployment)
+             retry=RetryStrategy(max_attempts=ASSEMBLE_ATTEMPTS - 1, wait=2,
+                                 retry_exceptions={RetryableError}))(assemble_deployment)
