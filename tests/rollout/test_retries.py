@@ -203,3 +203,18 @@ def test_a_rollout_carries_its_retries(fleet: Fleet) -> None:
     with session_scope(fleet.engine) as s:
         status = rollouts.rollout_doc(s, rollouts.get(s, str(doc["rollout"])))
     assert [(r["device"], r["state"]) for r in status["retries"]] == [("a", "exhausted")]
+
+
+def test_no_retry_once_the_rollout_is_cancelled(fleet: Fleet) -> None:
+    from deltaport.pipelines import rollouts
+    from deltaport.rollout.plan import RolloutAction
+    from tests.rollout.test_rollouts_db import start
+
+    _, rid = start(fleet)
+    _send(fleet, _failed(fleet, "a", "reg.io/app:2", "missing source layers: sha256:rt"))
+    with session_scope(fleet.engine) as s:
+        rollouts.act(s, rid, RolloutAction.CANCEL,
+                     rollouts.Activator(fleet.store, fleet.manifest_key))
+    assert _retrier(fleet).run_once(fleet.engine, datetime.now(UTC) + LATER) == []
+    assert [state for _, state, _ in _rows(fleet)] == ["permanent"]
+    assert classify("cancelled by ops on the dashboard")[0] is FailureKind.PERMANENT

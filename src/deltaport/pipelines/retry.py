@@ -39,6 +39,7 @@ from deltaport.fleet.models import (
     Device,
     DeviceImage,
     Event,
+    Rollout,
     utcnow,
 )
 from deltaport.fleet.states import ImageStatus
@@ -52,6 +53,7 @@ from deltaport.pipelines.retry_policy import (
     check_retries,
     decide,
 )
+from deltaport.rollout.plan import RolloutState
 from deltaport.storage.base import BundleStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ EVENT_KIND = "delivery_retry"  # events.kind of a retry's change of state
 LEASE = timedelta(hours=1)  # a claim older than this is taken again
 BATCH = 20  # retries claimed at once
 CHAIN_MAX = 50  # retry sets followed back to the original
+CANCELLED_PREFIX = "cancelled by "  # the reason a cancelled deployment's images fail with
 
 
 @dataclass(frozen=True)
@@ -236,12 +239,21 @@ class Retrier:
         return made
 
     def _still_failed(self, session: Session, rows: Sequence[DeliveryRetry]) -> list[DeliveryRetry]:
-        """ROWS whose image is still not on the device (the others are settled: sent)."""
+        """ROWS whose image is still not on the device and still wanted (the others are
+        settled: sent, or permanent when the deployment or its rollout was cancelled)."""
         left = []
         for row in rows:
-            status = session.scalar(select(DeviceImage.status).where(
-                DeviceImage.device_id == row.device_id, DeviceImage.image_id == row.image_id))
-            if status in (ImageStatus.PRESENT.value, ImageStatus.IN_TRANSIT.value):
+            status, reason = session.execute(
+                select(DeviceImage.status, DeviceImage.failure_reason).where(
+                    DeviceImage.device_id == row.device_id,
+                    DeviceImage.image_id == row.image_id)).one_or_none() or (None, None)
+            cancelled = (reason or "").startswith(CANCELLED_PREFIX) or session.scalar(
+                select(Rollout.id).where(Rollout.deployment_set_id == row.deployment_set_id,
+                                         Rollout.state == RolloutState.CANCELLED.value)) is not None
+            if cancelled:
+                before, row.state = row.state, RetryState.PERMANENT.value
+                _log(session, row, before, "not retried: the deployment was cancelled")
+            elif status in (ImageStatus.PRESENT.value, ImageStatus.IN_TRANSIT.value):
                 before, row.state = row.state, RetryState.SENT.value
                 _log(session, row, before, f"not retried: the image is {status} meanwhile")
             else:

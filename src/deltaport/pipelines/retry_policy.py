@@ -60,6 +60,7 @@ _PERMANENT_MARKS: tuple[tuple[str, str], ...] = (
     ("bundle is for", "the bundle is for another device"),
     ("replay refused", "the device refuses it as a replay"),
     ("not on the hub's origin", "the download URL is refused by the device"),
+    ("cancelled by ", "the deployment was cancelled"),
 )
 _RETRYABLE_FIRST = "truncatederror"  # a FormatError, but of a cut download or file
 
