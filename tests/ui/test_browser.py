@@ -19,7 +19,7 @@ import pytest
 
 from deltaport.fleet import queries as fq
 from deltaport.fleet.db import init_db, session_scope
-from deltaport.fleet.models import Device
+from deltaport.fleet.models import DeploymentSet, Device
 from deltaport.fleet.states import ImageEvent
 from tests.hub.conftest import OPERATOR_TOKEN, World, build_world, fake_toolkit, hub_in_thread
 from tests.ui.test_roles import VIEWER_TOKEN
@@ -199,6 +199,19 @@ def test_script_in_a_name_or_label_is_text(visit: Visit) -> None:
     visit.no_alert()
     cell.click()
     assert visit.text("device-name") == XSS_NAME
+    visit.no_alert()
+    engine = init_db(visit.world.db_url)
+    try:
+        with session_scope(engine) as s:
+            dset = s.get(DeploymentSet, visit.world.deployment)
+            assert dset is not None
+            dset.manifest = {**dset.manifest, "note": "<img src=y onerror=alert(3)>"}
+    finally:
+        engine.dispose()
+    visit.open(f"/ui/deployments/{visit.world.deployment}")
+    visit.driver.find_element(By.CSS_SELECTOR, "#manifest summary").click()
+    assert "<img src=y onerror=alert(3)>" in visit.text("manifest")
+    assert visit.driver.find_elements(By.CSS_SELECTOR, "#manifest img") == []
     visit.no_alert()
 
 

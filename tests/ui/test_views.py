@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from deltaport.fleet import queries as fq
 from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import init_db, session_scope
-from deltaport.fleet.models import AuditEntry, Device, DeviceImage, Event
+from deltaport.fleet.models import AuditEntry, DeploymentSet, Device, DeviceImage, Event
 from deltaport.fleet.states import ImageEvent
 from tests.hub.conftest import OPERATOR_TOKEN, World
 from tests.ui.conftest import csrf_of, sign_in
@@ -213,3 +213,18 @@ def test_an_image_the_fleet_knows_nothing_of_counts_as_absent(ui: TestClient,
     assert _number(page, "count-absent") == "1" and _number(page, "count-in_transit") == "1"
     absent = ui.get(f"/ui/deployments/{any_world.deployment}?status=absent").text
     assert absent.count("<tr data-device") == 1 and 'data-device="dev-2"' in absent
+
+
+def test_a_manifest_with_script_in_it_is_shown_as_text(ui: TestClient, any_world: World) -> None:
+    engine = init_db(any_world.db_url)
+    try:
+        with session_scope(engine) as s:
+            dset = s.get(DeploymentSet, any_world.deployment)
+            assert dset is not None
+            dset.manifest = {**dset.manifest, "note": "</pre><script>alert(3)</script>"}
+    finally:
+        engine.dispose()
+    sign_in(ui)
+    page = ui.get(f"/ui/deployments/{any_world.deployment}").text
+    assert "<script>alert(3)" not in page and "</pre><script>" not in page
+    assert "&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in page  # there, as text

@@ -9,6 +9,7 @@ alone, polled by the page while the deployment is in progress.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,7 +146,9 @@ def deployment_page(deployment_id: str, me: Me, hub: Hub, status: str = "",
         context = _live_context(hub, me, deployment_id, status, page)
     except DeltaportError as exc:
         return error_page(exc, me)
-    return render("deployment.html", {**context, "nav": "deployments"})
+    manifest_text = json.dumps(context["d"].manifest, indent=2, ensure_ascii=False)
+    return render("deployment.html", {**context, "nav": "deployments",
+                                      "manifest_text": manifest_text})
 
 
 @router.get("/live/deployments/{deployment_id}")
