@@ -18,6 +18,7 @@ from deltaport.delta import (
     layer_signature,
     load_image_signature,
 )
+from deltaport.delta.signature import content_kind
 from deltaport.errors import FormatError, UnsupportedVersionError
 from tests.delta.layers import Member, write_layer
 
@@ -68,3 +69,38 @@ def test_image_signature_round_trip_and_limits(tmp_path: Path) -> None:
         load_image_signature(io.BytesIO(newer))
     with pytest.raises(FormatError):
         layer_signature(io.BytesIO(b"garbage" * 100), "sha256:x")
+
+
+def test_estimate_pays_once_for_a_file_the_image_holds_twice(tmp_path: Path) -> None:
+    blob = bytes(range(256)) * 400
+    one = _sig(tmp_path, "one.tar", [Member("a/x.js", "file", blob)])
+    two = _sig(tmp_path, "two.tar", [Member("b/y.js", "file", blob)])
+    alone = estimate_patch_size([one], []).bytes
+    assert estimate_patch_size([one, two], []).bytes < alone + 20  # the copy costs an op
+
+
+def test_same_size_change_is_cheap_except_in_code(tmp_path: Path) -> None:
+    """A .pyc rebuilt with a new timestamp keeps its size and costs bytes, not a fraction
+    of itself; a rebuilt shared object of the same size is still code that moved."""
+    old = bytes(range(256)) * 200
+    new = b"\x01" + old[1:]
+    for path, cheap in (("lib/m.cpython-311.pyc", True), ("lib/libx.so.1", False)):
+        base = _sig(tmp_path, f"b-{cheap}.tar", [Member(path, "file", old)])
+        target = _sig(tmp_path, f"t-{cheap}.tar", [Member(path, "file", new)])
+        resized = _sig(tmp_path, f"r-{cheap}.tar", [Member(path, "file", new + b"tail")])
+        same = estimate_patch_size([target], [base]).bytes
+        other = estimate_patch_size([resized], [base]).bytes
+        assert (same < other / 10) is cheap, (path, same, other)
+
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("usr/lib/python3/dist-packages/yaml/_yaml.cpython-311-x86_64-linux-gnu.so", "code"),
+    ("usr/lib/x86_64-linux-gnu/libssl.so.3", "code"),
+    ("usr/bin/python3.11", "code"),
+    ("app/node_modules/x/index.js", "text"),
+    ("app/__pycache__/m.cpython-311.pyc", "bytecode"),
+    ("usr/share/doc/x/changelog.Debian.gz", "compressed"),
+    ("etc/machine-id", "other"),
+])
+def test_content_kind_from_the_path(path: str, kind: str) -> None:
+    assert content_kind(path) == kind

@@ -15,6 +15,7 @@ import json
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, BinaryIO
 
 import zstandard
@@ -25,12 +26,61 @@ from deltaport.errors import FormatError, UnsupportedVersionError
 SIGNATURE_KIND = "deltaport.image-signature"
 SIGNATURE_VERSION = 1
 
-# Cost model (bytes), measured on the benchmark corpus; see docs/patch-format.md.
-HEADER_COST = 12  # per member: transformed, dictionary-compressed tar header
-COPY_COST = 1  # per identical file: a same-path copy op compresses to almost nothing
+# Cost model (bytes per member, or per byte of content), calibrated on the per-layer
+# patch bytes of bench/run.py on both corpora (bench/rank_probe.py reports how well it
+# predicts; docs/patch-format.md explains each number).
+HEADER_COST = 10  # per new member: its tar header, transformed and compressed
+CHANGED_HEADER_COST = 2  # per changed member: its header against the source's
+COPY_COST = 0.3  # per member the source has as is (headers of copies compress to ~nothing)
+SAME_SIZE_RATIO = 0.001  # a changed non-code file of unchanged size: a timestamp, a version
 SIMILAR_RATIO = 0.04  # delta bytes per byte of a changed file with a similar base
+SIMILAR_TEXT_RATIO = 0.015  # ... of a changed text file (edits are local)
+CODE_RATIO_BASE = 0.005  # a rebuilt executable of unchanged size (public S3: node 0.0047)
+CODE_RATIO_PER_SHIFT = 25.0  # ... plus this × |size change| / size (corpus 2 S3: python3.11)
+CODE_RATIO_MAX = 0.12
 RENAMED_RATIO = 0.08  # ... when the base has another (renamed / bumped) path
-LITERAL_RATIO = 0.30  # compressed bytes per byte of new content
+LITERAL_RATIO = 0.30  # compressed bytes per byte of new content of no known kind
+
+
+class ContentKind(StrEnum):
+    """What a file's name says it holds: how its new bytes compress."""
+
+    COMPRESSED = "compressed"
+    CODE = "code"  # ELF executables and shared objects
+    TEXT = "text"
+    BYTECODE = "bytecode"
+    OTHER = "other"
+
+
+LITERAL_RATIOS: dict[ContentKind, float] = {
+    ContentKind.COMPRESSED: 0.98,
+    ContentKind.CODE: 0.24,  # xz + x86 BCJ on shared objects (both corpora: 0.23-0.24)
+    ContentKind.TEXT: 0.20,
+    ContentKind.BYTECODE: LITERAL_RATIO,
+    ContentKind.OTHER: LITERAL_RATIO,
+}
+_COMPRESSED_SUFFIXES = (
+    ".gz", ".tgz", ".xz", ".zst", ".bz2", ".zip", ".whl", ".jar", ".png", ".jpg", ".jpeg",
+    ".gif", ".webp", ".woff", ".woff2", ".br",
+)
+_TEXT_SUFFIXES = (
+    ".py", ".pyi", ".js", ".mjs", ".cjs", ".ts", ".json", ".md", ".txt", ".rst", ".html",
+    ".css", ".xml", ".csv", ".yml", ".yaml", ".toml", ".cfg", ".ini", ".sh", ".h", ".c", ".map",
+)
+
+
+def content_kind(path: str) -> ContentKind:
+    """Pure: the kind of content a member's path suggests (signatures carry no bytes)."""
+    name = path.rsplit("/", 1)[-1].lower()
+    if name.endswith(_COMPRESSED_SUFFIXES):
+        return ContentKind.COMPRESSED
+    if name.endswith((".so", ".node")) or ".so." in name or "/bin/" in f"/{path}":
+        return ContentKind.CODE
+    if name.endswith(_TEXT_SUFFIXES):
+        return ContentKind.TEXT
+    if name.endswith(".pyc"):
+        return ContentKind.BYTECODE
+    return ContentKind.OTHER
 
 
 @dataclass(frozen=True)
@@ -134,27 +184,52 @@ def layer_signature(layer_tar: BinaryIO, diff_id: str) -> LayerSignature:
     return LayerSignature(diff_id, counting.count, tuple(files))
 
 
-def _layer_estimate(target: LayerSignature, index: _SourceIndex) -> int:
-    cost = HEADER_COST * len(target.files)
+def code_delta_ratio(base_size: int, size: int) -> float:
+    """Pure: delta bytes per byte of a rebuilt executable, from how much its size moved.
+
+    A binary rebuilt to the same size kept its layout (a patched constant, a version
+    string); one that grew or shrank shifted its code, and every relative branch and
+    address past the change moved with it, which a byte delta pays for.
+    """
+    shift = abs(size - base_size) / max(base_size, 1)
+    return min(CODE_RATIO_MAX, CODE_RATIO_BASE + CODE_RATIO_PER_SHIFT * shift)
+
+
+def _file_cost(f: FileSignature, index: _SourceIndex) -> float:
+    """Bytes a new or changed member's content costs, by what the sources hold of it."""
+    kind = content_kind(f.path)
+    base_size = index.paths.get(f.path)
+    if base_size is not None and kind is ContentKind.CODE:
+        return CHANGED_HEADER_COST + f.size * code_delta_ratio(base_size, f.size)
+    if base_size is not None and base_size == f.size:
+        return CHANGED_HEADER_COST + f.size * SAME_SIZE_RATIO
+    if base_size is not None:
+        ratio = SIMILAR_TEXT_RATIO if kind is ContentKind.TEXT else SIMILAR_RATIO
+        return CHANGED_HEADER_COST + f.size * ratio
+    if any(k in index.keys for k in rename_keys(f.path)):
+        return HEADER_COST + f.size * RENAMED_RATIO
+    return HEADER_COST + f.size * LITERAL_RATIOS[kind]
+
+
+def _layer_estimate(target: LayerSignature, index: _SourceIndex, seen: set[str]) -> int:
+    """Estimated patch bytes of one layer; SEEN holds the contents earlier layers paid for
+    (a file twice in an image is paid once: the literal section compresses the repeat)."""
+    cost = 0.0
     for f in target.files:
-        if f.sha256 is None or f.size == 0:
-            continue
-        if f.sha256 in index.hashes:
+        if f.sha256 is None or f.size == 0 or f.sha256 in index.hashes or f.sha256 in seen:
             cost += COPY_COST
-        elif f.path in index.paths:
-            cost += int(f.size * SIMILAR_RATIO)
-        elif any(k in index.keys for k in rename_keys(f.path)):
-            cost += int(f.size * RENAMED_RATIO)
-        else:
-            cost += int(f.size * LITERAL_RATIO)
-    return min(cost, int(target.size * LITERAL_RATIO) + HEADER_COST * len(target.files))
+            continue
+        seen.add(f.sha256)
+        cost += _file_cost(f, index)
+    ceiling = target.size * LITERAL_RATIO + HEADER_COST * len(target.files)
+    return int(min(cost, ceiling))
 
 
 class _SourceIndex:
     def __init__(self, sources: Sequence[LayerSignature]) -> None:
         self.diff_ids = {s.diff_id for s in sources}
         self.hashes = {f.sha256 for s in sources for f in s.files if f.sha256}
-        self.paths = {f.path for s in sources for f in s.files if f.sha256}
+        self.paths = {f.path: f.size for s in sources for f in s.files if f.sha256}
         self.keys = {k for s in sources for f in s.files if f.sha256 for k in rename_keys(f.path)}
 
 
@@ -165,8 +240,9 @@ def estimate_patch_size(
     index = _SourceIndex(sources)
     rows: list[dict[str, Any]] = []
     total = 0
+    seen: set[str] = set()
     for layer in target:
-        cost = 0 if layer.diff_id in index.diff_ids else _layer_estimate(layer, index)
+        cost = 0 if layer.diff_id in index.diff_ids else _layer_estimate(layer, index, seen)
         rows.append({"diff_id": layer.diff_id, "size": layer.size, "estimate": cost})
         total += cost
     return Estimate(total, sum(layer.size for layer in target), tuple(rows))
