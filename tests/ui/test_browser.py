@@ -161,21 +161,28 @@ def test_every_view_opens(visit: Visit) -> None:
 
 
 def test_a_filter_and_a_search(visit: Visit) -> None:
+    wait = WebDriverWait(visit.driver, 15, 0.2)
     visit.open("/ui/deployments")
     Select(visit.driver.find_element(By.ID, "f-state")).select_by_value("active")
     visit.driver.find_element(By.ID, "f-apply").click()
-    assert "state=active" in visit.driver.current_url
-    assert visit.world.deployment not in visit.text("deployments")
+    wait.until(lambda d: "state=active" in d.current_url)
+    wait.until(lambda d: visit.world.deployment not in visit.text("deployments"))
     Select(visit.driver.find_element(By.ID, "f-by")).select_by_value("alice")
     Select(visit.driver.find_element(By.ID, "f-state")).select_by_value("")
     visit.driver.find_element(By.ID, "f-apply").click()
-    assert visit.world.deployment in visit.text("deployments")
+    wait.until(lambda d: "by=alice" in d.current_url)
+    wait.until(lambda d: visit.world.deployment in visit.text("deployments"))
     visit.open("/ui/devices")
     box = visit.driver.find_element(By.ID, "q")
     box.send_keys("dev-2")
     box.submit()
-    rows = visit.driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
-    assert [r.get_attribute("data-device") for r in rows] == ["dev-2"]
+    wait.until(lambda d: "q=dev-2" in d.current_url)
+
+    def rows(d: object) -> list[str | None]:
+        found = visit.driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
+        return [r.get_attribute("data-device") for r in found]
+
+    wait.until(lambda d: rows(d) == ["dev-2"])
     visit.shot("devices")
 
 
