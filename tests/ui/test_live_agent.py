@@ -55,8 +55,16 @@ def _browser() -> webdriver.Chrome:
 
 
 def _progress(driver: webdriver.Chrome) -> int:
-    bars = driver.find_elements(By.CSS_SELECTOR, "#cells progress")
-    return int(bars[0].get_attribute("value") or 0) if bars else -1
+    """The first progress bar's value, -1 without one: read in one script, because htmx
+    may swap the element between a find and a read (a stale element, seen in CI)."""
+    value = driver.execute_script(
+        "const bar = document.querySelector('#cells progress');"
+        "return bar ? Number(bar.getAttribute('value') || 0) : -1;")
+    return int(value)
+
+
+def _present_shown(driver: webdriver.Chrome) -> bool:
+    return bool(driver.execute_script("return document.getElementById('count-present') !== null;"))
 
 
 def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) -> None:
@@ -118,14 +126,19 @@ def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) ->
                     seen: list[int] = []
                     arrived = threading.Event()
 
+                    failures: list[BaseException] = []
+
                     def watch() -> None:  # the browser, polled while the agent works
                         deadline = time.monotonic() + 40
-                        while time.monotonic() < deadline:
-                            seen.append(_progress(driver))
-                            if driver.find_elements(By.ID, "count-present"):
-                                arrived.set()
-                                return
-                            time.sleep(0.25)
+                        try:
+                            while time.monotonic() < deadline:
+                                seen.append(_progress(driver))
+                                if _present_shown(driver):
+                                    arrived.set()
+                                    return
+                                time.sleep(0.25)
+                        except BaseException as exc:  # shown by the test, not lost in a thread
+                            failures.append(exc)
 
                     watcher = threading.Thread(target=watch, daemon=True)
                     started = time.monotonic()
@@ -137,6 +150,7 @@ def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) ->
                             break
                     downloaded = time.monotonic() - started
                     watcher.join(timeout=45)
+                    assert not failures, failures
                     assert arrived.is_set(), seen
                     assert driver.find_element(By.ID, "count-present").text == "1"
                     assert not driver.find_elements(By.ID, "count-in_transit")
