@@ -50,7 +50,14 @@ class Visit:
         self.driver.get(self.url + path)
 
     def text(self, element_id: str) -> str:
-        return str(self.driver.find_element(By.ID, element_id).text)
+        """The element's rendered text, found and read in one script: a live page swaps its
+        elements every few seconds, and a find then a read can meet a stale element."""
+        found = self.driver.execute_script(
+            "const el = document.getElementById(arguments[0]);"
+            "return el === null ? null : el.innerText;", element_id)
+        if found is None:
+            raise AssertionError(f"no element #{element_id} on {self.driver.current_url}")
+        return str(found)
 
     def shot(self, name: str) -> None:
         path = self.shots / f"{name}.png"
