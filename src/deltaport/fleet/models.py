@@ -81,7 +81,8 @@ class Device(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    token_hash: Mapped[str] = mapped_column(String(200))
+    # every device request is looked up by its token hash (hub.auth): indexed, migration 0012
+    token_hash: Mapped[str] = mapped_column(String(200), index=True)
     link_rate_bps: Mapped[int] = mapped_column(BigInteger)
     local_registry: Mapped[str] = mapped_column(String(255), default="localhost:5000")
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
