@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from deltaport.errors import FormatError, StateError
-from deltaport.fleet import queries, runtime, status
+from deltaport.fleet import device_images, queries, runtime, status
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
     LOG_LINES_MAX,
@@ -222,7 +222,7 @@ def test_removed_status_makes_the_image_no_longer_a_source(fleet: Fleet) -> None
     assert result.results[0].outcome == "applied" and result.results[0].status == "removed"
     with session_scope(fleet.engine) as s:
         device = queries.get_device(s, "a")
-        have = queries.device_statuses(s, [device.id])[device.id]
+        have = device_images.device_statuses(s, [device.id])[device.id]
     assert have[fleet.image_id("reg.io/app:1")] == "removed"
     # the planner no longer reads from it: app:2 for a is now a full image, like for c
     fleet.deploy(("a",))

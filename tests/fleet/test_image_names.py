@@ -23,7 +23,7 @@ from deltaport.bundle.keys import KeyPair, generate_keypair, load_public_key
 from deltaport.delta.image import target_name
 from deltaport.desired import DesiredState, decode_envelope
 from deltaport.errors import UnknownObjectError, UsageError
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
 from deltaport.manifests import local_reference, parse_manifest
@@ -119,7 +119,7 @@ class Hub:
     def has(self, device: str, *names: str) -> None:
         entries = tuple(InventoryEntry(self.registry.images[n].image_id, n) for n in names)
         with session_scope(self.engine) as s:
-            queries.record_inventory(s, device=queries.get_device(s, device),
+            device_images.record_inventory(s, device=queries.get_device(s, device),
                                      inventory=Inventory(entries))
 
     def deploy(self, compose: str, device: str) -> i2d.DeployResult:

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from deltaport.errors import StateError
-from deltaport.fleet import activation, queries
+from deltaport.fleet import activation, device_images, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import ActivationMessage, StatusMessage
 from deltaport.fleet.models import Event
@@ -23,7 +23,8 @@ def _devices_sending(engine: Engine) -> dict[str, int]:
         for name in ("a", "b"):
             device, _ = queries.add_device(s, name=name, link_rate_bps=1000)
             s.flush()
-            queries.transition_image(s, device_id=device.id, image_id=IMAGE, event=ImageEvent.SEND)
+            device_images.transition_image(
+                s, device_id=device.id, image_id=IMAGE, event=ImageEvent.SEND)
             ids[name] = device.id
     return ids
 
@@ -43,9 +44,9 @@ def test_same_id_from_two_devices_is_judged_for_each(engine: Engine) -> None:
     third = handle_status_messages(engine, [_present("m-1", "a"), _present("m-1", "b")])
     assert [r.outcome for r in third.results] == ["duplicate", "duplicate"]
     with session_scope(engine) as s:
-        assert queries.message_seen(s, "m-1", device_id=ids["a"])
-        assert queries.message_seen(s, "m-1", device_id=ids["b"])
-        assert queries.seen_messages(s, ["m-1", "m-2"], [ids["b"]]) == {(ids["b"], "m-1")}
+        assert device_images.message_seen(s, "m-1", device_id=ids["a"])
+        assert device_images.message_seen(s, "m-1", device_id=ids["b"])
+        assert device_images.seen_messages(s, ["m-1", "m-2"], [ids["b"]]) == {(ids["b"], "m-1")}
 
 
 def test_activation_messages_are_scoped_per_device(engine: Engine) -> None:

@@ -15,7 +15,7 @@ from deltaport.bundle.keys import KeyPair, generate_keypair, load_public_key
 from deltaport.config import SmtpSettings
 from deltaport.desired import DesiredState, decode_envelope
 from deltaport.errors import StateError
-from deltaport.fleet import queries, status
+from deltaport.fleet import deployment_sets, device_images, queries, status
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry, StatusMessage
 from deltaport.fleet.models import Bundle, BundleDevice, DeploymentSet, DeviceImage, Event
@@ -82,7 +82,7 @@ class Fleet:
     def report(self, device: str, *names: str) -> None:
         inv = Inventory(tuple(InventoryEntry(self.image_id(n), n) for n in names))
         with session_scope(self.engine) as s:
-            queries.record_inventory(s, device=queries.get_device(s, device), inventory=inv)
+            device_images.record_inventory(s, device=queries.get_device(s, device), inventory=inv)
 
     def msg(self, mid: str, device: str, image: str, ok: bool = True, **kw: str) -> StatusMessage:
         return StatusMessage(
@@ -227,7 +227,7 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
     )
     assert r2.results[0].status == "failed"
     with session_scope(fleet.engine) as s:
-        assert queries.get_deployment_set(s, dep).state == "failed"
+        assert deployment_sets.get_deployment_set(s, dep).state == "failed"
     # the agent retries and succeeds: the set completes, is activated, and email is sent
     r3 = handle_status_messages(
         fleet.engine,
@@ -249,7 +249,7 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
     assert "diff_id mismatch" in mails[0].get_payload()
     assert "activated" in mails[1].get_payload()
     with session_scope(fleet.engine) as s:
-        dset = queries.get_deployment_set(s, dep)
+        dset = deployment_sets.get_deployment_set(s, dep)
         assert dset.state == "active" and dset.finished_at is not None
         kinds = (
             s.execute(
@@ -298,7 +298,7 @@ def test_bad_messages(fleet: Fleet) -> None:
             fleet.engine, [fleet.msg("y1", "a", "reg.io/web:2"), batch[0]], strict=True
         )
     with session_scope(fleet.engine) as s:
-        assert not queries.message_seen(s, "y1")
+        assert not device_images.message_seen(s, "y1")
 
 
 def test_activate_lists_what_is_missing(fleet: Fleet) -> None:
@@ -350,7 +350,7 @@ def test_inventory_with_unregistered_image_changes_nothing(fleet: Fleet) -> None
         pytest.raises(StateError, match="never registered: sha256:eee"),
         session_scope(fleet.engine) as s,
     ):
-        queries.record_inventory(s, device=queries.get_device(s, "a"), inventory=stranger)
+        device_images.record_inventory(s, device=queries.get_device(s, "a"), inventory=stranger)
     with session_scope(fleet.engine) as s:
         assert len(status.device_status(s, "a")["images"]) == 2
 

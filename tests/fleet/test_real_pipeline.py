@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from deltaport.bundle.keys import generate_keypair, load_private_key, load_public_key
 from deltaport.delta.image import apply_image_delta
 from deltaport.desired import decode_envelope
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry, StatusMessage
 from deltaport.fleet.models import Bundle, DeviceImage
@@ -57,7 +57,7 @@ def test_three_devices_one_deployment(engine: Engine, registry: Registry, tmp_pa
         ids = {t: queries.find_image(s, f"{registry.host}/app:{t}").image_id for t in ("1", "2")}
         for dev, have in (("a", ["1"]), ("c", ["2"])):
             inv = Inventory(tuple(InventoryEntry(ids[t]) for t in have))
-            queries.record_inventory(s, device=queries.get_device(s, dev), inventory=inv)
+            device_images.record_inventory(s, device=queries.get_device(s, dev), inventory=inv)
     manifest = parse_manifest(f"services:\n  app:\n    image: {registry.host}/app:2\n".encode())
     result = i2d.deploy(
         engine,

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from deltaport.errors import StateError
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
 from deltaport.fleet.models import DeploymentSet
@@ -38,7 +38,7 @@ def fleet(engine: Engine, tmp_path: Path) -> tuple[Engine, FakeRegistry]:
         for device in ("a", "b"):
             queries.add_device(s, name=device, link_rate_bps=1_000_000)
             entry = InventoryEntry(registry.images["reg.io/app:1"].image_id, "reg.io/app:1")
-            queries.record_inventory(s, device=queries.get_device(s, device),
+            device_images.record_inventory(s, device=queries.get_device(s, device),
                                      inventory=Inventory((entry,)))
     return engine, registry
 
@@ -79,7 +79,7 @@ def test_a_bundle_is_reused_only_under_the_key_in_use(
     with session_scope(engine) as s:  # a third device with the same inventory as a and b
         queries.add_device(s, name="c", link_rate_bps=1_000_000)
         entry = InventoryEntry(registry.images["reg.io/app:1"].image_id, "reg.io/app:1")
-        queries.record_inventory(s, device=queries.get_device(s, "c"),
+        device_images.record_inventory(s, device=queries.get_device(s, "c"),
                                  inventory=Inventory((entry,)))
     now = FakeBuilder(signer="new-key")
     again = _deploy(engine, tmp_path, now, "c")

@@ -32,7 +32,7 @@ import uvicorn
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings, SmtpSettings
 from deltaport.demo.processes import stop_process
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
 from deltaport.fleet.queries import hash_token
@@ -145,7 +145,7 @@ def build_world(data_dir: Path, db_url: str, bundle_size: int = 300 * 1024) -> W
                 _, tokens[name] = queries.add_device(s, name=name, link_rate_bps=1_000_000)
             v1 = queries.find_image(s, f"{REGISTRY}/demo/app:v1").image_id
             v2 = queries.find_image(s, f"{REGISTRY}/demo/app:v2").image_id
-            queries.record_inventory(
+            device_images.record_inventory(
                 s,
                 device=queries.get_device(s, "dev-1"),
                 inventory=Inventory((InventoryEntry(v1, "demo/app:v1"),)),

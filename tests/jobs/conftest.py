@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from deltaport.bundle.keys import generate_keypair
 from deltaport.config import Settings, load_settings
 from deltaport.demo.link import TcpProxy
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
 from deltaport.jobs.app import ensure_schema, make_app
@@ -160,7 +160,7 @@ def jobs_fleet(postgres: PostgresServer, module_registry: Registry,  # noqa: F81
         for dev in ("a", "b", "c", "d"):
             queries.add_device(s, name=dev, link_rate_bps=1_000_000)
         for dev in ("a", "d"):
-            queries.record_inventory(s, device=queries.get_device(s, dev),
+            device_images.record_inventory(s, device=queries.get_device(s, dev),
                                      inventory=Inventory((InventoryEntry(ids["1"]),)))
     fleet = JobsFleet(home, db_url, engine, proxy, host, ids)
     try:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from deltaport.errors import FormatError, TransferError
-from deltaport.fleet import queries
+from deltaport.fleet import device_images
 from deltaport.fleet.models import Delivery, NotifyEvent
 from deltaport.notify import bridge
 from deltaport.notify.config import WebhookEndpoint, load_webhooks
@@ -48,7 +48,7 @@ def test_fleet_events_bridged_once_to_webhooks(
 ) -> None:
     monkeypatch.setattr(bridge, "SETTLE", 0.0)
     with Session(engine) as session, session.begin():
-        queries.log_event(session, kind="deployment_set", to_status="complete")  # history
+        device_images.log_event(session, kind="deployment_set", to_status="complete")  # history
     outbox = HubOutbox(
         engine,
         _config(tmp_path, receiver.url),
@@ -59,9 +59,9 @@ def test_fleet_events_bridged_once_to_webhooks(
     outbox.run_once()
     assert receiver.hits == []  # history before the first pass is not sent
     with Session(engine) as session, session.begin():
-        queries.log_event(session, kind="deployment_set", to_status="complete")
-        queries.log_event(session, kind="deployment_set", to_status="pending")  # not wanted
-        queries.log_event(session, kind="deployment_set", to_status="failed")
+        device_images.log_event(session, kind="deployment_set", to_status="complete")
+        device_images.log_event(session, kind="deployment_set", to_status="pending")  # not wanted
+        device_images.log_event(session, kind="deployment_set", to_status="failed")
     second = HubOutbox(engine, _config(tmp_path, receiver.url), None, smtp=False)
     second.run_once()
     outbox.run_once()  # bridges the same rows: inserts nothing more

@@ -12,7 +12,7 @@ import pytest
 
 from deltaport.bundle.keys import generate_keypair
 from deltaport.errors import StateError
-from deltaport.fleet import queries
+from deltaport.fleet import device_images, queries
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.documents import Inventory, InventoryEntry
 from deltaport.hub.client import HubClient
@@ -42,7 +42,7 @@ def hub(tmp_path: Path, sqlite_url: str) -> Iterator[LiveHub]:
             _, tokens[name] = queries.add_device(s, name=name, link_rate_bps=1_000_000)
         v1 = queries.find_image(s, f"{REGISTRY}/demo/app:v1").image_id
         v2 = queries.find_image(s, f"{REGISTRY}/demo/app:v2").image_id
-        queries.record_inventory(s, device=queries.get_device(s, "dev-1"),
+        device_images.record_inventory(s, device=queries.get_device(s, "dev-1"),
                                  inventory=Inventory((InventoryEntry(v1, "demo/app:v1"),)))
     engine.dispose()
     world = World(data, sqlite_url, registry, tokens, "", v1, v2, {}, 1024)

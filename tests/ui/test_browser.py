@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from deltaport.fleet import device_images
 from deltaport.fleet import queries as fq
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.models import DeploymentSet, Device
@@ -76,8 +77,8 @@ class Visit:
         try:
             with session_scope(engine) as s:
                 dev = fq.get_device(s, device)
-                fq.transition_image(s, device_id=dev.id, image_id=self.world.v2, event=event,
-                                    reason=reason)
+                device_images.transition_image(s, device_id=dev.id, image_id=self.world.v2,
+                                               event=event, reason=reason)
         finally:
             engine.dispose()
 

@@ -7,6 +7,7 @@ import re
 
 from fastapi.testclient import TestClient
 
+from deltaport.fleet import device_images
 from deltaport.fleet import queries as fq
 from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.states import ImageEvent
@@ -20,7 +21,7 @@ def _arrive_and_fail(world: World) -> None:
         with session_scope(engine) as s:
             for name, event in (("dev-1", ImageEvent.ARRIVED), ("dev-2", ImageEvent.FAILED)):
                 dev = fq.get_device(s, name)
-                fq.transition_image(s, device_id=dev.id, image_id=world.v2, event=event)
+                device_images.transition_image(s, device_id=dev.id, image_id=world.v2, event=event)
             fq.get_device(s, "dev-2").labels = {"site": "ship"}
     finally:
         engine.dispose()

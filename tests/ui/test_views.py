@@ -12,6 +12,7 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from deltaport.fleet import device_images
 from deltaport.fleet import queries as fq
 from deltaport.fleet import status as fleet_status
 from deltaport.fleet.db import init_db, session_scope
@@ -35,8 +36,8 @@ def _fail(world: World, device: str) -> None:
     try:
         with session_scope(engine) as s:
             dev = fq.get_device(s, device)
-            fq.transition_image(s, device_id=dev.id, image_id=world.v2, event=ImageEvent.FAILED,
-                                reason="disk full <b>!</b>")
+            device_images.transition_image(s, device_id=dev.id, image_id=world.v2,
+                                           event=ImageEvent.FAILED, reason="disk full <b>!</b>")
     finally:
         engine.dispose()
 
@@ -116,7 +117,7 @@ def _status(world: World, device: str) -> str:
     engine = init_db(world.db_url)
     try:
         with session_scope(engine) as s:
-            return fq.device_statuses(s, [fq.get_device(s, device).id])[
+            return device_images.device_statuses(s, [fq.get_device(s, device).id])[
                 fq.get_device(s, device).id][world.v2]
     finally:
         engine.dispose()

@@ -90,13 +90,13 @@ def report(
 
     Example: deltaport device report edge-1 inventory.json
     """
-    from deltaport.fleet import queries
+    from deltaport.fleet import device_images, queries
     from deltaport.fleet.documents import INVENTORY_MAX_BYTES, parse_inventory
 
     inv = parse_inventory(read_input(inventory, INVENTORY_MAX_BYTES))
     with db_session(ctx) as (_, _, session):
         device = queries.get_device(session, name)
-        change = queries.record_inventory(session, device=device, inventory=inv)
+        change = device_images.record_inventory(session, device=device, inventory=inv)
     if as_json:
         print_json({"device": name, "present": change.now_present, "removed": change.now_removed})
         return

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import StateError
-from deltaport.fleet import queries
+from deltaport.fleet import device_images
 from deltaport.fleet.documents import ActivationMessage
 from deltaport.fleet.models import (
     DeploymentDevice,
@@ -82,7 +82,7 @@ def load_snapshot(session: Session, messages: Sequence[ActivationMessage]) -> Sn
         n: i
         for n, i in session.execute(select(Device.name, Device.id).where(Device.name.in_(names)))
     }
-    seen = queries.seen_messages(session, ids, sorted(set(devices.values())))
+    seen = device_images.seen_messages(session, ids, sorted(set(devices.values())))
     contacts: dict[str, str] = {
         s: c
         for s, c in session.execute(

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from deltaport.errors import StateError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets, device_images
 from deltaport.fleet.documents import StatusMessage
 from deltaport.fleet.models import (
     DeploymentDevice,
@@ -107,7 +107,7 @@ def load_batch(session: Session, messages: Sequence[StatusMessage]) -> Snapshot:
                 select(Device.name, Device.id).where(Device.name.in_(chunk))
             )
         )
-    seen = queries.seen_messages(session, ids, sorted(set(devices.values())))
+    seen = device_images.seen_messages(session, ids, sorted(set(devices.values())))
     sets = set(session.scalars(select(DeploymentSet.id).where(DeploymentSet.id.in_(set_ids))))
     snap = Snapshot(seen=seen, devices=devices, sets=sets)
     wanted = {m.image_id for m in messages}
@@ -272,8 +272,9 @@ def follow_up(session: Session, changes: Sequence[Change]) -> SetNews:
     for c in failures:
         for set_id, device_id in members:
             if device_id == c.device_id and c.message.image_id in needed.get(set_id, set()):
-                dset = queries.get_deployment_set(session, set_id)
-                queries.transition_set(session, dset, SetEvent.IMAGE_FAILED, c.message.reason)
+                dset = deployment_sets.get_deployment_set(session, set_id)
+                deployment_sets.transition_set(
+                    session, dset, SetEvent.IMAGE_FAILED, c.message.reason)
                 failed.append((dset, c))
     return SetNews(completed, failed)
 
@@ -356,7 +357,7 @@ def _arrivals(
             .limit(1)
         )
         if waiting is None:
-            dset = queries.get_deployment_set(session, set_id)
-            queries.transition_set(session, dset, SetEvent.ALL_PRESENT)
+            dset = deployment_sets.get_deployment_set(session, set_id)
+            deployment_sets.transition_set(session, dset, SetEvent.ALL_PRESENT)
             completed.append(dset)
     return completed

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import UsageError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets, device_images, queries
 from deltaport.fleet.models import (
     DeploymentDevice,
     DeploymentImage,
@@ -85,10 +85,10 @@ def _queued_status(session: Session, queued: QueuedDeployment) -> dict[str, Any]
 
 
 def _set_status(session: Session, set_id: str) -> dict[str, Any]:
-    dset = queries.get_deployment_set(session, set_id)
-    devices, members = queries.set_members(session, set_id)
+    dset = deployment_sets.get_deployment_set(session, set_id)
+    devices, members = deployment_sets.set_members(session, set_id)
     images = [session.get(Image, m.image_id) for m in members]
-    statuses = queries.device_statuses(session, [d.id for d in devices])
+    statuses = device_images.device_statuses(session, [d.id for d in devices])
     arrived = {
         m.device_id: m.arrived_at
         for m in session.scalars(
@@ -214,7 +214,7 @@ def device_status(session: Session, name: str) -> dict[str, Any]:
 def runtime_status(session: Session, device: Device) -> dict[str, Any]:
     """What DEVICE should run (the newest published desired manifest) next to what it
     runs (its latest runtime report), module by module."""
-    latest = queries.latest_desired_manifest(session, device_id=device.id)
+    latest = deployment_sets.latest_desired_manifest(session, device_id=device.id)
     desired = _desired_images(session, latest.deployment_set_id) if latest is not None else {}
     reported = {m.module: m for m in device_modules(session, device_id=device.id)}
     modules = [

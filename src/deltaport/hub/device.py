@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from deltaport.errors import AccessError, FormatError, StorageError, UnknownObjectError
-from deltaport.fleet import queries, runtime
+from deltaport.fleet import device_images, queries, runtime
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
     ID_MAX_CHARS,
@@ -100,7 +100,7 @@ def checkin(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]
         row = queries.get_device(session, device.name)
         known = queries.images_by_content(session, inventory.image_ids)
         kept = Inventory(tuple(e for e in inventory.images if e.image_id in known))
-        queries.record_inventory(session, device=row, inventory=kept)
+        device_images.record_inventory(session, device=row, inventory=kept)
     return {"ok": True, "ignored": sorted(inventory.image_ids - known.keys())}
 
 

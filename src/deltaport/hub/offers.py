@@ -20,7 +20,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from deltaport.errors import AccessError, StorageError, UnknownObjectError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets, queries
 from deltaport.fleet.models import Bundle, BundleDevice, DeploymentSet, Device, DeviceImage
 from deltaport.fleet.states import ImageStatus
 from deltaport.pipelines.image_to_device import bundle_store_key
@@ -161,7 +161,7 @@ def desired_manifest(
         StorageError: its file is missing, larger than LIMIT, unreadable, or does not
             hash to the digest recorded when it was published.
     """
-    row = queries.latest_desired_manifest(session, device_id=device.id)
+    row = deployment_sets.latest_desired_manifest(session, device_id=device.id)
     if row is None:
         raise UnknownObjectError(f"unknown desired manifest: none published for {device.name} yet")
     key = desired_version_key(device.name, row.version)

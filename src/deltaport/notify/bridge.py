@@ -1,10 +1,10 @@
 """Deployment events for webhooks, taken from the fleet event log (``events`` table).
 
 Every deployment state change is already appended to ``events`` in the transaction
-that makes it (``fleet.queries``, ``fleet.activation``). :func:`pump` turns new rows
-into :class:`~deltaport.fleet.models.NotifyEvent` rows with a deterministic id
-(``evt-e`` + the zero-padded ``events.id``), so two hubs pumping at once insert each
-event once (the primary key decides) and the newest bridged id is the cursor.
+that makes it (``fleet.device_images``, ``fleet.deployment_sets``, ``fleet.activation``).
+:func:`pump` turns new rows into :class:`~deltaport.fleet.models.NotifyEvent` rows with a
+deterministic id (``evt-e`` + the zero-padded ``events.id``), so two hubs pumping at once
+insert each event once (the primary key decides) and the newest bridged id is the cursor.
 
 A hub that has never bridged anything starts after the newest event (history is not
 sent). Rows are taken only once they are ``SETTLE`` seconds old, so a PostgreSQL

@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from deltaport.errors import DeltaportError, StateError
-from deltaport.fleet import activation, ingest, queries
+from deltaport.fleet import activation, device_images, ingest
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import ActivationMessage, DeviceMessage, StatusMessage
 from deltaport.fleet.states import MessageOutcome
@@ -224,5 +224,5 @@ def _send_all(
         except DeltaportError as exc:
             errors.append(str(exc))
             with session_scope(engine) as session:
-                queries.log_event(session, kind="notify_failed", detail=f"{email.to}: {exc}")
+                device_images.log_event(session, kind="notify_failed", detail=f"{email.to}: {exc}")
     return sent, errors

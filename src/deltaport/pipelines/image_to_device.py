@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from deltaport.bundle import Release
 from deltaport.errors import StateError, UnknownObjectError, UsageError
-from deltaport.fleet import bulk, queries
+from deltaport.fleet import bulk, device_images, queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
     Bundle,
@@ -243,7 +243,7 @@ def load_planning_input(session: Session, request: DeployRequest) -> PlanningInp
     devices = queries.select_devices(
         session, names=request.device_names, labels=dict(request.labels)
     )
-    statuses = queries.device_statuses(session, [d.id for d in devices])
+    statuses = device_images.device_statuses(session, [d.id for d in devices])
     on_devices = {i for per in statuses.values() for i in per}
     catalog = {
         i: queries.image_info(img)
@@ -452,7 +452,7 @@ def record_deployment(
     )
     session.add(dset)
     session.flush()
-    queries.log_event(
+    device_images.log_event(
         session, kind="deployment_set", deployment_set_id=set_id, to_status=dset.state
     )
     bundles = _bundle_rows(session, set_id, plan, data.existing, built)
@@ -463,7 +463,7 @@ def record_deployment(
         for dp in plan.devices
         for k in dp.bundle_keys
     ]
-    queries.send_images(session, sends=sends, current=data.statuses, deployment_set_id=set_id)
+    device_images.send_images(session, sends=sends, current=data.statuses, deployment_set_id=set_id)
     links = (  # COPY on PostgreSQL: one row per device and bundle
         (bundles[k].id, by_name[dp.device].id, set_id)
         for dp in plan.devices

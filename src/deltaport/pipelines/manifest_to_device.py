@@ -10,7 +10,7 @@ manifest key (``DATA_DIR/keys/manifest.key``, not the bundle key).
 Versions are per device and only go up: each publication takes max + 1 from
 ``desired_manifests`` in the activating transaction. Two hubs publishing for the
 same device at once both read the same max; the unique (device, version) makes the
-second insert nothing (``queries.insert_desired_manifest``), and it signs again with
+second insert nothing (``deployment_sets.insert_desired_manifest``), and it signs again with
 the next number, up to ``PUBLISH_ATTEMPTS`` times.
 
 The envelope is stored under a key of its own per version (``devices/<name>/desired/
@@ -36,7 +36,7 @@ from deltaport.bundle.signing import Signer
 from deltaport.desired import DesiredModule, DesiredState, ManifestKind, encode_envelope
 from deltaport.desired.window import WINDOW_FIELD, WINDOW_LABEL, parse_window
 from deltaport.errors import FormatError, StateError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets, device_images
 from deltaport.fleet.models import DeploymentSet, Device, Image, utcnow
 from deltaport.fleet.states import FINISHED_SET_STATES, ImageStatus, SetEvent, SetState
 from deltaport.manifests.model import Locate
@@ -117,9 +117,9 @@ def load_manifest_key(path: Path) -> Ed25519PrivateKey | Signer:
 
 def missing_images(session: Session, set_id: str) -> list[MissingImage]:
     """Every (device, image) of the set that is not present, device by device."""
-    devices, members = queries.set_members(session, set_id)
+    devices, members = deployment_sets.set_members(session, set_id)
     images = [session.get(Image, m.image_id) for m in members]
-    statuses = queries.device_statuses(session, [d.id for d in devices])
+    statuses = device_images.device_statuses(session, [d.id for d in devices])
     missing = []
     for device in devices:
         have = statuses.get(device.id, {})
@@ -162,7 +162,7 @@ def activate(
             MANIFEST_KEY; other hubs kept taking the versions.
         StorageError: the store cannot be written.
     """
-    dset = queries.get_deployment_set(session, set_id)
+    dset = deployment_sets.get_deployment_set(session, set_id)
     missing = missing_images(session, set_id)
     if devices is not None:
         missing = [m for m in missing if m.device in devices]
@@ -170,8 +170,8 @@ def activate(
         raise StateError(describe_missing(set_id, missing))
     key = load_manifest_key(manifest_key)
     if devices is None and SetState(dset.state) in (SetState.PENDING, SetState.FAILED):
-        queries.transition_set(session, dset, SetEvent.ALL_PRESENT, "checked at activation")
-    targets, _ = queries.set_members(session, set_id)
+        deployment_sets.transition_set(session, dset, SetEvent.ALL_PRESENT, "checked at activation")
+    targets, _ = deployment_sets.set_members(session, set_id)
     if devices is not None:
         targets = [d for d in targets if d.name in devices]
     manifest = stored_manifest(dset)
@@ -184,7 +184,7 @@ def activate(
             image_locator(images, device.local_registry),
         )
     if SetState(dset.state) in FINISHED_SET_STATES:
-        queries.transition_set(session, dset, SetEvent.ACTIVATE)
+        deployment_sets.transition_set(session, dset, SetEvent.ACTIVATE)
     return Activation(deployment_id=set_id, desired=desired, versions=versions)
 
 
@@ -216,7 +216,7 @@ def deployment_images(session: Session, set_id: str) -> dict[str, DeployedImage]
     """
     from deltaport.pipelines.adapters import delivered_name
 
-    _, members = queries.set_members(session, set_id)
+    _, members = deployment_sets.set_members(session, set_id)
     out = {}
     for m in members:
         image = session.get(Image, m.image_id)
@@ -308,12 +308,12 @@ def _publish(
 ) -> tuple[int, str]:
     """Sign and store the next version for DEVICE; (version, location of desired.json)."""
     for _ in range(PUBLISH_ATTEMPTS):
-        version = queries.next_desired_version(session, device_id=device.id)
+        version = deployment_sets.next_desired_version(session, device_id=device.id)
         now = utcnow()
         state = desired_state(dset, manifest, modules, device, version, now, locate)
         data = encode_envelope(state, [key])
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if queries.insert_desired_manifest(
+        if deployment_sets.insert_desired_manifest(
             session,
             device_id=device.id,
             version=version,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from deltaport.config import read_toml_file
 from deltaport.errors import DeltaportError, FormatError, UsageError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import (
     DeliveryRetry,
@@ -267,7 +267,7 @@ class Retrier:
                                                             for i in ids) if r is not None])
             if not rows:
                 return None
-            dset = queries.get_deployment_set(session, set_id)
+            dset = deployment_sets.get_deployment_set(session, set_id)
             device = session.get(Device, device_id)
             assert device is not None  # FK guarantees it
             request = DeployRequest(

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from deltaport.errors import UnknownObjectError
-from deltaport.fleet import queries
+from deltaport.fleet import deployment_sets
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import Device, DeviceDeployment, Event, Rollout, RolloutDevice, utcnow
 from deltaport.fleet.states import BAD_ACTIVATION_STATES, ActivationState
@@ -119,8 +119,8 @@ def create(session: Session, *, set_id: str, spec: RolloutSpec, requested_by: st
         UnknownObjectError: unknown deployment.
         UsageError: a canary is not one of the set's devices.
     """
-    queries.get_deployment_set(session, set_id)
-    devices, _ = queries.set_members(session, set_id)
+    deployment_sets.get_deployment_set(session, set_id)
+    devices, _ = deployment_sets.set_members(session, set_id)
     rollout = Rollout(
         id=new_rollout_id(), deployment_set_id=set_id, state=RolloutState.STAGING.value,
         waves=list(spec.waves), current_wave=0, success_threshold=str(spec.success),

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from sqlalchemy import and_, or_, select
 
 from deltaport.errors import DeltaportError, StateError
-from deltaport.fleet import audit
+from deltaport.fleet import audit, deployment_sets, device_images
 from deltaport.fleet import queries as fleet_queries
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import DeviceImage
@@ -93,7 +93,7 @@ def retry_image(hub: HubState, *, device_name: str, image_id: str, operator: str
         if row is None or row.status != ImageStatus.FAILED.value:
             found = row.status if row is not None else "no such image"
             raise StateError(f"{device_name}: image {image_id} is not failed ({found})")
-        fleet_queries.transition_image(
+        device_images.transition_image(
             session, device_id=device.id, image_id=image_id, event=ImageEvent.SEND,
             deployment_set_id=row.deployment_set_id, bundle_id=row.bundle_id,
             reason=f"retry asked by {operator} on the dashboard",
@@ -141,7 +141,7 @@ def cancel_deployment(hub: HubState, *, set_id: str, operator: str) -> int:
     """
     reason = f"cancelled by {operator} on the dashboard"
     with session_scope(hub.engine) as session:
-        dset = fleet_queries.get_deployment_set(session, set_id)
+        dset = deployment_sets.get_deployment_set(session, set_id)
         if dset.state not in (SetState.PENDING.value, SetState.FAILED.value):
             raise StateError(f"deployment {set_id} is {dset.state}: nothing to cancel")
         waiting = session.execute(
@@ -152,11 +152,11 @@ def cancel_deployment(hub: HubState, *, set_id: str, operator: str) -> int:
                          DeviceImage.failure_reason.startswith(DEFERRED_PREFIX))))
         ).all()
         for device_id, image_id in waiting:
-            fleet_queries.transition_image(session, device_id=device_id, image_id=image_id,
+            device_images.transition_image(session, device_id=device_id, image_id=image_id,
                                            event=ImageEvent.FAILED, deployment_set_id=set_id,
                                            reason=reason)
         if dset.state == SetState.PENDING.value:
-            fleet_queries.transition_set(session, dset, SetEvent.IMAGE_FAILED, reason)
+            deployment_sets.transition_set(session, dset, SetEvent.IMAGE_FAILED, reason)
         return len(waiting)
 
 

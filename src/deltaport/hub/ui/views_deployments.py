@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from deltaport.errors import DeltaportError
-from deltaport.fleet import queries as fleet_queries
+from deltaport.fleet import deployment_sets
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import utcnow
 from deltaport.fleet.states import ImageStatus, SetState
@@ -120,7 +120,7 @@ def _cells(rows: Any, now: datetime) -> list[Cell]:
 def _live_context(hub: Hub, me: SignedIn, deployment_id: str, status: str,
                   page: str) -> dict[str, Any]:
     with session_scope(hub.engine) as session:
-        dset = fleet_queries.get_deployment_set(session, deployment_id)
+        dset = deployment_sets.get_deployment_set(session, deployment_id)
         chosen = status if status in STATUSES else None
         cells = queries.deployment_cells(session, deployment_id, status=chosen,
                                          page=parse_page(page), size=CONFIG.page_size)
