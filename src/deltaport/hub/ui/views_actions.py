@@ -2,12 +2,17 @@
 
 Every action is a POST carrying the session's CSRF token; a viewer is refused (403).
 The first POST answers a confirmation page saying what will happen; only its own
-form, posted with ``confirmed=yes``, acts. Each action, done or refused by the fleet,
-lands in the audit log (and so in the event log) under the signed-in operator's name,
-as the API's writes do (:mod:`deltaport.hub.audit`).
+form, posted with ``confirmed=yes``, acts. The three actions are one flow
+(:func:`action_route`); what differs is data (:data:`ACTIONS`). Each action, done
+or refused by the fleet, lands in the audit log (and so in the event log) under the
+signed-in operator's name, as the API's writes do (:mod:`deltaport.hub.audit`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -38,6 +43,15 @@ from deltaport.pipelines.manifest_to_device import activate, manifest_key_path
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 CONFIRMED = "yes"
+Fields = dict[str, str]
+
+
+class UiAction(StrEnum):
+    """The dashboard's actions, as they stand in ``/ui/actions/{action}``."""
+
+    ACTIVATE = "activate"
+    RETRY = "retry"
+    CANCEL = "cancel"
 
 
 def _record(hub: HubState, request: Request, me: SignedIn, action: audit.AuditAction,
@@ -47,37 +61,6 @@ def _record(hub: HubState, request: Request, me: SignedIn, action: audit.AuditAc
                               outcome)
     with session_scope(hub.engine) as session:
         audit.record(session, entry)
-
-
-def _confirm(me: SignedIn, action: str, what: str, fields: dict[str, str],
-             back: str) -> Response:
-    return render("confirm.html", {"me": me, "action": action, "what": what,
-                                   "fields": fields, "back": back})
-
-
-@router.post("/actions/activate")
-def activate_action(request: Request, me: Me, hub: Hub, form: Form) -> Response:
-    """Activate a deployment (after confirmation): publish its desired manifests."""
-    set_id = form.get("deployment", "")
-    back = f"{PREFIX}/deployments/{path_segment(set_id)}"
-    try:
-        check_csrf(me, form)
-        check_may_act(me)
-    except DeltaportError as exc:
-        return error_page(exc, me)
-    if form.get("confirmed") != CONFIRMED:
-        return _confirm(me, "activate", f"Activate deployment {set_id}: every device of it "
-                        "gets a new signed desired manifest and starts its images.",
-                        {"deployment": set_id}, back)
-    key = manifest_key_path(hub.settings.fleet.keys_dir)
-    try:
-        with session_scope(hub.engine) as session:
-            activate(session, set_id=set_id, store=hub.store, manifest_key=key)
-    except DeltaportError as exc:
-        _record(hub, request, me, audit.AuditAction.ACTIVATE, set_id, status_for(exc))
-        return error_page(exc, me)
-    _record(hub, request, me, audit.AuditAction.ACTIVATE, set_id, 200)
-    return redirect(back)
 
 
 def retry_image(hub: HubState, *, device_name: str, image_id: str, operator: str) -> str:
@@ -99,33 +82,6 @@ def retry_image(hub: HubState, *, device_name: str, image_id: str, operator: str
             reason=f"retry asked by {operator} on the dashboard",
         )
         return row.deployment_set_id or ""
-
-
-@router.post("/actions/retry")
-def retry_action(request: Request, me: Me, hub: Hub, form: Form) -> Response:
-    """Retry a failed device image (after confirmation): its bundle is offered again."""
-    device, image_id = form.get("device", ""), form.get("image_id", "")
-    back = f"{PREFIX}/devices/{path_segment(device)}"
-    if form.get("deployment"):
-        back = f"{PREFIX}/deployments/{path_segment(form['deployment'])}"
-    try:
-        check_csrf(me, form)
-        check_may_act(me)
-    except DeltaportError as exc:
-        return error_page(exc, me)
-    target = f"{device} {image_id}"
-    if form.get("confirmed") != CONFIRMED:
-        fields = {"device": device, "image_id": image_id,
-                  "deployment": form.get("deployment", "")}
-        return _confirm(me, "retry", f"Retry image {image_id} on {device}: its bundle is "
-                        "offered to the device again.", fields, back)
-    try:
-        retry_image(hub, device_name=device, image_id=image_id, operator=me.operator)
-    except DeltaportError as exc:
-        _record(hub, request, me, audit.AuditAction.RETRY, target, status_for(exc))
-        return error_page(exc, me)
-    _record(hub, request, me, audit.AuditAction.RETRY, target, 200)
-    return redirect(back)
 
 
 def cancel_deployment(hub: HubState, *, set_id: str, operator: str) -> int:
@@ -160,24 +116,76 @@ def cancel_deployment(hub: HubState, *, set_id: str, operator: str) -> int:
         return len(waiting)
 
 
-@router.post("/actions/cancel")
-def cancel_action(request: Request, me: Me, hub: Hub, form: Form) -> Response:
-    """Cancel a deployment in progress (after confirmation)."""
-    set_id = form.get("deployment", "")
-    back = f"{PREFIX}/deployments/{path_segment(set_id)}"
+def _activate(hub: HubState, fields: Fields, operator: str) -> None:
+    key = manifest_key_path(hub.settings.fleet.keys_dir)
+    with session_scope(hub.engine) as session:
+        activate(session, set_id=fields["deployment"], store=hub.store, manifest_key=key)
+
+
+def _retry(hub: HubState, fields: Fields, operator: str) -> None:
+    retry_image(hub, device_name=fields["device"], image_id=fields["image_id"],
+                operator=operator)
+
+
+def _cancel(hub: HubState, fields: Fields, operator: str) -> None:
+    cancel_deployment(hub, set_id=fields["deployment"], operator=operator)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What one action needs: its audit word, form fields, what it says, what it does."""
+
+    audit: audit.AuditAction
+    fields: tuple[str, ...]  # carried from the first POST to the confirmation's form
+    target: tuple[str, ...]  # the fields naming the target in the audit log
+    explain: str  # str.format over the fields, shown on the confirmation page
+    run: Callable[[HubState, Fields, str], None]  # (hub, fields, operator)
+
+
+ACTIONS: dict[UiAction, ActionSpec] = {
+    UiAction.ACTIVATE: ActionSpec(
+        audit.AuditAction.ACTIVATE, ("deployment",), ("deployment",),
+        "Activate deployment {deployment}: every device of it gets a new signed desired "
+        "manifest and starts its images.", _activate),
+    UiAction.RETRY: ActionSpec(
+        audit.AuditAction.RETRY, ("device", "image_id", "deployment"), ("device", "image_id"),
+        "Retry image {image_id} on {device}: its bundle is offered to the device again.",
+        _retry),
+    UiAction.CANCEL: ActionSpec(
+        audit.AuditAction.CANCEL, ("deployment",), ("deployment",),
+        "Cancel deployment {deployment}: its bundles are no longer offered; every image "
+        "still in transit is marked failed (Retry sends one again).", _cancel),
+}
+
+
+def _back(fields: Fields) -> str:
+    """Where the action was asked from: the deployment's page, else the device's."""
+    if fields.get("deployment") or "device" not in fields:
+        return f"{PREFIX}/deployments/{path_segment(fields.get('deployment', ''))}"
+    return f"{PREFIX}/devices/{path_segment(fields['device'])}"
+
+
+@router.post("/actions/{action}")
+def action_route(action: UiAction, request: Request, me: Me, hub: Hub,
+                 form: Form) -> Response:
+    """An action: checked (CSRF, role), confirmed, done, audited either way."""
+    spec = ACTIONS[action]
+    fields = {k: form.get(k, "") for k in spec.fields}
+    back = _back(fields)
     try:
         check_csrf(me, form)
         check_may_act(me)
     except DeltaportError as exc:
         return error_page(exc, me)
     if form.get("confirmed") != CONFIRMED:
-        return _confirm(me, "cancel", f"Cancel deployment {set_id}: its bundles are no longer "
-                        "offered; every image still in transit is marked failed (Retry sends "
-                        "one again).", {"deployment": set_id}, back)
+        return render("confirm.html", {"me": me, "action": action.value,
+                                       "what": spec.explain.format(**fields),
+                                       "fields": fields, "back": back})
+    target = " ".join(fields[k] for k in spec.target)
     try:
-        cancel_deployment(hub, set_id=set_id, operator=me.operator)
+        spec.run(hub, fields, me.operator)
     except DeltaportError as exc:
-        _record(hub, request, me, audit.AuditAction.CANCEL, set_id, status_for(exc))
+        _record(hub, request, me, spec.audit, target, status_for(exc))
         return error_page(exc, me)
-    _record(hub, request, me, audit.AuditAction.CANCEL, set_id, 200)
+    _record(hub, request, me, spec.audit, target, 200)
     return redirect(back)

@@ -138,25 +138,29 @@ def _in_progress(state: str, counts: dict[str, int]) -> bool:
     return state == SetState.PENDING.value or counts.get(ImageStatus.IN_TRANSIT.value, 0) > 0
 
 
-@router.get("/deployments/{deployment_id}")
-def deployment_page(deployment_id: str, me: Me, hub: Hub, status: str = "",
-                    page: str = "1") -> HTMLResponse:
-    """One deployment: counts, its cells, activation; live while in progress."""
+def _deployment_response(hub: Hub, me: SignedIn, deployment_id: str, status: str, page: str,
+                         *, whole: bool) -> HTMLResponse:
+    """The deployment's whole page, or (WHOLE false) only its live part."""
     try:
         context = _live_context(hub, me, deployment_id, status, page)
     except DeltaportError as exc:
         return error_page(exc, me)
+    if not whole:
+        return render("_deployment_live.html", context)
     manifest_text = json.dumps(context["d"].manifest, indent=2, ensure_ascii=False)
     return render("deployment.html", {**context, "nav": "deployments",
                                       "manifest_text": manifest_text})
+
+
+@router.get("/deployments/{deployment_id}")
+def deployment_page(deployment_id: str, me: Me, hub: Hub, status: str = "",
+                    page: str = "1") -> HTMLResponse:
+    """One deployment: counts, its cells, activation; live while in progress."""
+    return _deployment_response(hub, me, deployment_id, status, page, whole=True)
 
 
 @router.get("/live/deployments/{deployment_id}")
 def deployment_live(deployment_id: str, me: Me, hub: Hub, status: str = "",
                     page: str = "1") -> HTMLResponse:
     """The live part of a deployment's page (polled)."""
-    try:
-        context = _live_context(hub, me, deployment_id, status, page)
-    except DeltaportError as exc:
-        return error_page(exc, me)
-    return render("_deployment_live.html", context)
+    return _deployment_response(hub, me, deployment_id, status, page, whole=False)
