@@ -24,6 +24,7 @@ from deltaport.pipelines import image_to_device as i2d
 from deltaport.pipelines.events import handle_status_messages
 from deltaport.pipelines.manifest import parse_manifest
 from deltaport.pipelines.manifest_to_device import activate, desired_key
+from deltaport.pipelines.retry_policy import RetryPolicy
 from deltaport.storage.folder import FolderStore
 from tests.fleet.conftest import SmtpServer
 from tests.fleet.fakes import CountingRanker, FakeBuilder, FakeRegistry, FakeSigner
@@ -224,6 +225,7 @@ def test_status_messages_complete_activate_and_email(fleet: Fleet, smtp_server: 
         notifier=notifier,
         store=fleet.store,
         manifest_key=fleet.manifest_key,
+        retry_policy=RetryPolicy(retries=0),  # failed for good at once: mailed
     )
     assert r2.results[0].status == "failed"
     with session_scope(fleet.engine) as s:

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from deltaport.config import SmtpSettings
 from deltaport.errors import FormatError, UsageError
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import StatusMessage
 from deltaport.fleet.models import BundleDevice, DeliveryRetry, DeploymentSet, DesiredManifest
+from deltaport.notify.email import SmtpNotifier
 from deltaport.pipelines import retry
 from deltaport.pipelines.events import handle_status_messages
 from deltaport.pipelines.retry_policy import (
@@ -29,6 +31,7 @@ from deltaport.pipelines.retry_policy import (
     classify,
     decide,
 )
+from tests.fleet.conftest import SmtpServer
 from tests.fleet.test_pipelines import Fleet
 
 POLICY = RetryPolicy(retries=3, base=10.0, cap=25.0)
@@ -218,3 +221,36 @@ def test_no_retry_once_the_rollout_is_cancelled(fleet: Fleet) -> None:
     assert _retrier(fleet).run_once(fleet.engine, datetime.now(UTC) + LATER) == []
     assert [state for _, state, _ in _rows(fleet)] == ["permanent"]
     assert classify("cancelled by ops on the dashboard")[0] is FailureKind.PERMANENT
+
+
+def test_one_email_when_a_delivery_fails_for_good(fleet: Fleet, smtp_server: SmtpServer) -> None:
+    """Retried failures mail nobody; the requester gets one email once retries are exhausted
+    (or at once for a permanent failure), through a real SMTP server."""
+    dep = fleet.deploy(("a", "b")).deployment_id
+    with session_scope(fleet.engine) as s:
+        retry.set_retries(s, dep, 2)  # --retries 2
+    notifier = SmtpNotifier(SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                         sender="dp@x", timeout=5.0))
+
+    def send(*messages: StatusMessage) -> None:
+        handle_status_messages(fleet.engine, messages, notifier=notifier, store=fleet.store,
+                               manifest_key=fleet.manifest_key, retry_policy=POLICY)
+
+    retrier, lost = _retrier(fleet), "missing source layers: sha256:rt"
+    send(_failed(fleet, "a", "reg.io/app:2", lost),
+         _failed(fleet, "b", "reg.io/app:2", "SignatureError: the signature fails"))
+    [permanent] = smtp_server.messages()  # b's failure cannot improve: told at once
+    assert permanent["Subject"] == f"deltaport: deployment {dep} failed on b"
+    assert "Not retried: the signature was refused" in permanent.get_payload()
+    for attempt in (1, 2):
+        [child] = retrier.run_once(fleet.engine, datetime.now(UTC) + LATER)
+        send(_failed(fleet, "a", "reg.io/app:2", lost, child))
+        assert _rows(fleet)[0][1:] == ("scheduled" if attempt < 2 else "exhausted", attempt)
+        if attempt < 2:
+            assert len(smtp_server.messages()) == 1  # a retried failure mails nobody
+    mails = smtp_server.messages()
+    assert [m["Subject"] for m in mails] == [f"deltaport: deployment {dep} failed on b",
+                                             f"deltaport: deployment {dep} failed on a"]
+    body = mails[1].get_payload()
+    assert lost in body and "Not retried: 2 of 2 retries made" in body
+    assert all(m["To"] == "alice@example.com" for m in mails)

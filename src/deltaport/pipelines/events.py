@@ -1,8 +1,9 @@
 """The status-event handler: what devices report about images and activations becomes fleet state.
 
-success → device image ``present``; failure → ``failed`` with the reason, and an
-email to the contact of each deployment set waiting for it; ``removed`` (the agent's
-GC) → ``removed``, so the planner no longer uses it as a source; when the last image
+success → device image ``present``; failure → ``failed`` with the reason, an automatic
+retry (``pipelines.retry``), and, once it fails for good (a permanent failure, or every
+retry made), one email to the contact of the deployment set waiting for it; ``removed``
+(the agent's GC) → ``removed``, so the planner no longer uses it as a source; when the last image
 of a set has arrived on all its devices → the set is ``complete``, its contact is
 emailed and it is activated (manifest-to-device).
 
@@ -24,16 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from deltaport.errors import DeltaportError, StateError
 from deltaport.fleet import activation, device_images, ingest
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import ActivationMessage, DeviceMessage, StatusMessage
+from deltaport.fleet.models import DeliveryRetry, DeploymentSet
 from deltaport.fleet.states import MessageOutcome
 from deltaport.notify.email import Email, Notifier
 from deltaport.pipelines import retry, rollouts
 from deltaport.pipelines.manifest_to_device import activate
-from deltaport.pipelines.retry_policy import RetryPolicy
+from deltaport.pipelines.retry_policy import RetryDecision, RetryPolicy
 from deltaport.storage.base import BundleStore
 
 
@@ -58,16 +61,37 @@ class IngestResult:
     email_errors: tuple[str, ...]
 
 
-def _failure_email(set_id: str, to: str, msg: StatusMessage) -> Email:
+def _failure_email(set_id: str, to: str, msg: StatusMessage, why: str = "") -> Email:
     device = msg.device
+    tried = f"{why[:1].upper()}{why[1:]}.\n" if why else ""  # "Not retried: 3 of 3 ..."
     return Email(
         to=to,
         subject=f"deltaport: deployment {set_id} failed on {device}",
         body=(
             f"Image {msg.image_id} could not be installed on device {device}.\n"
-            f"Reason: {msg.reason or '(none given)'}\nDeployment: {set_id}\n"
+            f"Reason: {msg.reason or '(none given)'}\nDeployment: {set_id}\n" + tried
         ),
     )
+
+
+def _final_failure_emails(
+    session: Session,
+    failed: Sequence[tuple[DeploymentSet, ingest.Change]],
+    decisions: Sequence[tuple[DeliveryRetry, RetryDecision]],
+) -> list[Email]:
+    """One email per (original set, device, image) that failed for good in this batch: a
+    permanent failure or every retry made; a failure that will be retried mails nobody
+    (webhooks still hear of every attempt, ``deployment.image_failed``)."""
+    final = {(r.deployment_set_id, r.device_id, r.image_id): (r, d) for r, d in decisions
+             if d.state in retry.FINAL_STATES}
+    emails = []
+    for dset, change in failed:
+        key = (retry.original_set(session, dset.id), change.device_id, change.message.image_id)
+        if key not in final:
+            continue
+        _, decision = final.pop(key)  # the original and its retry set: mailed once
+        emails.append(_failure_email(key[0], dset.contact_email, change.message, decision.why))
+    return emails
 
 
 def _activation_email(to: str, msg: ActivationMessage) -> Email:
@@ -133,13 +157,12 @@ def handle_status_messages(
         ingest.write(session, changes)
         activation.write(session, decided)
         news = ingest.follow_up(session, changes)
-        retry.schedule(session, [retry.Failure(d.id, c.device_id, c.message.image_id,
-                                               c.message.reason) for d, c in news.failed],
-                       retry_policy or RetryPolicy())
+        decisions = retry.schedule(
+            session, [retry.Failure(d.id, c.device_id, c.message.image_id, c.message.reason)
+                      for d, c in news.failed], retry_policy or RetryPolicy())
         completed = [(d.id, d.contact_email) for d in news.completed
                      if not retry.is_retry_set(session, d.id)]
-        emails = [_failure_email(d.id, d.contact_email, c.message) for d, c in news.failed
-                  if not retry.is_retry_set(session, d.id)]
+        emails = _final_failure_emails(session, news.failed, decisions)
         emails += [_activation_email(v.contact or "", v.message) for v in decided if v.newly_bad]
     activate_with = (store, manifest_key) if store is not None and manifest_key else None
     activated, more = _after_commit(engine, completed, activate_with)

@@ -63,6 +63,7 @@ LEASE = timedelta(hours=1)  # a claim older than this is taken again
 BATCH = 20  # retries claimed at once
 CHAIN_MAX = 50  # retry sets followed back to the original
 CANCELLED_PREFIX = "cancelled by "  # the reason a cancelled deployment's images fail with
+FINAL_STATES = frozenset({RetryState.PERMANENT, RetryState.EXHAUSTED})  # failed for good
 
 
 @dataclass(frozen=True)
