@@ -153,3 +153,47 @@ def test_the_cli_against_the_hub(hub: LiveHub, tmp_path: Path) -> None:
     bad = runner.invoke(cli_main.app, ["rollout", "create", str(compose), "--waves", "50%",
                                        "--by", "a", "--email", "a@b", *remote])
     assert bad.exit_code != 0 and "last wave must be 100%" in str(bad.exception or bad.output)
+
+
+def test_a_maintenance_window_set_through_the_hub_is_signed_and_audited(hub: LiveHub) -> None:
+    """``deltaport device label --hub`` sets the window through the operator API (checked,
+    audit-logged); the canary's next signed desired manifest carries it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from deltaport.bundle.keys import load_public_key
+    from deltaport.cli import main as cli_main
+    from deltaport.desired import decode_envelope
+    from deltaport.desired.window import WINDOW_FIELD, WINDOW_LABEL
+
+    if not cli_main.app.registered_groups:
+        cli_main._register_groups()
+    remote = ["--hub", hub.url, "--token", OPERATOR_TOKEN]
+    runner = CliRunner()
+    done = runner.invoke(cli_main.app, ["device", "label", "dev-2", "site=north",
+                                        f"{WINDOW_LABEL}=sat,sun 22:00-2:00 UTC", "--json",
+                                        *remote])
+    assert done.exit_code == 0, done.output
+    window = "Sat,Sun 22:00-02:00 UTC"  # stored in its normal form
+    assert json.loads(done.output) == {"device": "dev-2",
+                                       "labels": {"site": "north", WINDOW_LABEL: window}}
+    with hub.operator() as c:  # a bad window is refused by the hub too, and nothing changes
+        bad = c.post("/api/v1/devices/dev-2/labels", json={"set": {WINDOW_LABEL: "soon"}})
+        assert bad.status_code == 422 and "DAYS HH:MM-HH:MM ZONE" in bad.text
+        assert c.post("/api/v1/devices/nope/labels", json={}).status_code == 404
+        gone = c.post("/api/v1/devices/dev-2/labels", json={"remove": ["site"]})
+        assert gone.json()["labels"] == {WINDOW_LABEL: window}
+        entries = c.get("/api/v1/audit").json()
+    labelled = [(e["target"], e["outcome"]) for e in entries if e["action"] == "device.label"]
+    assert sorted(labelled) == [("dev-2", 200), ("dev-2", 200), ("dev-2", 422), ("nope", 404)]
+    with HubClient(hub.url, OPERATOR_TOKEN, timeout=30) as hc:
+        doc = hc.rollout_create(body())
+        present(hub, "dev-1", doc["deployment"])
+        present(hub, "dev-2", doc["deployment"])  # the canary's wave starts: dev-2 published
+        assert published(hc, doc["deployment"])["dev-2"] == 1
+    with hub.device("dev-2") as d:
+        signed = d.get("/api/v1/device/desired-manifest")
+    trusted = [load_public_key(hub.world.manifest_public_key)]
+    state = decode_envelope(signed.content, trusted, device="dev-2")
+    assert state.manifest[WINDOW_FIELD] == window

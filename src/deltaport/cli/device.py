@@ -1,7 +1,7 @@
 """`deltaport device …`: add devices, record what they report, list them.
 
-``device add`` also runs against a hub (``--hub URL --token …``), which answers with
-the same JSON; ``report`` and ``list`` work on the local database only.
+``device add`` and ``device label`` also run against a hub (``--hub URL --token …``),
+which answers with the same JSON; ``report`` and ``list`` work on the local database only.
 """
 
 from __future__ import annotations
@@ -154,25 +154,28 @@ def label_device(
         list[str] | None, typer.Option("--remove", help="Label key to remove; repeatable.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
 ) -> None:
-    """Set or remove a device's labels (local database).
+    """Set or remove a device's labels (local database, or a hub with --hub).
 
     Example: deltaport device label edge-07 'maintenance-window=Mon-Fri 02:00-04:00 Europe/Berlin'
     (a maintenance window is checked here, and signed into the device's next desired manifest)
     """
-    from deltaport.desired.window import WINDOW_LABEL, parse_window
     from deltaport.fleet import queries
+    from deltaport.pipelines.device_labels import checked, relabel
 
-    wanted = queries.parse_labels(labels or [])
-    if wanted.get(WINDOW_LABEL):
-        wanted[WINDOW_LABEL] = str(parse_window(wanted[WINDOW_LABEL]))
-    with db_session(ctx) as (_, _, session):
-        device = queries.get_device(session, name)
-        merged = {k: v for k, v in {**device.labels, **wanted}.items() if k not in (remove or [])}
-        device.labels = merged
-        doc = {"device": device.name, "labels": merged}
+    wanted, gone = checked(queries.parse_labels(labels or []), remove or [])
+
+    def local(session: Session) -> dict[str, Any]:
+        return relabel(session, name, wanted, gone)
+
+    def remote(client: HubClient) -> dict[str, Any]:
+        return client.label_device(name, wanted, gone)
+
+    doc = on_hub_or_db(ctx, hub, token, remote, local)
     if as_json:
         print_json(doc)
         return
-    shown = ", ".join(f"{k}={v}" for k, v in sorted(merged.items())) or "none"
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(doc["labels"].items())) or "none"
     typer.echo(f"device {name}: labels {shown}")

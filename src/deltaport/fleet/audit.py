@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
 
     IMAGE_REGISTER = "image.register"
     DEVICE_ADD = "device.add"
+    DEVICE_LABEL = "device.label"  # labels set or removed (a maintenance window, too)
     DEVICE_REPORT = "device.report"
     DEPLOY = "deployment.create"
     ACTIVATE = "deployment.activate"

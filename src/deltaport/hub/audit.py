@@ -33,6 +33,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ROUTE_ACTIONS: dict[tuple[str, str], audit.AuditAction] = {
     ("POST", "/api/v1/images"): audit.AuditAction.IMAGE_REGISTER,
     ("POST", "/api/v1/devices"): audit.AuditAction.DEVICE_ADD,
+    ("POST", "/api/v1/devices/{name}/labels"): audit.AuditAction.DEVICE_LABEL,
     ("POST", "/api/v1/deployments"): audit.AuditAction.DEPLOY,
     ("POST", "/api/v1/deployments/{deployment_id}/activate"): audit.AuditAction.ACTIVATE,
 }

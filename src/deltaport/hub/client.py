@@ -264,3 +264,11 @@ class HubClient:
         }
         result: dict[str, Any] = self._call("POST", "/devices", json=body)
         return result
+
+    def label_device(
+        self, name: str, labels: Mapping[str, str], remove: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """``deltaport device label --hub``: {device, labels} after the change."""
+        body = {"set": dict(labels), "remove": list(remove)}
+        result: dict[str, Any] = self._call("POST", f"/devices/{name}/labels", json=body)
+        return result

@@ -25,6 +25,7 @@ from deltaport.hub import schemas
 from deltaport.hub.audit import note_target
 from deltaport.hub.deps import CurrentOperator, Hub, OperatorBody
 from deltaport.jobs.queue import deploy_via_workers, uses_workers
+from deltaport.pipelines.device_labels import relabel
 from deltaport.pipelines.image_to_device import (
     DeployRequest,
     deploy,
@@ -150,6 +151,17 @@ def add_device(
             local_registry=doc.local_registry,
         )
     return {"device": device.name, "token": token, "link_rate_bps": rate, "labels": labels}
+
+
+@router.post("/devices/{name}/labels",
+             openapi_extra=schemas.body_doc(schemas.LabelDeviceDoc))
+def label_device(name: str, operator: CurrentOperator, body: OperatorBody,
+                 hub: Hub) -> dict[str, Any]:
+    """Set or remove a device's labels; a ``maintenance-window`` is checked and signed
+    into the device's next desired manifest (docs/rollouts.md §4)."""
+    doc = parse_body(schemas.LabelDeviceDoc, body)
+    with session_scope(hub.engine) as session:
+        return relabel(session, name, doc.set, doc.remove)
 
 
 @router.get("/images/{reference:path}")

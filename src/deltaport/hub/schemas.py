@@ -214,9 +214,17 @@ class AddDeviceDoc(BaseModel):
     local_registry: str = "localhost:5000"
 
 
+class LabelDeviceDoc(BaseModel):
+    """``POST /api/v1/devices/{name}/labels``: labels to set and keys to remove."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
 AuditActionWord = Literal[
     "image.register", "device.add", "device.report", "deployment.create", "deployment.activate",
     "device_image.retry", "deployment.cancel",  # the dashboard's actions (hub.ui)
+    "device.label",
 ]
 
 
