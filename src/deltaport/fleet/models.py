@@ -224,6 +224,7 @@ class DeviceImage(Base):
         UniqueConstraint("device_id", "image_id", name="uq_device_images_device_image"),
         Index("ix_device_images_image_status", "image_id", "status"),
         Index("ix_device_images_set", "deployment_set_id"),
+        Index("ix_device_images_status_device", "status", "device_id"),  # the overview
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
