@@ -187,7 +187,8 @@ def _deploy_here(
     try:
         if uses_workers(s):
             result = deploy_via_workers(engine, s, request, ranker=SignatureRanker(),
-                                        builder=_builder(s, insecure), store=store_for(s))
+                                        builder=_builder(s, insecure), store=store_for(s),
+                                        retries=retries)
         else:
             result = _build_here(s, engine, request, insecure, progress=progress,
                                  retries=retries)

@@ -79,7 +79,7 @@ def create_deployment(
     if uses_workers(hub.settings.fleet):  # builds = "workers": enqueued, answers at once
         result = deploy_via_workers(hub.engine, hub.settings.fleet, order,
                                     ranker=hub.toolkit.ranker, builder=hub.toolkit.builder,
-                                    store=hub.store)
+                                    store=hub.store, retries=doc.retries)
         note_target(request, result.deployment_id)
         return deploy_result_doc(result)
     with tempfile.TemporaryDirectory(prefix="deploy-", dir=data_dir) as work:

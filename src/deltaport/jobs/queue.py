@@ -54,6 +54,15 @@ class BuildState(StrEnum):
     FAILED = "failed"  # assembly failed for good (``error`` says why)
 
 
+RETRIES_KEY = "retries"  # a queued request's --retries N (absent: the hub's default)
+
+
+def retries_of(doc: dict[str, Any]) -> int | None:
+    """The ``--retries`` a queued request doc carries (None: the hub's default)."""
+    value = doc.get(RETRIES_KEY)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def request_doc(request: DeployRequest) -> dict[str, Any]:
     """REQUEST as JSON (kept in ``queued_deployments.request``)."""
     m = request.manifest
@@ -102,8 +111,12 @@ def enqueue_deploy(
     builder: BundleBuilder,
     store: BundleStore,
     release_ttl: float = DEFAULT_RELEASE_TTL_SECONDS,
+    retries: int | None = None,
 ) -> DeployResult:
     """Plan REQUEST, record it ``building`` and enqueue its patch builds; returns at once.
+
+    RETRIES (``--retries N``; None: the hub's default) is kept with the request and
+    recorded with the set when a worker assembles it (``pipelines.retry``).
 
     Raises:
         UnknownObjectError: unknown images or devices.
@@ -120,8 +133,10 @@ def enqueue_deploy(
     shared = {j.key for j in jobs if is_shared(store, j.key)}
     set_id, now = new_deployment_id(), datetime.now(UTC)
     with session_scope(engine) as session:
-        session.add(QueuedDeployment(id=set_id, request=request_doc(request),
-                                     state=BuildState.BUILDING.value))
+        doc = request_doc(request)
+        if retries is not None:
+            doc[RETRIES_KEY] = retries
+        session.add(QueuedDeployment(id=set_id, request=doc, state=BuildState.BUILDING.value))
         session.flush()
         session.add_all(
             PatchBuild(deployment_id=set_id, patch_key=j.key,
@@ -268,8 +283,9 @@ def deploy_via_workers(
     ranker: SourceRanker,
     builder: BundleBuilder,
     store: BundleStore,
+    retries: int | None = None,
 ) -> DeployResult:
     """:func:`enqueue_deploy` on SETTINGS' database, applying the queue's schema if needed."""
     ensure_schema(settings.db_url)
     return enqueue_deploy(engine, make_app(settings.db_url), request, ranker=ranker,
-                          builder=builder, store=store)
+                          builder=builder, store=store, retries=retries)

@@ -36,6 +36,7 @@ from deltaport.jobs.queue import (
     queued,
     recorded,
     request_from_doc,
+    retries_of,
 )
 from deltaport.oci import TransportOptions
 from deltaport.storage.base import BundleStore
@@ -133,6 +134,7 @@ def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildSta
     from deltaport.hub.toolkit import real_toolkit
     from deltaport.pipelines.image_to_device import deploy
     from deltaport.pipelines.manifest_to_device import manifest_key_path
+    from deltaport.pipelines.retry import retries_recorder
 
     row = queued(rt.engine, set_id)
     if row is None or row.state != BuildState.BUILDING.value:
@@ -148,7 +150,8 @@ def assemble(rt: Runtime, set_id: str, *, last_attempt: bool = True) -> BuildSta
         with tempfile.TemporaryDirectory(prefix="assemble-", dir=rt.work_dir) as work:
             deploy(rt.engine, request_from_doc(row.request), ranker=toolkit.ranker,
                    builder=toolkit.builder, store=rt.store, work_dir=Path(work),
-                   manifest_key=manifest_key_path(rt.settings.keys_dir), set_id=set_id)
+                   manifest_key=manifest_key_path(rt.settings.keys_dir), set_id=set_id,
+                   on_recorded=retries_recorder(retries_of(row.request)))
     except DeltaportError as exc:
         if not last_attempt and (exc.transient or isinstance(exc, StateError)):
             raise RetryableError(str(exc)) from exc
