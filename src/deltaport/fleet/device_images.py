@@ -6,7 +6,7 @@ writes compare-and-set and appends to the event log. Callers own the transaction
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -23,9 +23,10 @@ from deltaport.fleet.models import (
     Device,
     DeviceImage,
     Event,
+    Image,
     utcnow,
 )
-from deltaport.fleet.queries import IN_CHUNK, images_by_content, in_chunks
+from deltaport.fleet.queries import IN_CHUNK, in_chunks
 from deltaport.fleet.states import (
     ImageEvent,
     ImageStatus,
@@ -201,33 +202,56 @@ def record_inventory(session: Session, *, device: Device, inventory: Inventory) 
             changed; register them first so they can serve as patch sources).
     """
     reported = inventory.image_ids
-    known = images_by_content(session, reported)
-    unknown = sorted(reported - known.keys())
+    unknown = sorted(reported - known_image_ids(session, reported))
     if unknown:
         raise StateError(
             f"device {device.name!r} reports images that were never registered: "
             + ", ".join(unknown)
         )
-    rows = {
-        r.image_id: r
-        for r in session.scalars(select(DeviceImage).where(DeviceImage.device_id == device.id))
-    }
-    now_present = []
-    for image_id in sorted(reported):
-        row = rows.get(image_id)
-        if row is None or row.status != ImageStatus.PRESENT:
-            transition_image(
-                session, device_id=device.id, image_id=image_id, event=ImageEvent.REPORTED_PRESENT
-            )
-            now_present.append(image_id)
-    now_removed = []
-    for image_id, row in sorted(rows.items()):
-        if image_id not in reported and row.status == ImageStatus.PRESENT:
-            transition_image(
-                session, device_id=device.id, image_id=image_id, event=ImageEvent.REPORTED_GONE
-            )
-            now_removed.append(image_id)
+    change = _apply_inventory(session, device.id, reported)
     device.last_seen = utcnow()
+    return change
+
+
+def record_checkin(session: Session, *, device_id: int, inventory: Inventory) -> list[str]:
+    """A device's check-in: the database learns its registered images, and when it was
+    seen; the image IDs deltaport never registered are ignored and returned (sorted).
+
+    Three statements and no ORM rows (a hub answers ~170 of these a second at 100,000
+    devices): the known IDs, the device's image statuses, and ``last_seen``.
+    """
+    reported = inventory.image_ids
+    known = known_image_ids(session, reported)
+    _apply_inventory(session, device_id, known)
+    session.execute(update(Device).where(Device.id == device_id).values(last_seen=utcnow()))
+    return sorted(reported - known)
+
+
+def known_image_ids(session: Session, image_ids: Iterable[str]) -> set[str]:
+    """The IDs among IMAGE_IDS that some registration has (one indexed query, IDs only)."""
+    wanted = sorted(set(image_ids))
+    found: set[str] = set()
+    for chunk in in_chunks(wanted, IN_CHUNK):
+        found.update(session.scalars(select(Image.image_id).where(Image.image_id.in_(chunk))))
+    return found
+
+
+def _apply_inventory(session: Session, device_id: int, reported: Set[str]) -> InventoryChange:
+    """Present what REPORTED lists, gone what was present and is not (known IDs only)."""
+    held = dict(session.execute(  # Core rows: (image ID, status), nothing loaded
+        select(DeviceImage.image_id, DeviceImage.status).where(DeviceImage.device_id == device_id)
+    ).tuples().all())
+    present = ImageStatus.PRESENT.value
+    now_present = [i for i in sorted(reported) if held.get(i) != present]
+    now_removed = [i for i, s in sorted(held.items()) if i not in reported and s == present]
+    for image_id in now_present:
+        transition_image(
+            session, device_id=device_id, image_id=image_id, event=ImageEvent.REPORTED_PRESENT
+        )
+    for image_id in now_removed:
+        transition_image(
+            session, device_id=device_id, image_id=image_id, event=ImageEvent.REPORTED_GONE
+        )
     return InventoryChange(tuple(now_present), tuple(now_removed))
 
 

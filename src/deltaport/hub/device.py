@@ -1,5 +1,5 @@
-"""The device API (docs/hub-api.md): check-in, status, bundle list and download, desired
-manifest, runtime reports.
+"""The device API (docs/hub-api.md): check-in, status, bundle list and download, download
+progress, desired manifest, runtime reports.
 
 Every endpoint knows the device from its token (``CurrentDevice``); no endpoint
 takes a device name. Handlers are plain ``def`` (FastAPI runs them in a thread
@@ -16,9 +16,10 @@ from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
 
 from deltaport.errors import AccessError, FormatError, StorageError, UnknownObjectError
-from deltaport.fleet import device_images, queries, runtime
+from deltaport.fleet import device_images, progress, queries, runtime
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.documents import (
     ID_MAX_CHARS,
@@ -97,11 +98,8 @@ def checkin(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]
     """
     inventory = parse_checkin(body)
     with session_scope(hub.engine) as session:
-        row = queries.get_device(session, device.name)
-        known = queries.images_by_content(session, inventory.image_ids)
-        kept = Inventory(tuple(e for e in inventory.images if e.image_id in known))
-        device_images.record_inventory(session, device=row, inventory=kept)
-    return {"ok": True, "ignored": sorted(inventory.image_ids - known.keys())}
+        ignored = device_images.record_checkin(session, device_id=device.id, inventory=inventory)
+    return {"ok": True, "ignored": ignored}
 
 
 @router.post(
@@ -145,6 +143,36 @@ def bundles(device: CurrentDevice, hub: Hub) -> dict[str, Any]:
             sources_limit=hub.settings.limits.sources_listed_max,
         )
     return {"bundles": waiting}
+
+
+class ProgressRequest(BaseModel):
+    bundle: str = Field(description="the bundle file's digest", pattern=schemas.DIGEST_PATTERN)
+    received: int = Field(ge=0, description="bytes of the bundle file on the device")
+    size: int = Field(gt=0, description="the bundle's size (must be the hub's)")
+    resumed: bool = Field(False, description="first report of a new agent process")
+
+
+class ProgressAnswer(BaseModel):
+    ok: bool
+    updated: int = Field(description="device images whose progress was stored")
+
+
+@router.post(
+    "/progress",
+    response_model=ProgressAnswer,
+    openapi_extra=schemas.body_doc(ProgressRequest),
+)
+def download_progress(device: CurrentDevice, body: DeviceBody, hub: Hub) -> dict[str, Any]:
+    """Store how many bytes of a bundle the device has received (latest wins).
+
+    404 unknown bundle, 403 not sent to this device, 409 nothing in transit with it,
+    422 a malformed body or ``received`` outside 0..the bundle's size.
+    """
+    report = progress.parse_progress(body)
+    with session_scope(hub.engine) as session:
+        offers.bundle_for_device(session, device=device, digest=report.bundle)
+        updated = progress.record_progress(session, device_id=device.id, report=report)
+    return {"ok": True, "updated": updated}
 
 
 @router.post(
