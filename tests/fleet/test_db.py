@@ -43,6 +43,7 @@ TABLES = {
     "patch_builds",
     "deployment_retries",
     "delivery_retries",
+    "download_progress",
     "alembic_version",
 }
 

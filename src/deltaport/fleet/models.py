@@ -520,3 +520,23 @@ class DeliveryRetry(Base):
         ForeignKey("deployment_sets.id"), default=None
     )
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DownloadProgress(Base):
+    """How much of its bundle a device has received, as its agent last said (issue 12).
+
+    One row per device image (latest report wins). It describes the in-transit episode
+    it was reported in: shown only while the device image is ``in_transit`` with the
+    same ``bundle_id`` and ``reported_at`` is not older than the image's ``updated_at``
+    (``deltaport.fleet.progress``). ``rate_bps`` (bytes/s) is the hub's smoothed rate
+    between consecutive reports, None until two reports of the episode arrived.
+    """
+
+    __tablename__ = "download_progress"
+
+    device_image_id: Mapped[int] = mapped_column(ForeignKey("device_images.id"),
+                                                 primary_key=True)
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("bundles.id"))
+    bytes_received: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime] = mapped_column()
+    rate_bps: Mapped[float | None] = mapped_column(default=None)
