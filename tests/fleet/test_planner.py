@@ -105,6 +105,25 @@ def test_bundle_key_depends_on_targets_and_sources_only() -> None:
     assert bundle_key(["t"], ["a"]) != bundle_key(["u"], ["a"])
 
 
+def test_a_bundle_packs_its_config_against_an_image_each_of_its_devices_has() -> None:
+    """Same layers under another config (a re-tagged build with a new label): a device
+    holding that image gets its own bundle, whose config base is the image it has."""
+    relabelled = ImageInfo("app:1-relabel", "sha256:" + "e" * 64, APP1.diff_ids,
+                           APP1.layer_sizes)
+    catalog = {**CATALOG, relabelled.image_id: relabelled}
+    plan = plan_deployment([inv("a", APP1), inv("b", relabelled), inv("c", APP1)], [APP2],
+                           catalog, shared_layer_ranker)
+    by_devices = {b.devices: b for b in plan.bundles}
+    assert set(by_devices) == {("a", "c"), ("b",)}
+    assert by_devices[("a", "c")].config_base == APP1.image_id
+    assert by_devices[("b",)].config_base == relabelled.image_id
+    assert by_devices[("a", "c")].sources == by_devices[("b",)].sources
+    assert by_devices[("a", "c")].key != by_devices[("b",)].key
+    alone = plan_deployment([inv("d")], [APP2], CATALOG, shared_layer_ranker)
+    assert alone.bundles[0].config_base is None  # nothing on the device: a plain config
+    assert bundle_key(["t"], ["a"], config_base="x") != bundle_key(["t"], ["a"])
+
+
 # --- properties ----------------------------------------------------------------
 
 LAYER_NAMES = [f"l{i}" for i in range(8)]

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from deltaport.bundle import generate_keypair, load_private_key, load_public_key
+from deltaport.bundle import BundleReader, generate_keypair, load_private_key, load_public_key
 from deltaport.delta.image import apply_image_delta, create_image_delta, plan_layers
+from deltaport.delta.model import DeltaConfig
 from deltaport.errors import (
     IntegrityError,
     MissingSourceError,
@@ -214,6 +215,47 @@ def test_missing_source_names_the_layers_and_writes_nothing(
     assert base_diff_id in err.value.missing
     assert base_diff_id in str(err.value)
     assert not _tag_exists(device, "app:v2")
+
+
+def test_the_config_is_packed_against_the_source_image_and_needs_it(
+    tmp_path: Path, cloud: tuple[Registry, dict[int, str]], device: Registry
+) -> None:
+    """The target config travels as a delta of the source image's config (content
+    version 3); a device with the same layers under another config is told what is
+    missing, and nothing is written."""
+    reg, ids = cloud
+    based, plain = tmp_path / "based.bundle", tmp_path / "plain.bundle"
+    create_image_delta(reg.ref("app:v2"), [reg.ref("app:v1")], based, options=OPTS)
+    create_image_delta(reg.ref("app:v2"), [reg.ref("app:v1")], plain, options=OPTS,
+                       config=DeltaConfig(config_base=False))
+    with BundleReader(based) as r:
+        content = r.index.content
+    with BundleReader(plain) as r:
+        plain_content = r.index.content
+    assert content["version"] == 3 and plain_content["version"] == 2
+    assert content["config"]["codec"] == "zstd-base" and content["config"]["base"] == ids[1]
+    assert content["config"]["length"] < plain_content["config"]["length"]
+    assert based.stat().st_size < plain.stat().st_size
+    other = device.ref("other:v1")  # v1's layers, another config: not the base
+    with open_source(device.ref("app:v1"), OPTS) as src, open_destination(other, OPTS) as dest:
+        layers = src.layers()
+        written = []
+        for layer in layers:
+            writer = dest.layer_writer()
+            with src.open_layer(layer) as stream:
+                while chunk := stream.read(1 << 16):
+                    writer.write(chunk)
+            written.append(writer.finish(layer.diff_id))
+        config = json.loads(src.config_bytes())
+        config["config"]["Env"] = ["V=other"]
+        dest.commit(json.dumps(config).encode(), written)
+    with pytest.raises(MissingSourceError) as err:
+        apply_image_delta(based, [other], device.ref("app:v2"), options=OPTS)
+    assert err.value.missing == [ids[1]] and ids[1] in str(err.value)
+    assert not _tag_exists(device, "app:v2")
+    result = apply_image_delta(based, [device.ref("app:v1")], device.ref("app:v2"), options=OPTS)
+    assert result.image_id == ids[2]
+    assert _skopeo_raw(device.ref("app:v2"))["config"]["digest"] == ids[2]  # type: ignore[index]
 
 
 def test_untrusted_key_and_unsigned_bundle_are_refused(

@@ -1,6 +1,6 @@
 """The image-delta ``content`` document a bundle carries in its signed index. Pure.
 
-Version 2 (this one) packs the target config and every layer patch into ONE bundle
+Version 2 packs the target config and every layer patch into ONE bundle
 member, ``payload``, because for small updates per-member tar headers and padding cost
 more than the patches themselves. Nothing that the signed target config already says
 is repeated: layer diff_ids come from the config (verified against the image ID)::
@@ -18,20 +18,29 @@ is repeated: layer diff_ids come from the config (verified against the image ID)
       ],
       "devices": ["dev-1", …], "deployment": "…"   # optional, added by the hub
     }
+
+Version 3 is version 2 whose config may be packed against a source image's config
+(``deltaport.delta.configpack``): ``"config": {…, "codec": "zstd-base", "base":
+"sha256:<image ID>"}``. A writer uses version 3 only where it does that, so a bundle
+with a plain config stays readable by version-2 readers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deltaport.delta.configpack import ConfigCodec
 from deltaport.errors import FormatError
 
 CONTENT_KIND = "deltaport.image-delta"
-CONTENT_VERSION = 2
+CONTENT_VERSION = 3  # written where the config has a base; else PLAIN_CONFIG_VERSION
+PLAIN_CONFIG_VERSION = 2
+READ_VERSIONS = (PLAIN_CONFIG_VERSION, CONTENT_VERSION)
 PAYLOAD_MEMBER = "payload"
-CONFIG_CODEC = "zstd"
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_LAYERS = 1000
 MAX_SOURCES = 10_000
 
@@ -65,6 +74,8 @@ class BundleContent:
     config: Part
     sources: tuple[str, ...]
     layers: tuple[LayerEntry, ...]
+    config_codec: ConfigCodec = ConfigCodec.ZSTD
+    config_base: str | None = None  # image ID of the config it is packed against
 
 
 def build_content(
@@ -74,6 +85,8 @@ def build_content(
     target_size: int,
     config: Part,
     layers: Sequence[LayerEntry],
+    config_codec: ConfigCodec = ConfigCodec.ZSTD,
+    config_base: str | None = None,
 ) -> dict[str, Any]:
     """The content document for these layers (sources listed once, referenced by index)."""
     sources: list[str] = []
@@ -93,12 +106,16 @@ def build_content(
             "length": entry.part.length,
             "sources": [sources.index(d) for d in entry.sources],
         })
+    config_doc: dict[str, Any] = {
+        "offset": config.offset, "length": config.length, "codec": str(config_codec)}
+    if config_codec is ConfigCodec.ZSTD_BASE:
+        config_doc["base"] = config_base
     return {
         "kind": CONTENT_KIND,
-        "version": CONTENT_VERSION,
+        "version": PLAIN_CONFIG_VERSION if config_codec is ConfigCodec.ZSTD else CONTENT_VERSION,
         "target": {"name": target_name, "image_id": image_id, "size": target_size},
         "payload": PAYLOAD_MEMBER,
-        "config": {"offset": config.offset, "length": config.length, "codec": CONFIG_CODEC},
+        "config": config_doc,
         "sources": sources,
         "layers": docs,
     }
@@ -154,10 +171,11 @@ def parse_content(content: Mapping[str, Any]) -> BundleContent:
     """
     if content.get("kind") != CONTENT_KIND:
         raise FormatError(f"bundle is not an image delta (kind {content.get('kind')!r})")
-    if content.get("version") != CONTENT_VERSION:
+    version = content.get("version")
+    if version not in READ_VERSIONS or isinstance(version, bool):
         raise FormatError(
-            f"bundle content version {content.get('version')!r} is not supported "
-            f"(this deltaport reads version {CONTENT_VERSION})"
+            f"bundle content version {version!r} is not supported "
+            f"(this deltaport reads versions {', '.join(map(str, READ_VERSIONS))})"
         )
     target = content.get("target")
     if not isinstance(target, Mapping):
@@ -169,9 +187,8 @@ def parse_content(content: Mapping[str, Any]) -> BundleContent:
     layers = content.get("layers")
     if not isinstance(layers, list) or not layers or len(layers) > MAX_LAYERS:
         raise FormatError(f"bundle content: layers must be a list of 1 to {MAX_LAYERS}")
+    codec, base = _config_codec(content.get("config"), version)
     config = content.get("config")
-    if not isinstance(config, Mapping) or config.get("codec") != CONFIG_CODEC:
-        raise FormatError("bundle content: config must be a zstd part of the payload")
     return BundleContent(
         image_id=_str(target.get("image_id"), "target.image_id"),
         target_name=_str(target.get("name"), "target.name"),
@@ -180,7 +197,29 @@ def parse_content(content: Mapping[str, Any]) -> BundleContent:
         config=_part(config, "config"),
         sources=source_ids,
         layers=tuple(_layer(d, i, source_ids) for i, d in enumerate(layers)),
+        config_codec=codec,
+        config_base=base,
     )
+
+
+def _config_codec(config: Any, version: Any) -> tuple[ConfigCodec, str | None]:
+    """The config part's codec and base; version 2 knows only plain zstd."""
+    if not isinstance(config, Mapping):
+        raise FormatError("bundle content: config must be an object")
+    allowed = (ConfigCodec.ZSTD,) if version == PLAIN_CONFIG_VERSION else tuple(ConfigCodec)
+    try:
+        codec = ConfigCodec(config.get("codec"))
+    except ValueError:
+        codec = None
+    if codec not in allowed:
+        raise FormatError(f"bundle content: config codec {config.get('codec')!r} is not one "
+                          f"of {', '.join(map(str, allowed))} (content version {version})")
+    if codec is ConfigCodec.ZSTD:
+        return codec, None
+    base = config.get("base")
+    if not isinstance(base, str) or not _IMAGE_ID.fullmatch(base):
+        raise FormatError("bundle content: config.base must be an image ID (sha256:<64 hex>)")
+    return codec, base
 
 
 def check_layers_match_config(content: BundleContent, config_diff_ids: Sequence[str]) -> None:

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import zstandard
-
 from deltaport.bundle import BundleReader, BundleWriter, Release
 from deltaport.delta.apply import apply_layer_patch, read_patch_requirements
 from deltaport.delta.build import build_layer_patch
+from deltaport.delta.configpack import MAX_CONFIG_BYTES, pack_config, unpack_config
 from deltaport.delta.content import (
     PAYLOAD_MEMBER,
     BundleContent,
@@ -55,8 +54,8 @@ from deltaport.oci import (
 from deltaport.oci.model import parse_config
 from deltaport.oci.reference import scoped_path
 
-CONFIG_ZSTD_LEVEL = 19
-MAX_CONFIG_BYTES = 16 << 20
+MAX_PACKED_CONFIG = MAX_CONFIG_BYTES  # bytes of the payload's config part read into memory
+
 
 ProgressFn = Callable[[str, int, int], None]
 """progress(step description, done, total) — total 0 when unknown."""
@@ -185,6 +184,7 @@ def create_image_delta(
     extra_content: Mapping[str, Any] | None = None,
     patch_cache: PatchCache | None = None,
     release: Release | None = None,
+    config_bases: Sequence[str] | None = None,
 ) -> DeltaSummary:
     """Build one bundle that turns the content of all ``source_refs`` into ``target_ref``.
 
@@ -194,6 +194,9 @@ def create_image_delta(
     ``extra_content`` adds signed fields to the bundle's content (the hub puts
     ``devices`` and ``deployment`` there); it cannot replace the image-delta fields.
     ``release`` (version and expiry) is signed into the index, against replay.
+    The target config is packed against the config of one of ``config_bases`` (image
+    references the device is known to have; by default the sources) where that is
+    smaller (``delta.configpack``); the device then needs that image.
     """
     opts = options or TransportOptions()
     cfg = config or DeltaConfig()
@@ -213,11 +216,11 @@ def create_image_delta(
             ]
         payload_path = work / "payload"
         with open(payload_path, "wb") as payload:
-            packed = zstandard.ZstdCompressor(level=CONFIG_ZSTD_LEVEL).compress(
-                target.config_bytes()
-            )
-            payload.write(packed)
-            config_part = Part(0, len(packed))
+            packed = pack_config(target.config_bytes(),
+                                 _base_configs(sources, config_bases, opts),
+                                 use_base=cfg.config_base)
+            payload.write(packed.data)
+            config_part = Part(0, len(packed.data))
             results: list[LayerResult] = []
             entries: list[LayerEntry] = []
             for plan, layer in zip(plans, target_layers, strict=True):
@@ -239,6 +242,8 @@ def create_image_delta(
                 target_size=target_size,
                 config=config_part,
                 layers=entries,
+                config_codec=packed.codec,
+                config_base=packed.base,
             ),
         }
         writer = stack.enter_context(BundleWriter(out))
@@ -254,6 +259,18 @@ def create_image_delta(
         target_size=target_size,
         layers=tuple(results),
     )
+
+
+def _base_configs(sources: Sequence[ImageSource], refs: Sequence[str] | None,
+                  opts: TransportOptions) -> list[tuple[str, bytes]]:
+    """(image ID, config) of each image the target config may be packed against."""
+    if refs is None:
+        return [(s.image_id(), s.config_bytes()) for s in sources]
+    found = []
+    for ref in refs:
+        with open_source(ref, opts) as src:
+            found.append((src.image_id(), src.config_bytes()))
+    return found
 
 
 def _encode_layer(
@@ -316,13 +333,14 @@ def apply_image_delta(
 
     Checks, in order, before anything is written at the destination: the bundle's
     signature (when ``trusted_keys`` is given), its content, the payload's signed
-    digest, the config against the image ID, and that every source layer it needs is
-    present. The destination is committed (manifest last) only after every layer
-    hashed to its diff_id.
+    digest, that every source layer it needs is present, the config (rebuilt against
+    its base image's config where it has one) against the image ID. The destination is
+    committed (manifest last) only after every layer hashed to its diff_id.
 
     Raises:
         SignatureError, FormatError, TruncatedError: a bad bundle.
-        MissingSourceError: source layers the device lacks, by diff_id.
+        MissingSourceError: source layers the device lacks, by diff_id, or the image
+            the config is packed against.
         IntegrityError: the payload, a rebuilt layer or the config does not match.
     """
     opts = options or TransportOptions()
@@ -334,9 +352,6 @@ def apply_image_delta(
         payload = FileWindow(bundle_file, reader.index.payload_offset + member.offset,
                              member.size)
         verify_window(payload, member.digest, f"bundle member {member.name}")
-        config_bytes = _read_config(payload, content)
-        diff_ids = parse_config(config_bytes, "bundle target config").diff_ids
-        check_layers_match_config(content, diff_ids)
         sources = [stack.enter_context(open_source(r, opts)) for r in source_refs]
         by_diff_id = _index_sources(sources)
         missing = missing_sources(content.sources, set(by_diff_id))
@@ -346,6 +361,9 @@ def apply_image_delta(
                 + ", ".join(missing),
                 missing,
             )
+        config_bytes = _read_config(payload, content, sources)
+        diff_ids = parse_config(config_bytes, "bundle target config").diff_ids
+        check_layers_match_config(content, diff_ids)
         spool = LayerSpool(stack.enter_context(_scratch_dir(scratch)) / "sources")
         dest = stack.enter_context(open_destination(dest_ref, opts))
         written: list[Layer] = []
@@ -364,16 +382,17 @@ def apply_image_delta(
     )
 
 
-def _read_config(payload: FileWindow, content: BundleContent) -> bytes:
-    """The target config from the payload, checked against the image ID."""
+def _read_config(payload: FileWindow, content: BundleContent,
+                 sources: Sequence[ImageSource]) -> bytes:
+    """The target config from the payload (against its base among SOURCES if it has
+    one), checked against the image ID."""
+    if content.config.length > MAX_PACKED_CONFIG:
+        raise FormatError(f"bundle target config takes more than {MAX_PACKED_CONFIG} bytes")
     window = payload.window(content.config.offset, content.config.length)
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(window.buffered())
-        data = reader.read(MAX_CONFIG_BYTES + 1)
-    except zstandard.ZstdError as exc:
-        raise FormatError(f"bundle target config is corrupt: {exc}") from exc
-    if len(data) > MAX_CONFIG_BYTES:
-        raise FormatError(f"bundle target config is larger than {MAX_CONFIG_BYTES} bytes")
+    configs = ({s.image_id(): s.config_bytes() for s in sources}
+               if content.config_base is not None else {})
+    data = unpack_config(window.buffered().read(), content.config_codec,
+                         content.config_base, configs)
     if _sha256_digest(data) != content.image_id:
         raise IntegrityError(f"bundle config does not hash to the image ID {content.image_id}")
     return bytes(data)

@@ -71,6 +71,7 @@ class DeltaConfig:
     text_xz_full: bool = True  # full (first-image) builds too: slower, built once, smaller
     verify: bool = True  # apply delta/group/gzip patches after building and compare
     try_full: bool = True  # also build the self-contained encoding; keep the smaller
+    config_base: bool = True  # pack the target config against a source image's config
 
 
 @dataclass(frozen=True)

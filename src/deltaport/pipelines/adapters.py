@@ -208,6 +208,7 @@ class DeltaBundleBuilder:
             scratch=work_dir,
             patch_cache=PatchCache(self.patch_cache) if self.patch_cache else None,
             release=spec.release,
+            config_bases=[_docker_ref(spec.config_base.name)] if spec.config_base else [],
         )
         return BuiltBundle(path=out, size=int(summary.bundle_bytes), digest=file_digest(out))
 

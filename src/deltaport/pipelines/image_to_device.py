@@ -369,7 +369,8 @@ def _spec(planned: PlannedBundle, catalog: Mapping[str, ImageInfo]) -> BundleSpe
         for info in catalog.values()
         if info.diff_ids and set(info.diff_ids) <= wanted and info != planned.target
     )
-    return BundleSpec(planned.key, planned.target, planned.sources, holders)
+    base = catalog.get(planned.config_base) if planned.config_base else None
+    return BundleSpec(planned.key, planned.target, planned.sources, holders, config_base=base)
 
 
 def deploy(

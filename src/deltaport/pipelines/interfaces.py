@@ -44,6 +44,7 @@ class BundleSpec:
     sources: tuple[str, ...]  # sorted diff_ids the device is guaranteed to have
     source_images: tuple[ImageInfo, ...]  # registered images made only of SOURCES layers
     release: Release | None = None  # signed into the bundle: version and expiry (replay)
+    config_base: ImageInfo | None = None  # the image the target config is packed against
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from deltaport.errors import MissingSourceError, StateError
 from deltaport.pipelines.interfaces import ImageInfo
 
-BUNDLE_KEY_VERSION = 2  # bump when bundles built from the same inputs would differ
+BUNDLE_KEY_VERSION = 3  # bump when bundles built from the same inputs would differ
 # 2: the signer is part of the key (a bundle is reused only when signed by the key in use)
+# 3: so is the config base, the device image whose config the target config is packed
+#    against (deltaport.delta.configpack): a bundle goes only to devices that have it
 UNSIGNED = "unsigned"  # the signer of a bundle built without a signing key
 
 RankFn = Callable[[ImageInfo, Sequence[ImageInfo]], tuple[str, ...]]
@@ -52,6 +54,7 @@ class PlannedBundle:
     sources: tuple[str, ...]  # sorted diff_ids
     devices: tuple[str, ...]
     exists: bool  # built by an earlier deployment: reuse, do not build
+    config_base: str | None = None  # image ID every device of the bundle has, or None
 
 
 @dataclass(frozen=True)
@@ -84,17 +87,21 @@ class Plan:
 
 
 def bundle_key(target_image_ids: Iterable[str], sources: Iterable[str],
-               signer: str = UNSIGNED) -> str:
-    """The identity of a bundle: same targets from same sources, same signer → same bundle.
+               signer: str = UNSIGNED, config_base: str | None = None) -> str:
+    """The identity of a bundle: same targets from same sources, same signer and same
+    config base → same bundle.
 
     SIGNER is the signing key's id: after a key change (or when a key is first added)
     bundles are built again, never offered with a signature devices no longer trust.
+    CONFIG_BASE is the image the target config is packed against: a device with the
+    same source layers under another image gets another bundle.
     """
     doc = {
         "v": BUNDLE_KEY_VERSION,
         "targets": sorted(target_image_ids),
         "sources": sorted(set(sources)),
         "signer": signer,
+        "config_base": config_base,
     }
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
 
@@ -121,26 +128,26 @@ def plan_deployment(
     for inv in inventories:
         by_inventory[(inv.present, inv.in_transit)].append(inv.device)
     bundle_devices: dict[str, list[str]] = defaultdict(list)
-    bundle_info: dict[str, tuple[ImageInfo, tuple[str, ...]]] = {}
+    bundle_info: dict[str, tuple[ImageInfo, tuple[str, ...], str | None]] = {}
     device_plans: list[DevicePlan] = []
     for (present, in_transit), devices in by_inventory.items():
         choice = _plan_inventory(present, in_transit, unique_targets, catalog, rank, signer)
-        for key, target, sources in choice.bundles:
-            bundle_info[key] = (target, sources)
+        for key, target, sources, base in choice.bundles:
+            bundle_info[key] = (target, sources, base)
             bundle_devices[key].extend(devices)
         device_plans.extend(
             DevicePlan(d, choice.keys, choice.present, choice.waiting) for d in devices
         )
     bundles = tuple(
-        PlannedBundle(key, t, s, tuple(bundle_devices[key]), key in existing_keys)
-        for key, (t, s) in bundle_info.items()
+        PlannedBundle(key, t, s, tuple(bundle_devices[key]), key in existing_keys, base)
+        for key, (t, s, base) in bundle_info.items()
     )
     return Plan(targets=unique_targets, bundles=bundles, devices=tuple(device_plans))
 
 
 @dataclass(frozen=True)
 class _InventoryChoice:
-    bundles: tuple[tuple[str, ImageInfo, tuple[str, ...]], ...]
+    bundles: tuple[tuple[str, ImageInfo, tuple[str, ...], str | None], ...]
     keys: tuple[str, ...]
     present: tuple[str, ...]
     waiting: tuple[str, ...]
@@ -166,10 +173,12 @@ def _plan_inventory(
             waiting.append(target.image_id)
         else:
             sources = _checked_sources(target, available, layers, rank)
-            bundles.append((bundle_key([target.image_id], sources, signer), target, sources))
+            base = config_base(target, available, sources)
+            key = bundle_key([target.image_id], sources, signer, base)
+            bundles.append((key, target, sources, base))
     return _InventoryChoice(
         bundles=tuple(bundles),
-        keys=tuple(k for k, _, _ in bundles),
+        keys=tuple(k for k, _, _, _ in bundles),
         present=tuple(have),
         waiting=tuple(waiting),
     )
@@ -192,6 +201,19 @@ def _checked_sources(
             f"source ranking for {target.name} chose layers the device lacks", missing
         )
     return sources
+
+
+def config_base(target: ImageInfo, available: Sequence[ImageInfo],
+                sources: Sequence[str]) -> str | None:
+    """The image the target config is packed against: of the device's images made only
+    of chosen sources, the one sharing most layers with the target (its likely previous
+    version; ties to the lowest image ID); None when there is none."""
+    chosen = set(sources)
+    wanted = set(target.diff_ids)
+    holders = sorted((img for img in available if img.diff_ids and set(img.diff_ids) <= chosen),
+                     key=lambda img: img.image_id)
+    best = max(holders, key=lambda img: len(wanted & set(img.diff_ids)), default=None)
+    return best.image_id if best is not None else None  # max(): the first of equals
 
 
 def _dedupe_targets(targets: Sequence[ImageInfo]) -> tuple[ImageInfo, ...]:
