@@ -28,7 +28,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +72,7 @@ class Options:
     deltaport: DeltaportCli
     argv: tuple[str, ...]
     plan_json: Path | None = None
+    rerender: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -89,6 +90,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--apply-dest", choices=("docker-archive", "oci"), default="docker-archive")
     p.add_argument("--plan-json", type=Path, default=None,
                    help="results of bench/plan_bench.py --json, reported in RESULTS.md")
+    p.add_argument("--rerender", action="store_true",
+                   help="measure nothing: write OUT/RESULTS.md again from OUT/results.json "
+                        "(after a change of the report or its targets)")
     a = p.parse_args(list(argv))
     skip = frozenset(t for t in a.skip_tools.split(",") if t)
     if unknown := skip - set(TOOLS):
@@ -96,7 +100,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     scenarios = tuple(s for s in a.scenarios.split(",") if s) or None
     return Options(a.data, a.out, a.work or a.out / "out", scenarios, skip, a.reuse_baselines,
                    a.try_zstd_large, DeltaportCli(a.deltaport, a.apply_dest), tuple(argv),
-                   a.plan_json)
+                   a.plan_json, a.rerender)
 
 
 class Watcher:
@@ -384,8 +388,24 @@ def print_terminal(console: Console, scens: Sequence[report.ScenarioResult],
     console.print(targets)
 
 
+def rerender(opts: Options) -> int:
+    """RESULTS.md written again from results.json: the same run, today's report code."""
+    doc = json.loads((opts.out / "results.json").read_text())
+    meta = {k: doc[k] for k in ("date", "machine", "git", "tools")}
+    scens = [
+        report.ScenarioResult(sid, s["old"], s["new"], s["desc"], s["target_size"],
+                              {k: Measurement.from_json(v) for k, v in s["results"].items()})
+        for sid, s in doc["scenarios"].items()
+    ]
+    measured = shlex.split(doc["command"].removeprefix("python bench/run.py "))
+    _write_outputs(replace(opts, argv=tuple(measured), rerender=False), meta, scens)
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     opts = parse_args(argv)
+    if opts.rerender:
+        return rerender(opts)
     console = Console()
     try:
         corpus = load_corpus(opts.data)

@@ -108,3 +108,15 @@ def test_wrong_rebuilt_image_is_flagged(tiny_corpus: Path, tmp_path: Path) -> No
 def test_unknown_tool_name_is_a_usage_error(tiny_corpus: Path) -> None:
     with pytest.raises(SystemExit):
         run.parse_args(["--data", str(tiny_corpus), "--skip-tools", "bzip"])
+
+
+def test_rerender_writes_the_same_run_again_with_the_reports_code(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    doc = run_harness(tiny_corpus, tmp_path, "works")
+    out = tmp_path / "out-works"
+    (out / "RESULTS.md").write_text("stale")
+    assert run.main(["--data", str(tiny_corpus), "--out", str(out), "--rerender"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["command"] == doc["command"] and again["scenarios"] == doc["scenarios"]
+    assert (out / "RESULTS.md").read_text() == doc["markdown"]
