@@ -7,6 +7,7 @@ Device a has app:1 and web:1 and is sent app:2 and web:2; its failures arrive as
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,3 +255,38 @@ def test_one_email_when_a_delivery_fails_for_good(fleet: Fleet, smtp_server: Smt
     body = mails[1].get_payload()
     assert lost in body and "Not retried: 2 of 2 retries made" in body
     assert all(m["To"] == "alice@example.com" for m in mails)
+
+
+def test_a_retry_failing_for_good_at_the_hub_is_mailed_once(fleet: Fleet,
+                                                            smtp_server: SmtpServer) -> None:
+    """The last retry cannot even be built: the requester's one email goes through the
+    durable outbox to the real SMTP server."""
+    from deltaport.notify.outbox import Dispatcher
+
+    dep = fleet.deploy(("a",)).deployment_id
+    with session_scope(fleet.engine) as s:
+        retry.set_retries(s, dep, 1)  # --retries 1
+    _send(fleet, _failed(fleet, "a", "reg.io/app:2", "missing source layers: sha256:rt"))
+    fleet.report("a", "reg.io/base:1")  # other sources: the retry must rebuild...
+    fleet.builder.fail_on.add("reg.io/app:2")  # ...and cannot
+    mailing = dataclasses.replace(_retrier(fleet), mail=True)
+    assert mailing.run_once(fleet.engine, datetime.now(UTC) + LATER) == []
+    assert [state for _, state, _ in _rows(fleet)] == ["exhausted"]
+    notifier = SmtpNotifier(SmtpSettings(host=smtp_server.host, port=smtp_server.port,
+                                         sender="dp@x", timeout=5.0))
+    dispatcher = Dispatcher(fleet.engine, (), notifier)
+    while dispatcher.run_once():
+        pass
+    [mail] = smtp_server.messages()
+    assert mail["Subject"] == f"deltaport: deployment {dep} failed on a"
+    assert "retry failed at the hub" in mail.get_payload()
+    assert "Not retried: 1 of 1 retries made" in mail.get_payload()
+
+
+def test_a_hub_with_retries_off_retries_no_deployment(fleet: Fleet) -> None:
+    dep = fleet.deploy(("a",)).deployment_id
+    with session_scope(fleet.engine) as s:
+        retry.set_retries(s, dep, 2)  # --retries 2, but the hub says retries = 0
+    handle_status_messages(fleet.engine, [_failed(fleet, "a", "reg.io/app:2", "lost")],
+                           retry_policy=RetryPolicy(retries=0))
+    assert [state for _, state, _ in _rows(fleet)] == ["exhausted"]  # failed for good: mailed

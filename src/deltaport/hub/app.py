@@ -47,7 +47,7 @@ def create_app(
     tools = toolkit if toolkit is not None else real_toolkit(settings)
     policy = load_retry_policy(settings.config_path)  # automatic delivery retries
     retrier = Retrier(tools.ranker, tools.builder, store, settings.fleet.data_dir / "retries",
-                      policy) if policy.retries else None
+                      policy, mail=notifier is not None) if policy.retries else None
     outbox = HubOutbox(engine, settings.config_path, notifier, smtp=settings.fleet.smtp is not None,
                        retrier=retrier)
     state = HubState(

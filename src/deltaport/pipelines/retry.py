@@ -43,6 +43,8 @@ from deltaport.fleet.models import (
     utcnow,
 )
 from deltaport.fleet.states import ImageStatus
+from deltaport.notify.email import Email
+from deltaport.notify.events import EventKind, record
 from deltaport.pipelines.image_to_device import DeployRequest, DeployResult, deploy
 from deltaport.pipelines.interfaces import BundleBuilder, SourceRanker
 from deltaport.pipelines.manifest_to_device import stored_manifest
@@ -142,9 +144,10 @@ def retries_recorder(retries: int | None) -> Callable[[Session, DeployResult], N
 
 
 def policy_of(session: Session, set_id: str, base: RetryPolicy) -> RetryPolicy:
-    """BASE with the set's own ``--retries``, if it has one."""
+    """BASE with the set's own ``--retries``, if it has one; a hub whose ``retries = 0``
+    retries nothing (it runs no retrier), so then BASE."""
     row = session.get(DeploymentRetry, set_id)
-    if row is None or row.retries is None:
+    if row is None or row.retries is None or base.retries == 0:
         return base
     return replace(base, retries=row.retries)
 
@@ -222,6 +225,7 @@ class Retrier:
     store: BundleStore
     work_dir: Path
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    mail: bool = False  # the hub sends email: a retry failing for good at the hub is mailed
 
     def run_once(self, engine: Engine, now: datetime | None = None) -> list[str]:
         """Claim the due retries and make them, one retry set per set and device; their ids."""
@@ -317,6 +321,24 @@ class Retrier:
                 row.state, row.next_at = decision.state.value, decision.next_at
                 row.reason, row.updated_at = reason[:2000], utcnow()
                 _log(session, row, before, f"{reason}; {decision.why}")
+                if self.mail and decision.state in FINAL_STATES:
+                    _queue_final_email(session, set_id, row, reason, decision.why)
+
+
+def _queue_final_email(session: Session, set_id: str, row: DeliveryRetry, reason: str,
+                       why: str) -> None:
+    """Queue (outbox, durable) the one email for ROW's delivery failing for good at the hub."""
+    dset = deployment_sets.get_deployment_set(session, set_id)
+    device = session.get(Device, row.device_id)
+    name = device.name if device is not None else str(row.device_id)
+    email = Email(to=dset.contact_email,
+                  subject=f"deltaport: deployment {set_id} failed on {name}",
+                  body=(f"Image {row.image_id} could not be sent to device {name} again.\n"
+                        f"Reason: {reason}\nDeployment: {set_id}\n"
+                        f"{why[:1].upper()}{why[1:]}.\n"))
+    record(session, EventKind.IMAGE_FAILED, set_id,
+           {"deployment": set_id, "device": name, "image": row.image_id, "detail": reason},
+           emails=[email])
 
 
 def retries_doc(session: Session, set_id: str) -> list[dict[str, object]]:
