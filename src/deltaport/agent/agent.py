@@ -59,6 +59,7 @@ from deltaport.agent.messages import (
     success_message,
 )
 from deltaport.agent.passreport import PassReport, hub_failed
+from deltaport.agent.progress import ProgressReporter, Sent
 from deltaport.agent.reconstruct import (
     CAUSE_TEXT,
     TOLD_TO_HUB,
@@ -148,6 +149,8 @@ class Agent:
         self.hub = HubClient(config.hub, http) if config.hub is not None else None
         self._next_forced_checkin = 0.0  # monotonic time; 0: at the first pass
         self._offers: list[BundleOffer] = []  # the hub's last bundle list (announced sources)
+        self._progress_sent: dict[str, Sent] = {}  # last progress report per bundle digest
+        self._progress_off: set[str] = set()  # the hub lacks the progress endpoint
         self.device_runtime = self._device_runtime()
         self.disk = DiskKeeper(config.runtime, device=config.device, state=self.state,
                                registry=self.registry, runtime=self.device_runtime,
@@ -459,8 +462,10 @@ class Agent:
                     return
                 log.info("downloading %s (%d bytes) for %s", offer.digest[:19], offer.size,
                          offer.target or offer.image_id[:19])
+                reporter = ProgressReporter(hub, offer, index.payload_offset, fetched == 0,
+                                            self._progress_sent, disabled=self._progress_off)
                 fetched += fetch_payload(offer, folder, index, config=config, stop=self.stop,
-                                         client=hub.http)
+                                         client=hub.http, progress=reporter)
                 assemble(offer, folder)
             except (FormatError, IntegrityError) as exc:  # includes Signature, Truncated
                 self._failed(key, offer, None, f"{type(exc).__name__}: {exc}", report)

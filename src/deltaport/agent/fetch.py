@@ -32,7 +32,14 @@ from deltaport.agent.hub import BundleOffer
 from deltaport.bundle import BundleIndex, TrustedKeys, read_head, required_head_bytes
 from deltaport.errors import FormatError, IntegrityError, StorageError
 from deltaport.fsutil import write_atomic
-from deltaport.transfer import ChunkPlan, DownloadConfig, download, fetch_range, part_path
+from deltaport.transfer import (
+    ChunkPlan,
+    DownloadConfig,
+    Progress,
+    download,
+    fetch_range,
+    part_path,
+)
 
 MAX_HEAD_ROUNDS = 4  # fetch_range calls to get a head (3 suffice for a valid one)
 COPY_BLOCK = 1 << 20
@@ -107,8 +114,10 @@ def _seed_payload(folder: Path, extra: bytes) -> None:
 
 def fetch_payload(offer: BundleOffer, folder: Path, index: BundleIndex, *,
                   config: DownloadConfig, stop: threading.Event | None = None,
-                  client: httpx.Client | None = None) -> int:
+                  client: httpx.Client | None = None, progress: Progress | None = None) -> int:
     """Download the payload region against the signed chunk digests; return bytes fetched.
+
+    ``progress(done, total)`` hears of the payload bytes in hand as they arrive.
 
     Raises:
         IntegrityError: a chunk kept failing its digest.
@@ -117,7 +126,7 @@ def fetch_payload(offer: BundleOffer, folder: Path, index: BundleIndex, *,
     plan = ChunkPlan(index.payload_size, index.chunk_size, index.chunk_digests,
                      region_offset=index.payload_offset)
     result = download(offer.url, folder / "payload", plan, config=config, client=client,
-                      stop=stop)
+                      stop=stop, progress=progress)
     return result.bytes_fetched
 
 

@@ -301,16 +301,21 @@ class HubClient:
 
     def _call(self, method: str, path: str, *, body: Any = None, limit: int = MAX_RESPONSE_BYTES,
               headers: Mapping[str, str] | None = None,
-              ok: tuple[int, ...] = (200,)) -> tuple[int, bytes, httpx.Headers]:
-        """One request; returns (status, body bytes, headers) for a status in ``ok``."""
+              ok: tuple[int, ...] = (200,),
+              timeout: float | None = None) -> tuple[int, bytes, httpx.Headers]:
+        """One request; returns (status, body bytes, headers) for a status in ``ok``.
+
+        ``timeout`` (seconds) overrides the client's for this call.
+        """
         url = self.base_url + path
         request_headers = {**self.auth_headers, **(headers or {})}
         content = None if body is None else json.dumps(body).encode()
         if content is not None:
             request_headers["Content-Type"] = "application/json"
         try:
+            extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             with self._http.stream(method, url, headers=request_headers,
-                                   content=content) as resp:
+                                   content=content, **extra) as resp:
                 if resp.status_code not in ok:
                     raise hub_status_error(method, url, resp.status_code, resp.reason_phrase)
                 data = bytearray()
@@ -343,6 +348,14 @@ class HubClient:
         """``POST /status``; the ids the hub accepted (stored or known) and those it refused."""
         _, data, _ = self._call("POST", f"{API}/status", body={"messages": list(messages)})
         return parse_status_answer(self._json(data, "status"))
+
+    def post_progress(self, digest: str, received: int, size: int, *, resumed: bool = False,
+                      timeout: float | None = None) -> None:
+        """``POST /progress``: RECEIVED bytes of the bundle DIGEST (of SIZE) are on the device."""
+        body: dict[str, Any] = {"bundle": digest, "received": received, "size": size}
+        if resumed:
+            body["resumed"] = True
+        self._call("POST", f"{API}/progress", body=body, timeout=timeout)
 
     def list_bundles(self) -> list[BundleOffer]:
         """``GET /bundles``: what the hub holds for this device, in download order."""
