@@ -1,4 +1,4 @@
-"""The overview's device counts are served by an index (migration 0013), same numbers."""
+"""Faster reads of the dashboard (issue 12), with the same numbers as the slow way."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from deltaport.fleet.db import init_db, session_scope
 from deltaport.fleet.models import Device, DeviceImage, utcnow
 from deltaport.fleet.states import ImageStatus
 from deltaport.hub.ui import queries
+from tests.hub.conftest import World
 
 
 def test_devices_updating_and_failed_are_counted_through_an_index(db_url: str) -> None:
@@ -41,5 +42,27 @@ def test_devices_updating_and_failed_are_counted_through_an_index(db_url: str) -
         assert shown.devices == 12
         assert shown.updating == by_status[ImageStatus.IN_TRANSIT.value]
         assert shown.failed == by_status[ImageStatus.FAILED.value]
+    finally:
+        engine.dispose()
+
+
+def test_a_status_page_of_a_deployment_counts_as_the_status_counts(any_world: World) -> None:
+    """The cells of one status are as many as its count on top: the page reuses it."""
+    engine = init_db(any_world.db_url)
+    try:
+        with session_scope(engine) as s:
+            dev = s.query(Device).filter_by(name="dev-2").one()
+            s.query(DeviceImage).filter_by(device_id=dev.id).update(
+                {"status": ImageStatus.FAILED.value, "failure_reason": "disk full"})
+        with session_scope(engine) as s:
+            counts = queries.deployment_counts(s, any_world.deployment)
+            assert counts.get(ImageStatus.FAILED.value, 0) >= 1
+            for status in [st.value for st in ImageStatus]:
+                counted = queries.deployment_cells(s, any_world.deployment, status=status,
+                                                   page=1, size=50)
+                reused = queries.deployment_cells(s, any_world.deployment, status=status,
+                                                  page=1, size=50, counts=counts)
+                assert reused.total == counted.total == counts.get(status, 0), status
+                assert reused.rows == counted.rows
     finally:
         engine.dispose()

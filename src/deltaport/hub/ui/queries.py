@@ -26,6 +26,7 @@ from deltaport.fleet.models import (
     Device,
     DeviceDeployment,
     DeviceImage,
+    DownloadProgress,
     Event,
     Image,
 )
@@ -49,10 +50,14 @@ class Page:
         return max(1, -(-self.total // self.size))
 
 
-def _page(session: Session, query: Select[Any], number: int, size: int) -> Page:
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+def _page(session: Session, query: Select[Any], number: int, size: int,
+          total: int | None = None) -> Page:
+    """One page of QUERY; its row count is counted unless the caller knows it (TOTAL)."""
+    if total is None:
+        total = session.scalar(select(func.count()).select_from(
+            query.order_by(None).subquery())) or 0
     rows = session.execute(query.limit(size).offset((number - 1) * size)).all()
-    return Page(rows, number, size, int(total or 0))
+    return Page(rows, number, size, int(total))
 
 
 # --- fleet overview -------------------------------------------------------------
@@ -205,7 +210,11 @@ def _set_cells(set_id: str) -> Select[Any]:
         select(Device.name, Device.link_rate_bps, Image.name.label("image"), status.label("status"),
                DeviceImage.failure_reason, DeviceImage.updated_at, Image.image_id,
                Bundle.size.label("bundle_size"), DeviceDeployment.state.label("activation"),
-               DeviceDeployment.reason.label("activation_reason"), DeploymentDevice.arrived_at)
+               DeviceDeployment.reason.label("activation_reason"), DeploymentDevice.arrived_at,
+               DeviceImage.bundle_id, DownloadProgress.bundle_id.label("progress_bundle"),
+               DownloadProgress.bytes_received.label("progress_received"),
+               DownloadProgress.reported_at.label("progress_at"),
+               DownloadProgress.rate_bps.label("progress_rate"))
         .select_from(DeploymentDevice)
         .join(Device, Device.id == DeploymentDevice.device_id)
         .join(DeploymentImage,
@@ -214,6 +223,7 @@ def _set_cells(set_id: str) -> Select[Any]:
         .outerjoin(DeviceImage, and_(DeviceImage.device_id == Device.id,
                                      DeviceImage.image_id == Image.image_id))
         .outerjoin(Bundle, Bundle.id == DeviceImage.bundle_id)
+        .outerjoin(DownloadProgress, DownloadProgress.device_image_id == DeviceImage.id)
         .outerjoin(DeviceDeployment, and_(DeviceDeployment.device_id == Device.id,
                                           DeviceDeployment.deployment_set_id == set_id))
         .where(DeploymentDevice.deployment_set_id == set_id)
@@ -261,21 +271,24 @@ def activation_counts(session: Session, set_id: str) -> dict[str, int]:
 
 
 def deployment_cells(session: Session, set_id: str, *, status: str | None, page: int,
-                     size: int) -> Page:
+                     size: int, counts: dict[str, int] | None = None) -> Page:
     """One page of the set's (device × image) cells, by device name.
 
     Unfiltered, a page is SIZE devices (each with all its images): the devices are
     paged first (a top-N of the set's devices), then only their cells are joined.
     With a STATUS other than absent, the index on (image, status) finds the cells.
+    COUNTS, the set's :func:`deployment_counts` when the caller has them, give a
+    status's number of cells (the same cells), so they are not counted twice.
     """
+    known = None if counts is None or not status else counts.get(status, 0)
     if status and status != ImageStatus.ABSENT.value:
         query = (_set_cells(set_id).where(DeviceImage.status == status)
                  .where(DeviceImage.image_id.in_(_set_image_ids(set_id)))
                  .order_by(Device.name, Image.name))
-        return _page(session, query, page, size)
+        return _page(session, query, page, size, known)
     if status:  # absent: no device_images row at all
         query = _set_cells(set_id).where(DeviceImage.id.is_(None)).order_by(Device.name)
-        return _page(session, query, page, size)
+        return _page(session, query, page, size, known)
     total = session.scalar(select(func.count()).where(
         DeploymentDevice.deployment_set_id == set_id)) or 0
     chosen = (select(Device.id).join(DeploymentDevice, DeploymentDevice.device_id == Device.id)

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from deltaport.errors import DeltaportError
-from deltaport.fleet import deployment_sets
+from deltaport.fleet import deployment_sets, progress
 from deltaport.fleet.db import session_scope
 from deltaport.fleet.models import utcnow
 from deltaport.fleet.states import ImageStatus, SetState
@@ -74,6 +74,7 @@ class Cell:
     activation: str
     activation_reason: str | None
     now: datetime
+    reported: progress.Reported | None = None  # the agent's own word (issue 12)
 
     @property
     def seconds_in_status(self) -> float | None:
@@ -88,7 +89,9 @@ class Cell:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the link rate, counted from when the bundle was sent."""
+        """Seconds left at the reported rate; else at the link rate, from when it was sent."""
+        if self.reported is not None:
+            return self.reported.eta_seconds(self.bundle_size, self.now)
         total, spent = self.transfer_seconds, self.seconds_in_status
         if self.status != ImageStatus.IN_TRANSIT.value or total is None or spent is None:
             return None
@@ -99,6 +102,8 @@ class Cell:
         """Fraction of the bundle on the device: 1 once present; estimated in transit."""
         if self.status == ImageStatus.PRESENT.value:
             return 1.0
+        if self.reported is not None and self.bundle_size:
+            return min(1.0, self.reported.received / self.bundle_size)
         eta, total = self.eta_seconds, self.transfer_seconds
         if eta is None or not total:
             return None
@@ -113,7 +118,8 @@ def _activation(row: Any) -> str:
 
 def _cells(rows: Any, now: datetime) -> list[Cell]:
     return [Cell(r.name, r.image, r.image_id, r.status, r.failure_reason, r.updated_at,
-                 r.bundle_size, r.link_rate_bps, _activation(r), r.activation_reason, now)
+                 r.bundle_size, r.link_rate_bps, _activation(r), r.activation_reason, now,
+                 progress.reported(r))
             for r in rows]
 
 
@@ -122,9 +128,10 @@ def _live_context(hub: Hub, me: SignedIn, deployment_id: str, status: str,
     with session_scope(hub.engine) as session:
         dset = deployment_sets.get_deployment_set(session, deployment_id)
         chosen = status if status in STATUSES else None
-        cells = queries.deployment_cells(session, deployment_id, status=chosen,
-                                         page=parse_page(page), size=CONFIG.page_size)
         counts = queries.deployment_counts(session, deployment_id)
+        cells = queries.deployment_cells(session, deployment_id, status=chosen,
+                                         page=parse_page(page), size=CONFIG.page_size,
+                                         counts=counts)
         activations = queries.activation_counts(session, deployment_id)
         context = {
             "me": me, "d": dset, "counts": counts, "activations": activations,
