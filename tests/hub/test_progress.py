@@ -8,6 +8,7 @@ an unknown one with 404, and a bundle not in transit any more with 409.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from deltaport.fleet.models import Device, DeviceImage, DownloadProgress
 from deltaport.fleet.progress import shown
-from tests.hub.conftest import LiveHub, World
+from tests.hub.conftest import OPERATOR_TOKEN, LiveHub, World
 from tests.hub.test_device_api import API, db_rows, message
 
 
@@ -96,10 +97,10 @@ HOSTILE: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("change", HOSTILE, ids=[json.dumps(h) for h in HOSTILE])
-def test_hostile_fields_are_422(hub: LiveHub, change: dict[str, Any]) -> None:
-    r = _post(hub, "dev-1", {**_report(hub.world, 10), **change})
-    assert r.status_code == 422 and r.json()["error"] == "FormatError", r.text
+def test_hostile_fields_are_422(hub: LiveHub) -> None:
+    for change in HOSTILE:
+        r = _post(hub, "dev-1", {**_report(hub.world, 10), **change})
+        assert r.status_code == 422 and r.json()["error"] == "FormatError", (change, r.text)
 
 
 def test_hostile_bodies_are_422(any_hub: LiveHub) -> None:
@@ -119,3 +120,35 @@ def test_hostile_bodies_are_422(any_hub: LiveHub) -> None:
         r = _post(any_hub, "dev-1", body)
         assert r.status_code == 422 and r.json()["error"] == "FormatError", (body[:80], r.text)
     assert _stored(world) is None
+
+
+def _live_rows(hub: LiveHub) -> dict[str, str]:
+    """The deployment page's live part, signed in as the operator: row HTML per device."""
+    with hub.client() as c:
+        form = c.get("/ui/login")
+        nonce = re.search(r'name="nonce" value="([^"]+)"', form.text)
+        assert nonce is not None, form.text
+        c.post("/ui/login", data={"token": OPERATOR_TOKEN, "nonce": nonce.group(1),
+                                  "next": "/ui/"})
+        page = c.get(f"/ui/live/deployments/{hub.world.deployment}")
+    assert page.status_code == 200, page.text
+    return {m.group(1): m.group(0) for m in re.finditer(
+        r'<tr data-device="([^"]+)".*?</tr>', page.text, re.S)}
+
+
+def test_the_dashboard_shows_reports_and_estimates_elsewhere(any_hub: LiveHub) -> None:
+    world = any_hub.world
+    assert _post(any_hub, "dev-1", _report(world, 100_000)).status_code == 200
+    time.sleep(0.3)
+    assert _post(any_hub, "dev-1", _report(world, world.bundle_size // 2)).status_code == 200
+    rows = _live_rows(any_hub)
+    mine, other = rows["dev-1"], rows["dev-2"]
+    assert f'data-received="{world.bundle_size // 2}"' in mine
+    assert 'value="50"' in mine and "(reported " in mine and "kbit/s" in mine
+    assert "(est.)" not in mine
+    assert "data-received" not in other and "(est.)" in other and "link rate" in other
+    with any_hub.device("dev-1") as c:  # arrived: 100 %, the report is no longer shown
+        assert c.post(API + "/status", json={"messages": [message(world, "dev-1")]}
+                      ).status_code == 200
+    mine = _live_rows(any_hub)["dev-1"]
+    assert 'value="100"' in mine and "data-received" not in mine

@@ -131,3 +131,28 @@ def _upsert(session: Session, device_image_id: int, values: dict[str, Any]) -> N
     stmt = insert(DownloadProgress).values(device_image_id=device_image_id, **values)
     session.execute(stmt.on_conflict_do_update(index_elements=["device_image_id"],
                                                set_=values))
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What the dashboard shows of a device's reports: bytes, when, the hub's rate."""
+
+    received: int
+    at: datetime
+    rate_bps: float | None  # bytes/s
+
+    def eta_seconds(self, size: int | None, now: datetime) -> float | None:
+        """Seconds left at the reported rate, counted from the last report (None: no rate)."""
+        if size is None or not self.rate_bps:
+            return None
+        left = (size - self.received) / self.rate_bps
+        return max(0.0, left - (now - self.at).total_seconds())
+
+
+def reported(row: Any) -> Reported | None:
+    """The report a dashboard row carries (``progress_*`` columns), if it applies to it."""
+    if row.progress_received is None or row.status != ImageStatus.IN_TRANSIT.value:
+        return None
+    if row.progress_bundle != row.bundle_id or row.progress_at < row.updated_at:
+        return None  # an earlier episode's
+    return Reported(int(row.progress_received), row.progress_at, row.progress_rate)
