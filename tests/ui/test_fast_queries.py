@@ -46,8 +46,8 @@ def test_devices_updating_and_failed_are_counted_through_an_index(db_url: str) -
         engine.dispose()
 
 
-def test_a_status_page_of_a_deployment_counts_as_the_status_counts(any_world: World) -> None:
-    """The cells of one status are as many as its count on top: the page reuses it."""
+def test_a_page_of_one_status_counts_as_the_status_counts(any_world: World) -> None:
+    """The rows of one status are as many as its count on top: the pages reuse it."""
     engine = init_db(any_world.db_url)
     try:
         with session_scope(engine) as s:
@@ -64,5 +64,12 @@ def test_a_status_page_of_a_deployment_counts_as_the_status_counts(any_world: Wo
                                                   page=1, size=50, counts=counts)
                 assert reused.total == counted.total == counts.get(status, 0), status
                 assert reused.rows == counted.rows
+            image_id = any_world.v2
+            by_status = queries.image_counts(s, image_id)
+            for status in [None, *(st.value for st in ImageStatus)]:
+                counted = queries.image_devices(s, image_id, status=status, page=1, size=50)
+                reused = queries.image_devices(s, image_id, status=status, page=1, size=50,
+                                               counts=by_status)
+                assert reused.total == counted.total and reused.rows == counted.rows, status
     finally:
         engine.dispose()

@@ -381,8 +381,12 @@ def image_counts(session: Session, image_id: str) -> dict[str, int]:
 
 
 def image_devices(session: Session, image_id: str, *, status: str | None, page: int,
-                  size: int) -> Page:
-    """Devices holding the image in some status: (name, status, reason, updated)."""
+                  size: int, counts: dict[str, int] | None = None) -> Page:
+    """Devices holding the image in some status: (name, status, reason, updated).
+
+    COUNTS, the image's :func:`image_counts` when the caller has them, give the number
+    of rows (the same device images), so they are not counted twice.
+    """
     query = (select(Device.name, DeviceImage.status, DeviceImage.failure_reason,
                     DeviceImage.updated_at)
              .join(Device, Device.id == DeviceImage.device_id)
@@ -390,7 +394,9 @@ def image_devices(session: Session, image_id: str, *, status: str | None, page: 
              .order_by(Device.name))
     if status:
         query = query.where(DeviceImage.status == status)
-    return _page(session, query, page, size)
+    known = None if counts is None else (counts.get(status, 0) if status
+                                         else sum(counts.values()))
+    return _page(session, query, page, size, known)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def image_page(reference: str, me: Me, hub: Hub, status: str = "",
             chosen = status if status in STATUSES else None
             counts = queries.image_counts(session, image.image_id)
             devices = queries.image_devices(session, image.image_id, status=chosen,
-                                            page=parse_page(page), size=CONFIG.page_size)
+                                            page=parse_page(page), size=CONFIG.page_size,
+                                            counts=counts)
             bundles = queries.image_bundles(session, image.image_id)
             facts = {"name": image.name, "image_id": image.image_id,
                      "layers": len(image.diff_ids),
