@@ -6,18 +6,24 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deltaport.cli.common import CaFileOpt, human_bytes, transport_options
+from deltaport.cli.common import (
+    CaFileOpt,
+    human_bytes,
+    out_console,
+    plural,
+    transport_options,
+)
+
+if TYPE_CHECKING:
+    from deltaport.oci import TransportOptions
 
 app = typer.Typer(help="Build, apply and rank patch bundles.", no_args_is_help=True)
-console = Console(stderr=True)
-out = Console()
 
 
 @contextmanager
@@ -28,7 +34,7 @@ def _layer_progress(verb: str) -> Iterator[Callable[[str, int, int], None]]:
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=console,
+        console=out_console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task(f"{verb} bundle", total=None)
@@ -79,31 +85,79 @@ def create(
             progress=report,
             patch_cache=PatchCache(patch_cache) if patch_cache else None,
         )
+    doc = summary.to_json()
+    blobs = _layer_blobs(to, transport_options(insecure, ca_file))
     if as_json:
-        out.print_json(json.dumps(summary.to_json()))
+        missing = {la["diff_id"] for la in doc["layers"] if la["encoding"] != "source"}
+        doc["image_blob_bytes"] = sum(blobs.values())
+        doc["layer_pull_bytes"] = sum(n for d, n in blobs.items() if d in missing)
+        out_console().print_json(json.dumps(doc))
         return
-    _print_summary(summary.to_json())
+    _print_summary(doc, blobs)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"bundle for {summary['target']} ({summary['image_id'][:19]})")
+def _layer_blobs(ref: str, options: TransportOptions) -> dict[str, int]:
+    """diff_id -> the compressed blob size of each layer of REF (what a pull moves)."""
+    from deltaport.oci import open_source
+
+    with open_source(ref, options) as src:
+        return {layer.diff_id: layer.size for layer in src.layers()}
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / max(whole, 1):.3g}%"
+
+
+def cost_lines(summary: dict[str, Any], blobs: dict[str, int]) -> list[str]:
+    """What the bundle costs against the whole image and against a layer pull.
+
+    BLOBS are the target's compressed layer sizes by diff_id; a layer pull moves the
+    blobs of the layers the --from images lack (those not reused).
+    """
+    bundle = int(summary["bundle_bytes"])
+    reused = [la for la in summary["layers"] if la["encoding"] == "source"]
+    missing = [la for la in summary["layers"] if la["encoding"] != "source"]
+    image = sum(blobs.values())
+    pull = sum(blobs.get(la["diff_id"], 0) for la in missing)
+    lines = [
+        f"bundle {summary['bundle']}: {human_bytes(bundle)}",
+        f"  {_percent(bundle, image)} of the whole image: {human_bytes(image)} in "
+        f"{plural(len(blobs), 'compressed layer')}, what a pull from scratch moves",
+    ]
+    if reused and missing:
+        lines.append(
+            f"  {_percent(bundle, pull)} of a layer pull: {human_bytes(pull)}, the "
+            f"{plural(len(missing), 'layer')} the --from images lack "
+            f"({plural(len(reused), 'layer')} reused from them, 0 B)"
+        )
+    elif reused:
+        lines.append("  every layer is reused from the --from images: a layer pull moves 0 B")
+    else:
+        lines.append("  no layer is reused: a layer pull moves the whole image")
+    return lines
+
+
+def _print_summary(summary: dict[str, Any], blobs: dict[str, int]) -> None:
+    table = Table(title=f"bundle for {summary['target']} ({summary['image_id']})")
     for col in ("layer", "diff_id", "encoding", "layer size", "bytes sent"):
         table.add_column(col, justify="right" if "size" in col or "bytes" in col else "left")
     for layer in summary["layers"]:
         cached = " (cached)" if (layer.get("stats") or {}).get("cached") else ""
+        reused = layer["encoding"] == "source"
+        blob = blobs.get(layer["diff_id"])
         table.add_row(
             str(layer["index"]),
             layer["diff_id"][:19],
-            layer["encoding"] + cached,
-            human_bytes(layer["size"]),
+            "reused (on the device)" if reused else layer["encoding"] + cached,
+            # a reused layer is not read: its size is the blob's, as the registry lists it
+            (f"blob {human_bytes(blob)}" if blob is not None else "?") if reused
+            else human_bytes(layer["size"]),
             human_bytes(layer["patch_bytes"]),
         )
+    out = out_console()
     out.print(table)
-    total = summary["target_size"] or 1
-    out.print(
-        f"bundle {summary['bundle']}: {human_bytes(summary['bundle_bytes'])} "
-        f"({100 * summary['bundle_bytes'] / total:.3f}% of {human_bytes(total)} uncompressed)"
-    )
+    for line in cost_lines(summary, blobs):
+        out.print(line, highlight=False)
 
 
 NO_VERIFY_WARNING = (
@@ -128,7 +182,7 @@ def trust_key_choice(trust_keys: list[Path], no_verify: bool) -> list[Path]:
             "(the signer's deltaport.pub), or --no-verify to apply it unchecked"
         )
     if no_verify:
-        console.print(f"[bold yellow]{NO_VERIFY_WARNING}[/]")
+        out_console(stderr=True).print(f"[bold yellow]{NO_VERIFY_WARNING}[/]")
     return trust_keys
 
 
@@ -180,12 +234,12 @@ def apply(
         "layers_from_source": result.layers_from_source,
     }
     if as_json:
-        out.print_json(json.dumps(doc))
+        out_console().print_json(json.dumps(doc))
     else:
-        out.print(
-            f"rebuilt {result.image_id[:19]} at {result.destination}: "
-            f"{result.layers_patched} layers patched, {result.layers_from_source} from sources, "
-            "verified"
+        out_console().print(
+            f"rebuilt {result.image_id} at {result.destination}: "
+            f"{plural(result.layers_patched, 'layer')} patched, "
+            f"{result.layers_from_source} from sources, verified", highlight=False
         )
 
 
@@ -210,10 +264,10 @@ def rank(
                 candidates.append(load_image_signature(f))
         except OSError as exc:
             raise StorageError(f"cannot read signature file {path}: {exc.strerror}") from exc
-    with console.status(f"reading {to}"):
+    with out_console(stderr=True).status(f"reading {to}"):
         target = create_image_signature(to, transport_options(insecure, ca_file))
     ranked = rank_sources(target, candidates)
-    out.print_json(
+    out_console().print_json(
         json.dumps({"target": to, "image_id": target.image_id,
                     "candidates": [r.to_json() for r in ranked]})
     )

@@ -1,0 +1,60 @@
+"""`delta create`'s summary is honest (issue 13): a layer the device has is shown as
+reused, not as a 0 B layer, and the bundle is priced against the whole image and
+against a layer pull of what the --from images lack."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from deltaport.cli import delta as delta_cli
+from tests.fixtures.images import Entry, TestImage, build_image, default_layers, write_oci_layout
+
+
+def _images(tmp_path: Path) -> tuple[TestImage, str, str]:
+    """v2 and a v3 that shares v2's first two layers; their oci: references."""
+    v2 = build_image(1)
+    layers = default_layers(1)
+    layers[2] = [*layers[2], Entry("app/v3.txt", data=b"three\n")]
+    v3 = build_image(1, layers=layers)
+    write_oci_layout(tmp_path / "v2", v2, tag="v2")
+    write_oci_layout(tmp_path / "v3", v3, tag="v3")
+    return v3, f"oci:{tmp_path / 'v3'}:v3", f"oci:{tmp_path / 'v2'}:v2"
+
+
+def test_a_reused_layer_is_not_shown_as_an_empty_one(tmp_path: Path) -> None:
+    v3, to, source = _images(tmp_path)
+    result = CliRunner().invoke(delta_cli.app, ["create", "--to", to, "--from", source,
+                                                "-o", str(tmp_path / "v3.bundle")])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if re.match(r"│ \d ", line)]
+    assert len(rows) == 3, result.stdout
+    reused = [row for row in rows if "reused (on the device)" in row]
+    assert len(reused) == 2, result.stdout
+    for row, layer in zip(reused, v3.layers, strict=False):
+        assert f"blob {human(len(layer.blob))}" in row, row  # its size, not "0 B"
+    assert v3.image_id in result.stdout  # the whole image ID
+    image = sum(len(layer.blob) for layer in v3.layers)
+    assert f"of the whole image: {human(image)} in 3 compressed layers" in result.stdout
+    assert (f"of a layer pull: {human(len(v3.layers[2].blob))}, the 1 layer the --from "
+            "images lack (2 layers reused from them, 0 B)") in result.stdout
+
+
+def test_the_json_summary_holds_both_prices(tmp_path: Path) -> None:
+    v3, to, source = _images(tmp_path)
+    result = CliRunner().invoke(delta_cli.app, ["create", "--to", to, "--from", source,
+                                                "-o", str(tmp_path / "v3.bundle"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["image_blob_bytes"] == sum(len(layer.blob) for layer in v3.layers)
+    assert doc["layer_pull_bytes"] == len(v3.layers[2].blob)
+    assert doc["bundle_bytes"] == (tmp_path / "v3.bundle").stat().st_size
+
+
+def human(n: int) -> str:
+    from deltaport.cli.common import human_bytes
+
+    return human_bytes(n)
