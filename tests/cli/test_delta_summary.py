@@ -58,3 +58,26 @@ def human(n: int) -> str:
     from deltaport.cli.common import human_bytes
 
     return human_bytes(n)
+
+
+def test_bundle_inspect_shows_sizes_in_units_and_whole_digests(tmp_path: Path) -> None:
+    import deltaport.cli.main as cli_main
+
+    if not cli_main.app.registered_groups:
+        cli_main._register_groups()
+    _, to, source = _images(tmp_path)
+    bundle = tmp_path / "v3.bundle"
+    made = CliRunner().invoke(delta_cli.app, ["create", "--to", to, "--from", source,
+                                              "-o", str(bundle), "--json"])
+    assert made.exit_code == 0, made.output
+    shown = CliRunner().invoke(cli_main.app, ["bundle", "inspect", str(bundle)])
+    assert shown.exit_code == 0, shown.output
+    first = shown.stdout.splitlines()[0]
+    assert f"{human(bundle.stat().st_size)} (head " in first and "1 chunk of 1.0 MB" in first
+    assert "bytes" not in first and "chunk(s)" not in first
+    doc = json.loads(CliRunner().invoke(cli_main.app, ["bundle", "inspect", str(bundle),
+                                                   "--json"])
+                     .stdout)
+    [payload] = doc["members"]
+    assert payload["digest"] in shown.stdout and "…" not in shown.stdout
+    assert f"│ {human(payload['size'])}" in shown.stdout

@@ -116,17 +116,17 @@ def bundle_summary(path: Path, trust_keys: list[Path], verify: bool) -> dict[str
 
 
 def _print_summary(doc: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    from deltaport.cli.common import human_bytes
+    from deltaport.cli.common import human_bytes, out_console, plural
 
-    console = Console()
+    console = out_console()
     signer = signer_text(doc)
     console.print(
         f"[bold]{doc['path']}[/]: bundle format {doc['format_version']}, "
-        f"{human_bytes(doc['size'])} ({doc['size']} bytes; head {doc['head_size']}), "
-        f"{doc['chunks']} chunk(s) of {human_bytes(doc['chunk_size'])}"
+        f"{human_bytes(doc['size'])} (head {human_bytes(doc['head_size'])}), "
+        f"{plural(doc['chunks'], 'chunk')} of {human_bytes(doc['chunk_size'])}",
+        highlight=False,
     )
     verified = "yes" if doc["payload_verified"] else "no"
     console.print(f"signer: {signer}; payload verified: {verified}")
@@ -145,8 +145,8 @@ def _print_summary(doc: dict[str, Any]) -> None:
         console.print(f"release: version {release['version']}, expires {expires}")
     members = Table("member", "offset", "size", "media type", "digest")
     for m in doc["members"]:
-        members.add_row(m["name"], str(m["offset"]), str(m["size"]), m["media_type"],
-                        m["digest"][:19] + "…")
+        members.add_row(m["name"], str(m["offset"]), human_bytes(m["size"]), m["media_type"],
+                        m["digest"])
     console.print(members)
     content = doc["content"]
     if content.get("kind") == "deltaport.image-delta":
