@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
+
+from deltaport.demo.report import NOT_VERIFIED, VERIFIED
 
 pytestmark = pytest.mark.slow  # end to end: `-m "not slow"` leaves it out
 
@@ -61,8 +63,10 @@ def test_demo_delivers_every_image_verified(tmp_path: Path) -> None:
     expected = {(d, f"demo/app:{v}") for d in ("dev-a", "dev-b", "dev-c")
                 for v in ("v1", "v2", "v3")}
     assert set(rows) == expected, done.stdout
-    assert all("verified" in r and "NOT" not in r for r in rows.values()), done.stdout
-    assert "had it, verified" in rows[("dev-b", "demo/app:v1")]  # dev-b started with v1
+    assert all(VERIFIED in r and NOT_VERIFIED not in r for r in rows.values()), done.stdout
+    assert f"had it {VERIFIED}" in rows[("dev-b", "demo/app:v1")]  # dev-b started with v1
+    assert all(f"{word}:" in done.stdout
+               for word in (f"verified {VERIFIED}", "over link", "% of image"))  # the legend
     assert rows[("dev-b", "demo/app:v1")].startswith("0 B")  # so nothing was sent
     assert "complete" in done.stdout and "email to ops@example.com" in done.stdout
     # every device runs v2 in its engine; the broken v3 was rolled back, the reason shown

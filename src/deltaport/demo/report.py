@@ -16,8 +16,6 @@ from rich.table import Table
 from deltaport.cli.common import human_bytes
 from deltaport.oci import TransportOptions, open_source
 
-STATUS_SHOWN = 60  # characters of a status (a failure reason) shown in the table
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -71,17 +69,43 @@ def percent(part: int, whole: int) -> str:
     return f"{100 * part / max(whole, 1):.2f}%"
 
 
+VERIFIED, NOT_VERIFIED = "\u2713", "\u2717"  # check mark, ballot x
+LEGEND = (
+    "bundle: the signed patch file the hub built for the device (0 B: it had the image).",
+    "% of image: the bundle against the whole image as a pull from scratch moves it "
+    "(all its gzip layer blobs, as the cloud registry serves them).",
+    "over link: every byte that crossed the device's throttled link meanwhile, both ways: "
+    "the bundle plus TLS and HTTP overhead, check-ins, status reports and the ranges "
+    "resumed after a drop, so it is more than the bundle.",
+    f"verified {VERIFIED}: the device registry holds the image under its image ID (config "
+    "and every layer's diff_id hashed), and the hub's database and the deployment both "
+    f"say present ({NOT_VERIFIED}: they do not).",
+    "layer pull: the gzip layers the device lacked (what docker pull moves); pull time at "
+    "the link rate if it never dropped.",
+)
+
+
+def _status_word(status: str) -> str:
+    """The first word(s) of a status: 'failed: <reason>' -> 'failed'."""
+    return status.split(":", 1)[0]
+
+
 def results_table(deliveries: Sequence[Delivery], link_bps: int) -> Table:
-    """One row per device and image: bundle, link, time, status; then the layer pull."""
+    """One row per device and image: bundle, link, time, status; then the layer pull.
+
+    Every cell is one line (a failure's reason is in :func:`failure_lines`), so the
+    table fits a 120-column terminal without wrapping.
+    """
     rate = f"{link_bps / 1e6:g} Mbit/s" if link_bps >= 1_000_000 else f"{link_bps / 1e3:g} kbit/s"
-    table = Table(title=f"what crossed each device's {rate} link (image: gzip layers)")
+    table = Table(title=f"what crossed each device's {rate} link (image: gzip layers)",
+                  show_edge=False, pad_edge=False)
     columns = ("device", "image", "bundle", "% of image", "over link", "time", "status",
                "layer pull", "%", "pull time")
     for name in columns:
-        table.add_column(name, justify="left" if name in ("device", "image", "status") else "right")
+        table.add_column(name, no_wrap=True, overflow="ellipsis",
+                         justify="left" if name in ("device", "image", "status") else "right")
     for d in deliveries:
         ok = d.verified and d.status in ("present", "had it")
-        status = d.status if len(d.status) <= STATUS_SHOWN else d.status[:STATUS_SHOWN] + "…"
         table.add_row(
             d.device,
             d.image,
@@ -89,12 +113,18 @@ def results_table(deliveries: Sequence[Delivery], link_bps: int) -> Table:
             percent(d.bundle_bytes, d.image_bytes),
             human_bytes(d.link_bytes),
             duration(d.seconds),
-            f"[green]{status}, verified[/]" if ok else f"[red]{status}, NOT verified[/]",
+            f"[green]{d.status} {VERIFIED}[/]" if ok
+            else f"[red]{_status_word(d.status)} {NOT_VERIFIED}[/]",
             human_bytes(d.pull_bytes),
             percent(d.pull_bytes, d.image_bytes),
             duration(link_seconds(d.pull_bytes, link_bps)),
         )
     return table
+
+
+def failure_lines(deliveries: Sequence[Delivery]) -> list[str]:
+    """'DEVICE IMAGE: <whole status>' for each delivery whose status has a reason."""
+    return [f"{d.device} {d.image}: {d.status}" for d in deliveries if ":" in d.status]
 
 
 def totals(deliveries: Sequence[Delivery]) -> tuple[int, int]:

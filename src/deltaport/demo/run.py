@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from deltaport.agent.registry import LocalRegistry
 from deltaport.cli.common import human_bytes
@@ -57,9 +58,11 @@ from deltaport.demo.podman import Engine, run_podman_service
 from deltaport.demo.processes import ProcessGroup, agent_command, hub_command, log_tail
 from deltaport.demo.progress import DeviceLine, LiveView
 from deltaport.demo.report import (
+    LEGEND,
     Delivery,
     diff_ids,
     duration,
+    failure_lines,
     layer_blobs,
     pull_bytes,
     results_table,
@@ -487,6 +490,10 @@ def run_demo(console: Console, options: DemoOptions | None = None) -> DemoResult
 
 def _show(console: Console, result: DemoResult, options: DemoOptions) -> None:
     console.print(results_table(result.deliveries, options.link_bps))
+    for line in failure_lines(result.deliveries):
+        console.print(f"[red]{escape(line)}[/]", highlight=False)
+    for line in LEGEND:
+        console.print(f"[dim]{line}[/]", highlight=False)
     if result.outcomes:
         console.print(runtime_table(result.outcomes, result.tags))
     sent, pulled = totals(result.deliveries)
