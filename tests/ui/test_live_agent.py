@@ -1,9 +1,10 @@
 """A deployment's page in a real browser updates itself while a real agent downloads.
 
 The real agent (``deltaport.agent``) and the real hub, as in tests/hub/test_with_agent.py,
-with the bundle coming through a throttled TCP link (~10 s for the bundle). The browser
+with the bundle coming through a throttled TCP link (~14 s for the bundle). The browser
 opens the deployment's page while the image is in transit and, without a reload, sees
-the estimated progress move and then the image present, arrived and the count change.
+the bytes received that the agent reports (POST /progress) rise, and then the image
+present, arrived and the count change.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 OPTS = TransportOptions(insecure=True)
-DOWNLOAD_SECONDS = 10.0
+DOWNLOAD_SECONDS = 14.0
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
@@ -54,13 +55,16 @@ def _browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
-def _progress(driver: webdriver.Chrome) -> int:
-    """The first progress bar's value, -1 without one: read in one script, because htmx
-    may swap the element between a find and a read (a stale element, seen in CI)."""
+def _progress(driver: webdriver.Chrome) -> tuple[int, int]:
+    """The first progress bar's value and the bytes received it reports (-1 without one):
+    read in one script, because htmx may swap the element between a find and a read (a
+    stale element, seen in CI)."""
     value = driver.execute_script(
         "const bar = document.querySelector('#cells progress');"
-        "return bar ? Number(bar.getAttribute('value') || 0) : -1;")
-    return int(value)
+        "const got = document.querySelector('#cells .received');"
+        "return [bar ? Number(bar.getAttribute('value') || 0) : -1,"
+        "        got ? Number(got.dataset.received) : -1];")
+    return int(value[0]), int(value[1])
 
 
 def _text(driver: webdriver.Chrome, element_id: str) -> str | None:
@@ -77,8 +81,8 @@ def _present_shown(driver: webdriver.Chrome) -> bool:
 
 def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) -> None:
     layouts = {}
-    v2_layers = default_layers(1)  # with 160 kB of noise: a bundle worth watching
-    v2_layers[2].append(Entry("app/payload.bin", data=random.Random(5).randbytes(160_000)))
+    v2_layers = default_layers(1)  # with 1.5 MB of noise: several progress reports
+    v2_layers[2].append(Entry("app/payload.bin", data=random.Random(5).randbytes(1_500_000)))
     images = {"v1": build_image(0), "v2": build_image(1, layers=v2_layers)}
     for tag in ("v1", "v2"):
         layout = write_oci_layout(tmp_path / f"layout-{tag}", images[tag], tag="t")
@@ -131,7 +135,7 @@ def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) ->
                     driver.get(f"{url}/ui/deployments/{plan['deployment']}")
                     driver.execute_script("window.notReloaded = true")
                     assert _text(driver, "count-in_transit") == "1"
-                    seen: list[int] = []
+                    seen: list[tuple[int, int]] = []
                     arrived = threading.Event()
 
                     failures: list[BaseException] = []
@@ -163,8 +167,11 @@ def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) ->
                     assert _text(driver, "count-present") == "1"
                     assert _text(driver, "count-in_transit") is None
                     assert driver.execute_script("return window.notReloaded") is True
-                    estimates = [p for p in seen if 0 <= p < 100]
-                    assert len(set(estimates)) >= 2 and estimates == sorted(estimates), seen
+                    bars = [bar for bar, got in seen if got >= 0]  # the estimate may run ahead
+                    assert bars == sorted(bars), seen
+                    received = [got for _, got in seen if got >= 0]  # the agent's reports
+                    assert len(set(received)) >= 2 and received == sorted(received), seen
+                    assert 0 < received[0] < size and received[-1] <= size, seen
                     assert link.bytes_down >= size
                     assert downloaded >= DOWNLOAD_SECONDS * 0.6, downloaded
                 finally:
