@@ -166,3 +166,33 @@ def test_signature_create_says_one_layer_and_sizes_in_units(tmp_path: Path) -> N
     assert "1 layer," in result.stderr
     assert re.search(r" \d+(\.\d)? (B|kB|MB) -> ", result.stderr), result.stderr
     assert image.image_id in result.stderr  # the whole ID, not its first 12 digits
+
+
+def _printed_texts(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, text before, text after) around each {value} of the f-strings in PATH."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.JoinedStr):
+            parts = node.values
+            for i, part in enumerate(parts):
+                if isinstance(part, ast.FormattedValue):
+                    before = parts[i - 1] if i else None
+                    after = parts[i + 1] if i + 1 < len(parts) else None
+                    yield (node.lineno,
+                           before.value if isinstance(before, ast.Constant) else "",
+                           after.value if isinstance(after, ast.Constant) else "")
+
+
+def test_no_command_prints_a_raw_byte_count_or_a_count_with_s_in_brackets() -> None:
+    """'{n} bytes' and '{n} file(s)' in what the CLI and the demo print: use human_bytes
+    and plural (a limit in a library error is not the CLI's to word)."""
+    import re
+
+    src = Path(cli_main.__file__).parents[1]
+    bad = []
+    for path in [*sorted((src / "cli").glob("*.py")), *sorted((src / "demo").glob("*.py"))]:
+        for line, _, after in _printed_texts(path):
+            if re.match(r" ?[\w ]*?\w\(s\)| bytes\b| layers\b", after):
+                bad.append(f"{path.name}:{line}: {{...}}{after[:20]}")
+    assert not bad

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from deltaport.cli.common import plural
+
 app = typer.Typer(help="The device agent: inbox, hub downloads, reconstruction, outbox.",
                   no_args_is_help=True)
 
@@ -106,7 +108,7 @@ def status(
         typer.echo(json.dumps(doc, indent=2))
         return
     typer.echo(f"device:    {settings.device}")
-    typer.echo(f"outbox:    {counts.messages_pending} message(s) pending, "
+    typer.echo(f"outbox:    {plural(counts.messages_pending, 'message')} pending, "
                f"{counts.messages_delivered} delivered, "
                f"{counts.messages_rejected} rejected by the hub"
                + (", inventory check-in pending" if counts.inventory_pending else ""))
@@ -114,4 +116,4 @@ def status(
         typer.echo(f"  rejected {r.message_id} ({r.message.get('status')} "
                    f"{r.message.get('image_id')}): {r.error}")
     typer.echo(f"downloads: {len(pending)}" + "".join(f"\n  {t} ({s})" for t, s in pending))
-    typer.echo(f"inbox:     {len(doc['inbox'])} file(s)")
+    typer.echo(f"inbox:     {plural(len(doc['inbox']), 'file')}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from deltaport.cli.common import plural
 from deltaport.cli.fleet import (
     manifest_key_for,
     notifier_for,
@@ -79,4 +80,4 @@ def apply(
             typer.echo(f"warning: {err}", err=True)
     rejected = [r for r in result.results if r.outcome == "rejected"]
     if rejected:
-        raise StateError(f"{len(rejected)} message(s) rejected")
+        raise StateError(f"{plural(len(rejected), 'message')} rejected")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from deltaport.cli.common import VersionOpt, out_console, plural
+from deltaport.cli.common import VersionOpt, human_bytes, out_console, plural
 from deltaport.config import Settings, load_settings
 from deltaport.errors import FormatError, StorageError, UsageError
 
@@ -169,7 +169,7 @@ def read_input(path: Path, limit: int = INPUT_MAX_BYTES) -> bytes:
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc}") from exc
     if len(data) > limit:
-        raise FormatError(f"{path} is larger than {limit} bytes")
+        raise FormatError(f"{path} is larger than {human_bytes(limit)}")
     return data
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from deltaport.cli.common import human_bytes
+from deltaport.cli.common import human_bytes, plural
 from deltaport.demo.link import TcpProxy
 
 _STYLE = {"present": "green", "failed": "red", "in_transit": "yellow"}
@@ -76,7 +76,7 @@ class LiveView:
         line = self.lines[device]
         if line.state != state and self._live is None:
             self.console.print(f"  {device}: {state} ({human_bytes(line.link.bytes_down)} "
-                               f"over its link, {line.link.cuts} connection(s) cut)")
+                               f"over its link, {plural(line.link.cuts, 'connection')} cut)")
         line.state = state
         line.detail = detail
         self.refresh()
