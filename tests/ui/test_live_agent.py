@@ -29,7 +29,7 @@ from deltaport.hub.settings import HubServerSettings, OperatorToken
 from deltaport.oci import TransportOptions, copy_image
 from tests.fixtures.images import Entry, build_image, default_layers, write_oci_layout
 from tests.fixtures.proxy import TcpProxy
-from tests.fixtures.services import Registry, run_registry
+from tests.fixtures.services import Registry, free_port, run_registry
 from tests.hub.conftest import OPERATOR_TOKEN, hub_in_thread
 from tests.ui.test_browser import CHROMIUM, DRIVER
 
@@ -93,7 +93,7 @@ def test_the_page_follows_a_real_download(registry: Registry, tmp_path: Path) ->
     manifest_keys = generate_keypair(data / "keys", "manifest")
     db_url = f"sqlite:///{data / 'deltaport.db'}"
     settings = HubServerSettings(
-        fleet=Settings(data_dir=data, db_url=db_url), registry_insecure=True,
+        fleet=Settings(data_dir=data, db_url=db_url), registry_insecure=True, port=free_port(),
         operators=(OperatorToken("ci", hash_token(OPERATOR_TOKEN)),),
     )
     with (

@@ -502,8 +502,9 @@ def _fill_planned(session: _Session, sink: _ChunkSink) -> int:
     ranges = ranges_to_fetch(plan, good, part.size())
     log.info("%s: %d of %d bytes verified on disk, %d ranges to fetch",
              part.path, sink.verified, plan.total_size, len(ranges))
-    if session.progress is not None:
-        session.progress(sink.verified, plan.total_size)
+    if session.progress is not None:  # in hand: all but what is fetched again (a resume)
+        session.progress(plan.total_size - sum(len(r) for r in ranges),
+                         plan.total_size)
     reused = sink.verified
     for byte_range in ranges:
         sink.seek(byte_range.start)
