@@ -115,3 +115,43 @@ def test_a_cancelled_rollout_is_an_event(fleet: Fleet) -> None:
         rollouts.act(s, rid, RolloutAction.CANCEL,
                      rollouts.Activator(fleet.store, fleet.manifest_key))
     assert _kinds(fleet)[-1] == "rollout.cancelled"
+
+
+def test_each_retry_and_the_final_failure_reach_the_webhook(
+    fleet: Fleet, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Webhooks hear every attempt (each failure, each scheduled retry) and the end."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from deltaport.fleet.documents import StatusMessage
+    from deltaport.pipelines import retry
+    from deltaport.pipelines.retry_policy import RetryPolicy
+
+    monkeypatch.setattr(bridge, "SETTLE", 0.0)
+    outbox = _outbox(tmp_path, receiver.url, _Smtp(), fleet)
+    outbox.run_once()  # history is not sent
+    dep = fleet.deploy(("a",)).deployment_id
+    with session_scope(fleet.engine) as s:
+        retry.set_retries(s, dep, 1)
+    policy = RetryPolicy(retries=3, base=10.0, cap=20.0)
+
+    def fail(deployment: str) -> None:
+        msg = StatusMessage(str(uuid.uuid4()), "a", fleet.image_id("reg.io/app:2"), "failed",
+                            reason="missing source layers: sha256:x", deployment=deployment)
+        handle_status_messages(fleet.engine, [msg], retry_policy=policy)
+
+    fail(dep)
+    retrier = retry.Retrier(fleet.ranker, fleet.builder, fleet.store, fleet.work / "r", policy)
+    [child] = retrier.run_once(fleet.engine, datetime.now(UTC) + timedelta(hours=1))
+    fail(child)
+    while outbox.run_once():
+        pass
+    bodies = sorted((json.loads(h.body) for h in receiver.accepted()), key=lambda b: b["id"])
+    told = [(b["kind"], b["data"].get("detail", "")) for b in bodies
+            if b["kind"].startswith("deployment.image_")]  # in the order they happened
+    assert [k for k, _ in told] == [
+        "deployment.image_failed", "deployment.image_retry_scheduled",
+        "deployment.image_failed", "deployment.image_not_retried"]
+    assert told[1][1] == "retry 1 of 1 in 10 s"
+    assert told[3][1] == "not retried: 1 of 1 retries made"

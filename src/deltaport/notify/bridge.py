@@ -42,6 +42,9 @@ _KINDS: dict[tuple[str, str], EventKind] = {
     ("device_deployment", "rolled_back"): EventKind.DEVICE_ROLLED_BACK,
     ("device_deployment", "failed"): EventKind.DEVICE_ACTIVATION_FAILED,
     ("device_deployment", "refused"): EventKind.DEVICE_ACTIVATION_REFUSED,
+    ("delivery_retry", "scheduled"): EventKind.IMAGE_RETRY_SCHEDULED,  # pipelines.retry
+    ("delivery_retry", "permanent"): EventKind.IMAGE_NOT_RETRIED,
+    ("delivery_retry", "exhausted"): EventKind.IMAGE_NOT_RETRIED,
 }
 
 

@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     IMAGE_DELIVERED = "deployment.image_delivered"
     IMAGE_FAILED = "deployment.image_failed"
     IMAGE_RETRY_SCHEDULED = "deployment.image_retry_scheduled"
+    IMAGE_NOT_RETRIED = "deployment.image_not_retried"  # failed for good (permanent, exhausted)
     DEPLOYMENT_COMPLETE = "deployment.complete"
     DEPLOYMENT_FAILED = "deployment.failed"
     DEPLOYMENT_ACTIVATION_ISSUED = "deployment.activation_issued"
