@@ -94,3 +94,44 @@ def test_using_it_by_hand_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "app-v2.bundle").stat().st_size > 0
     rebuilt = (tmp_path / "rebuilt.json").read_text()
     assert v2.image_id in rebuilt  # the bundle rebuilt exactly v2 from v1
+
+
+FLEET = "Running a fleet:"
+NEEDS_A_DEVICE = ("deltaport hub serve", "deltaport agent run")  # run by the hub test above
+NEWEST = 'status deployment "$(deltaport status deployments --json | jq -r \'.[0].id\')"'
+
+
+def test_the_fleet_block_names_no_host_that_does_not_resolve() -> None:
+    block = readme_block_after(FLEET)
+    hosts = set(re.findall(r"(?:docker://)?([a-z][\w.-]*):\d+/", block))
+    assert hosts <= {"localhost"}, hosts  # registry:5000, hub:5000 resolve nowhere
+    assert "deltaport deploy compose.yml" in block and "status deployment ID" in block
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private network namespace")
+def test_running_a_fleet_runs_as_written(tmp_path: Path) -> None:
+    """The fleet block on a local data directory, given the registry "Using it" names;
+    ID is the deployment the block made, as `status deployments` lists it."""
+    from tests.fixtures.images import build_image, write_oci_layout
+
+    write_oci_layout(tmp_path / "layout-v2", build_image(1), tag="v2")
+    lines = [line for line in readme_block_after(FLEET).splitlines()
+             if not line.startswith(NEEDS_A_DEVICE)]
+    body = "\n".join(lines).replace("status deployment ID", NEWEST) + "\n"
+    script = tmp_path / "readme.sh"
+    script.write_text("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+                      + REGISTRY_PRELUDE
+                      + "deltaport hub init ./hub --operator alice --json > hub-init.json\n"
+                      + 'export DELTAPORT_HOME="$PWD/hub"\n' + body)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAPORT_")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", f"ip link set lo up && exec bash {script}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "registered 127.0.0.1:5000/app:v2" in done.stdout, done.stdout
+    assert "deployment d-" in done.stdout and "bundles built: 1" in done.stdout, done.stdout
+    assert "truck-42" in done.stdout.rsplit("deployment d-", 1)[1], done.stdout

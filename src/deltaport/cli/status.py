@@ -200,7 +200,8 @@ def image(
 def deployments(
     ctx: typer.Context,
     by: Annotated[str | None, typer.Option("--by", help="Only those ordered by USER.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10000)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000,
+                                       help="Show at most this many.")] = 100,
     as_json: JsonOpt = False,
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
@@ -334,7 +335,8 @@ def audit_log(
     operator: Annotated[
         str | None, typer.Option("--operator", help="Only what NAME did.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=AUDIT_LIMIT_MAX)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=AUDIT_LIMIT_MAX,
+                                       help="Show at most this many.")] = 100,
     as_json: JsonOpt = False,
     hub: HubUrlOpt = None,
     token: HubTokenOpt = None,
@@ -371,7 +373,8 @@ def webhooks(
     replay: Annotated[
         str | None, typer.Option("--replay", help="Queue every delivery of EVENT_ID again.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000,
+                                       help="Show at most this many.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Webhook and email deliveries of the outbox: state, attempts, last error (local db).
