@@ -200,3 +200,36 @@ def test_no_full_trial_when_literals_went_to_xz() -> None:
     assert _full_pays(stats)  # all literal, close call: the trial runs
     xz = dataclasses.replace(stats, section_codecs={"literals": CODEC_XZ})
     assert not _full_pays(xz)
+
+
+def _as_machine(elf: bytes, machine: int) -> bytes:
+    return elf[:18] + machine.to_bytes(2, "little") + elf[20:]
+
+
+@pytest.mark.parametrize("machine", [62, 183])
+def test_the_branch_filter_follows_the_code_architecture(tmp_path: Path, machine: int) -> None:
+    """x86 BCJ before LZMA2 for x86-64 code; never for AArch64 (e_machine 183), where it
+    only costs bytes. The .xz stream names its filters, so the applier needs nothing."""
+    from deltaport.delta.protocol import SECTION_ELF
+    from deltaport.delta.sections import elf_machine
+
+    busybox = Path("/bin/busybox").read_bytes()
+    assert elf_machine(busybox[:20]) == 62 and elf_machine(b"#!/bin/sh\n" * 3) is None
+    elf = _as_machine(busybox, machine)
+    assert elf_machine(elf[:20]) == machine
+    tgt = tmp_path / "new.tar"
+    write_layer(tgt, [Member("bin/busybox", "file", elf)], tarfile.PAX_FORMAT)
+    full = io.BytesIO()
+    build_full_layer(tgt, full, config=_CONFIG)
+    patch = full.getvalue()
+    out = io.BytesIO()
+    apply_layer_patch(io.BytesIO(patch), {}, out)
+    assert out.getvalue() == tgt.read_bytes()
+    section = read_head(io.BytesIO(patch), 1 << 20, 16).meta.section(SECTION_ELF)
+    assert section is not None
+    body = patch[section.offset : section.offset + section.length]
+    if machine == 62:
+        assert section.codec == CODEC_XZ
+        assert body[13] & 0x03 == 1  # block flags: two filters, x86 BCJ and LZMA2
+    else:  # x86 code under an AArch64 header: without BCJ zstd may win, never BCJ
+        assert section.codec == CODEC_ZSTD or body[13] & 0x03 == 0

@@ -85,7 +85,10 @@ class OpWriter:
     def literal(self, data: bytes, elf: bool) -> None:
         section = p.SECTION_ELF if elf else p.SECTION_LITERALS
         self.op(Op.LITERAL_ELF if elf else Op.LITERAL, len(data))
-        self.raw[section].write(data)
+        if elf:
+            self.raw[section].write_elf(data)
+        else:
+            self.raw[section].write(data)
 
     def count(self, kind: Encoding, n: int) -> None:
         self.counts[kind] += 1
