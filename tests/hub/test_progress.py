@@ -152,3 +152,13 @@ def test_the_dashboard_shows_reports_and_estimates_elsewhere(any_hub: LiveHub) -
                       ).status_code == 200
     mine = _live_rows(any_hub)["dev-1"]
     assert 'value="100"' in mine and "data-received" not in mine
+
+
+def test_openapi_declares_the_progress_call(hub: LiveHub) -> None:
+    with hub.client() as c:
+        doc = c.get("/openapi.json").json()
+    post = doc["paths"]["/api/v1/device/progress"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"bundle", "received", "size"}
+    assert schema["properties"]["received"]["minimum"] == 0
+    assert schema["properties"]["bundle"]["pattern"]
