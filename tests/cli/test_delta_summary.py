@@ -81,3 +81,13 @@ def test_bundle_inspect_shows_sizes_in_units_and_whole_digests(tmp_path: Path) -
     [payload] = doc["members"]
     assert payload["digest"] in shown.stdout and "…" not in shown.stdout
     assert f"│ {human(payload['size'])}" in shown.stdout
+
+
+def test_progress_steps_say_the_layer_size_and_never_none() -> None:
+    from deltaport.cli.delta import step_text
+
+    sizes = [6_800, 137_000_000]
+    assert step_text("building", "layer 2/2", 1, 2, sizes) == (
+        "building: layer 2/2 (137.0 MB compressed)", "1/2 done")
+    assert step_text("applying", "layer 1/2", 0, 0, []) == ("applying: layer 1/2", "")
+    assert "None" not in "".join(step_text("building", "reading", 0, 0, sizes))

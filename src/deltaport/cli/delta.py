@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,24 +23,41 @@ from deltaport.cli.common import (
 if TYPE_CHECKING:
     from deltaport.oci import TransportOptions
 
+ProgressFn = Callable[[str, int, int], None]  # (step, steps done, steps in all; 0: unknown)
+
 app = typer.Typer(help="Build, apply and rank patch bundles.", no_args_is_help=True)
 
 
+def step_text(verb: str, step: str, done: int, total: int,
+              sizes: Sequence[int]) -> tuple[str, str]:
+    """(description, count) of a progress step: the layer's size when known, the count
+    only when the total is (never '0/None')."""
+    size = f" ({human_bytes(sizes[done])} compressed)" if (
+        step.startswith("layer") and 0 <= done < len(sizes)) else ""
+    return f"{verb}: {step}{size}", f"{done}/{total} done" if total else ""
+
+
 @contextmanager
-def _layer_progress(verb: str) -> Iterator[Callable[[str, int, int], None]]:
-    """A transient progress bar on stderr and the callback that moves it."""
+def _layer_progress(verb: str, sizes: Sequence[int] = ()) -> Iterator[ProgressFn]:
+    """A transient progress bar on stderr and the callback that moves it.
+
+    SIZES are the target's layer blob sizes, in order, when known: the step of layer i
+    then says how big it is. Counts are shown once the engine says how many steps.
+    """
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
         console=out_console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"{verb} bundle", total=None)
+        task = bar.add_task(f"{verb} bundle: reading the images", total=None, count="")
 
         def report(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{verb}: {step}", completed=done, total=total)
+            description, count = step_text(verb, step, done, total, sizes)
+            bar.update(task, description=description, completed=done, total=total or None,
+                       count=count)
 
         yield report
 
@@ -75,7 +92,8 @@ def create(
     from deltaport.delta.patchcache import PatchCache
 
     key = load_private_key(sign_key) if sign_key else None
-    with _layer_progress("building") as report:
+    layers = _target_layers(to, transport_options(insecure, ca_file))
+    with _layer_progress("building", [size for _, size in layers]) as report:
         summary = create_image_delta(
             to,
             sources or [],
@@ -86,7 +104,7 @@ def create(
             patch_cache=PatchCache(patch_cache) if patch_cache else None,
         )
     doc = summary.to_json()
-    blobs = _layer_blobs(to, transport_options(insecure, ca_file))
+    blobs = dict(layers)
     if as_json:
         missing = {la["diff_id"] for la in doc["layers"] if la["encoding"] != "source"}
         doc["image_blob_bytes"] = sum(blobs.values())
@@ -96,12 +114,12 @@ def create(
     _print_summary(doc, blobs)
 
 
-def _layer_blobs(ref: str, options: TransportOptions) -> dict[str, int]:
-    """diff_id -> the compressed blob size of each layer of REF (what a pull moves)."""
+def _target_layers(ref: str, options: TransportOptions) -> list[tuple[str, int]]:
+    """(diff_id, compressed blob size) of each layer of REF, in order: what a pull moves."""
     from deltaport.oci import open_source
 
     with open_source(ref, options) as src:
-        return {layer.diff_id: layer.size for layer in src.layers()}
+        return [(layer.diff_id, layer.size) for layer in src.layers()]
 
 
 def _percent(part: int, whole: int) -> str:
