@@ -1,7 +1,7 @@
 """Dashboard page times (issue 12): every /ui/ page's server time on a PostgreSQL fleet.
 
     nice -n 10 .venv/bin/python bench/ui_bench.py --devices 10000 [--pg-url URL] \\
-        [--repeat 5] [--json bench/ui_results.json]
+        [--repeat 5] [--json bench/ui_results.json] [--reuse]
 
 Builds the fleet of ``bench/plan_bench.py`` (DEVICES devices, each with its present
 images) on a throwaway PostgreSQL 15 (or --pg-url), records one 5-image deployment to
@@ -9,7 +9,8 @@ all of them (``bench/scale_bench.py``'s plan_and_record: device images in transi
 event each), then fails 5 % of the device images and marks half the devices checked
 in. Each page is fetched REPEAT times in this process through the real app
 (Starlette's test client, a signed-in session) and its time reported: median and max,
-in milliseconds. The target of the issue is < 300 ms at 100,000 devices.
+in milliseconds. The target of the issue is < 300 ms at 100,000 devices. With --reuse
+(and --pg-url), the fleet a run before built there is timed again, not rebuilt.
 """
 
 from __future__ import annotations
@@ -90,12 +91,28 @@ def time_pages(client: TestClient, urls: dict[str, str], repeat: int) -> dict[st
     return out
 
 
-def run(url: str, devices: int, repeat: int, work: Path) -> dict[str, Any]:
-    engine = init_db(url)
-    t0 = time.perf_counter()
+def build(engine: Any, devices: int, work: Path, reuse: bool) -> tuple[dict[str, Any], str]:
+    """The fleet and its deployment: built, or (REUSE) the newest deployment of a fleet
+    this script built before at --pg-url; (the deployment's figures, its id)."""
+    if reuse:
+        with engine.begin() as conn:
+            found = conn.execute(text("SELECT count(*) FROM devices")).scalar()
+            if found != devices:
+                raise SystemExit(f"--reuse: the database has {found} devices, not {devices}")
+            set_id = conn.execute(text(
+                "SELECT id FROM deployment_sets ORDER BY created_at DESC LIMIT 1")).scalar()
+            conn.execute(text("ANALYZE"))
+        return {"reused": True}, str(set_id)
     populate(engine, devices)
     figures, result, _ = plan_and_record(engine, devices, work)
     degrade(engine)
+    return figures, result.deployment_id
+
+
+def run(url: str, devices: int, repeat: int, work: Path, reuse: bool = False) -> dict[str, Any]:
+    engine = init_db(url)
+    t0 = time.perf_counter()
+    figures, set_id = build(engine, devices, work, reuse)
     with engine.connect() as conn:
         counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
                   for t in ("devices", "device_images", "events", "bundles")}
@@ -109,7 +126,7 @@ def run(url: str, devices: int, repeat: int, work: Path) -> dict[str, Any]:
                                  operators=(operator,))
     with TestClient(create_app(settings), follow_redirects=False) as client:
         client.cookies.set(COOKIE, secret, path="/ui")
-        times = time_pages(client, pages(result.deployment_id, str(image)), repeat)
+        times = time_pages(client, pages(set_id, str(image)), repeat)
     worst = max(t["median_ms"] for t in times.values())
     return {"devices": devices, "load_average_1m": round(os.getloadavg()[0], 1),
             "rows": counts, "setup_seconds": round(setup_s, 1),
@@ -124,10 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the pages of the fleet already at --pg-url (built by a run before)")
     args = ap.parse_args(argv)
+    if args.reuse and not args.pg_url:
+        ap.error("--reuse needs --pg-url")
     with tempfile.TemporaryDirectory(prefix="dp-ui-bench-") as tmp, ExitStack() as stack:
         url = args.pg_url or stack.enter_context(postgres_server())
-        out = run(url, args.devices, args.repeat, Path(tmp))
+        out = run(url, args.devices, args.repeat, Path(tmp), args.reuse)
     text_out = json.dumps(out, indent=2)
     print(text_out)
     if args.json:
