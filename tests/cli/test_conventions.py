@@ -180,8 +180,8 @@ def _printed_texts(path: Path) -> Iterator[tuple[int, str, str]]:
                     before = parts[i - 1] if i else None
                     after = parts[i + 1] if i + 1 < len(parts) else None
                     yield (node.lineno,
-                           before.value if isinstance(before, ast.Constant) else "",
-                           after.value if isinstance(after, ast.Constant) else "")
+                           str(before.value) if isinstance(before, ast.Constant) else "",
+                           str(after.value) if isinstance(after, ast.Constant) else "")
 
 
 def test_no_command_prints_a_raw_byte_count_or_a_count_with_s_in_brackets() -> None:
