@@ -8,7 +8,9 @@ Debian's packages with its standard library byte-compiled; a venv of real PyPI w
 (C extensions: SQLAlchemy, greenlet, pydantic-core, orjson, uvloop, httptools), and the
 app's source. Service B also carries a C health probe compiled here with gcc.
 
-usage: build.py --out DATA_DIR      (root not needed; writes DATA_DIR/corpus2/)
+usage: build.py --out DATA_DIR [--arch arm64]   (root not needed; writes DATA_DIR/corpus2/,
+       or DATA_DIR/corpus2-arm64/: the same images from arm64 .debs and aarch64 wheels,
+       the probe cross-compiled; pins in arm64.py)
 
 Inputs are pinned: Debian packages by exact version (``apt-get download name=version``),
 wheels by exact file name and sha256. A failed or mismatching download names the input
@@ -26,11 +28,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import arm64  # noqa: E402  (the arm64 pins, next to this file)
+
 APPS = HERE / "apps"
 OCIBUILD = Path(os.environ.get("BENCH_OCIBUILD", "/work/shared/bench/corpus"))
 PYVER = "3.11"
@@ -155,6 +160,29 @@ WHEELS = {w.file: w for w in (
           "02c9eb92b7d6c06f31a782811505d2157837cea66aaede3e217c7c27c039476c"),
 )}
 
+ARM64_WHEELS = {
+    **{f: w for f, w in WHEELS.items() if f.endswith("-none-any.whl")},
+    **{f: Wheel(f, sha) for f, sha in arm64.WHEELS.items()},
+}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What differs between the amd64 corpus and its arm64 variant."""
+
+    name: str  # the image config's architecture
+    variant: str  # the corpus directory under --out
+    wheel_platform: str
+    cc: str
+    wheels: Mapping[str, Wheel]
+
+
+ARCHES = {a.name: a for a in (
+    Arch("amd64", "corpus2", "manylinux2014_x86_64", "gcc", WHEELS),
+    Arch("arm64", "corpus2-arm64", arm64.PLATFORM, arm64.CC, ARM64_WHEELS),
+)}
+
+
 # S2: service A v2 = four source files edited and werkzeug 3.0.3 -> 3.0.4.
 # Each edit is (file, old text, new text); the old text must occur exactly once.
 SVC_A_V2_EDITS: tuple[tuple[str, str, str], ...] = (
@@ -202,9 +230,9 @@ def bump_requirement(text: str, old: str, new: str) -> str:
     return "\n".join(new if line == old else line for line in lines) + "\n"
 
 
-def wheels_for(requirements: str) -> list[Wheel]:
+def wheels_for(requirements: str, pinned: Mapping[str, Wheel] = WHEELS) -> list[Wheel]:
     """The pinned wheels for a requirements file of ``name==version`` lines."""
-    by_req = {_norm(w.requirement): w for w in WHEELS.values()}
+    by_req = {_norm(w.requirement): w for w in pinned.values()}
     out = []
     for line in requirements.splitlines():
         line = line.strip()
@@ -255,7 +283,8 @@ def fetch_debs(debs: Sequence[Deb], cache: Path) -> list[Path]:
     return out
 
 
-def fetch_wheels(wheels: Sequence[Wheel], cache: Path) -> list[Path]:
+def fetch_wheels(wheels: Sequence[Wheel], cache: Path,
+                 platform: str = "manylinux2014_x86_64") -> list[Path]:
     cache.mkdir(parents=True, exist_ok=True)
     out = []
     for w in wheels:
@@ -263,7 +292,7 @@ def fetch_wheels(wheels: Sequence[Wheel], cache: Path) -> list[Path]:
         if not path.exists():
             r = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                 "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
+                 "--only-binary=:all:", "--platform", platform,
                  "--python-version", PYVER, "--implementation", "cp", "--abi", "cp311",
                  "-d", str(cache), w.requirement], capture_output=True, text=True)
             if r.returncode != 0 or not path.exists():
@@ -289,7 +318,20 @@ def _extract_debs(debs: Sequence[Path], root: Path) -> None:
         shutil.rmtree(root / rel, ignore_errors=True)
 
 
-def base_stager(debs: Sequence[Path]) -> Stager:
+def busybox_applets(amd64_deb: Path, scratch: Path) -> list[str]:
+    """The applets of busybox-static, listed by the amd64 build of the package.
+
+    Debian builds busybox-static from one config for every architecture, so its arm64 binary
+    (which cannot run here) has the same applets."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(amd64_deb), str(scratch)], check=True)
+    out = subprocess.run([str(scratch / "bin/busybox"), "--list"], check=True,
+                         capture_output=True, text=True).stdout.split()
+    shutil.rmtree(scratch)
+    return sorted(out)
+
+
+def base_stager(debs: Sequence[Path], applets: Sequence[str]) -> Stager:
     """A distroless-style root: the packages' files, passwd/group, CA bundle, busybox links."""
 
     def fill(target: str) -> None:
@@ -307,10 +349,7 @@ def base_stager(debs: Sequence[Path]) -> Stager:
         for d in ("tmp", "home/nonroot", "root", "data"):
             (root / d).mkdir(parents=True, exist_ok=True)
         os.chmod(root / "tmp", 0o1777)
-        busybox = root / "bin/busybox"
-        applets = subprocess.run([str(busybox), "--list"], check=True, capture_output=True,
-                                 text=True).stdout.split()
-        for name in sorted(applets):
+        for name in applets:
             link = root / "bin" / name
             if not link.exists() and not link.is_symlink() and name != "busybox":
                 link.symlink_to("busybox")
@@ -379,8 +418,8 @@ def venv_stager(wheels: Sequence[Path], epoch: int, dest: str = "/app/.venv") ->
     return fill
 
 
-def source_stager(files: dict[str, str], compile_probe: bool) -> Stager:
-    """COPY . /app (files written in sorted order); optionally gcc the probe in ``files``."""
+def source_stager(files: dict[str, str], compile_probe: bool, cc: str = "gcc") -> Stager:
+    """COPY . /app (files written in sorted order); optionally compile the probe in ``files``."""
 
     def fill(target: str) -> None:
         root = Path(target)
@@ -390,7 +429,7 @@ def source_stager(files: dict[str, str], compile_probe: bool) -> Stager:
             p.write_text(text)
         if compile_probe:
             (root / "bin").mkdir(exist_ok=True)
-            subprocess.run(["nice", "-n", "19", "gcc", "-O2", "-s", "-frandom-seed=probe",
+            subprocess.run(["nice", "-n", "19", cc, "-O2", "-s", "-frandom-seed=probe",
                             "-o", "bin/healthprobe", PROBE], check=True, cwd=root)
 
     return fill
@@ -403,19 +442,36 @@ def read_app(name: str) -> dict[str, str]:
 
 
 # -- the corpus -------------------------------------------------------------------------------
-def build(data: Path) -> None:
+def build(data: Path, arch: Arch = ARCHES["amd64"]) -> None:
     sys.path.insert(0, str(OCIBUILD))
-    from ocibuild import Builder, Image, epoch_of  # type: ignore[import-not-found]
+    import ocibuild  # type: ignore[import-not-found]
+    from ocibuild import Builder, Image, epoch_of
 
-    b = Builder(str(data), "corpus2")
+    if arch.name != "amd64":
+        ocibuild.json = arm64.ConfigArch(arch.name)
+        if shutil.which(arch.cc) is None:
+            raise InputError(f"{arch.cc} not found (apt-get install gcc-aarch64-linux-gnu "
+                             f"libc6-dev-arm64-cross)")
+    b = Builder(str(data), arch.variant)
     debs = Path(b.cache) / "debs2"
-    wheels = Path(b.cache) / "wheels2"
-    base1, base2 = fetch_debs(BASE_V1, debs), fetch_debs(BASE_V2, debs)
-    py1, py2 = fetch_debs(python_debs(PY_V1), debs), fetch_debs(python_debs(PY_V2), debs)
+    wheels = Path(b.cache) / ("wheels2" if arch.name == "amd64" else f"wheels2-{arch.name}")
+    busybox = next(d for d in BASE_COMMON if d.name == "busybox-static")
+    applets = busybox_applets(fetch_debs([busybox], debs)[0], Path(b.work) / "busybox")
 
-    b.copy("base-v1", base_stager(base1), "/", epoch_of("2026-09-01"),
+    def fetch(pins: Sequence[Deb]) -> list[Path]:
+        if arch.name == "amd64":
+            return fetch_debs(pins, debs)
+        try:
+            return arm64.fetch_debs([d.pin for d in pins], Path(b.cache) / "debs2-arm64")
+        except arm64.FetchError as exc:
+            raise InputError(str(exc)) from exc
+
+    base1, base2 = fetch(BASE_V1), fetch(BASE_V2)
+    py1, py2 = fetch(python_debs(PY_V1)), fetch(python_debs(PY_V2))
+
+    b.copy("base-v1", base_stager(base1, applets), "/", epoch_of("2026-09-01"),
            created_by="distroless-style base: " + " ".join(d.pin for d in BASE_V1))
-    b.copy("base-v2", base_stager(base2), "/", epoch_of("2026-10-15"),
+    b.copy("base-v2", base_stager(base2, applets), "/", epoch_of("2026-10-15"),
            created_by="distroless-style base: " + " ".join(d.pin for d in BASE_V2))
     b.copy("py-v1", runtime_stager(py1), "/", epoch_of("2026-09-02"),
            created_by=f"COPY --from=build python3.11 {PY_V1} /usr")
@@ -425,15 +481,16 @@ def build(data: Path) -> None:
     def service(prefix: str, base: str, py: str, files: dict[str, str], epoch: int,
                 probe: bool) -> list[str]:
         req = files["requirements.txt"]
-        whl = fetch_wheels(wheels_for(req), wheels)
+        whl = fetch_wheels(wheels_for(req, arch.wheels), wheels, arch.wheel_platform)
         b.copy(f"{prefix}-req", source_stager({"requirements.txt": req}, False), "/app", epoch,
                created_by="COPY requirements.txt /app/")
         b.copy(f"{prefix}-deps", venv_stager(whl, epoch), "/app", epoch,
                created_by="RUN python -m venv /app/.venv && pip install --no-deps "
                           "-r requirements.txt")
         src = {k: v for k, v in files.items() if k != "requirements.txt"}
-        b.copy(f"{prefix}-src", source_stager(src, probe), "/app", epoch,
-               created_by="COPY . /app/" + (" && gcc -O2 -s probe/healthprobe.c" if probe else ""))
+        b.copy(f"{prefix}-src", source_stager(src, probe, arch.cc), "/app", epoch,
+               created_by="COPY . /app/" + (f" && {arch.cc} -O2 -s probe/healthprobe.c"
+                                            if probe else ""))
         return [base, py, f"{prefix}-req", f"{prefix}-deps", f"{prefix}-src"]
 
     env = ["PATH=/app/.venv/bin:/usr/bin:/bin", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"]
@@ -474,9 +531,11 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description="build benchmark corpus 2")
     parser.add_argument("--out", required=True, type=Path,
                         help="data directory: the corpus is written to OUT/corpus2/")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="amd64",
+                        help="arm64: the same corpus for arm64 devices, in OUT/corpus2-arm64/")
     args = parser.parse_args(argv)
     try:
-        build(args.out)
+        build(args.out, ARCHES[args.arch])
     except InputError as exc:
         print(f"corpus2: input failed: {exc}", file=sys.stderr)
         return 2

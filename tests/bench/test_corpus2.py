@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -75,3 +76,67 @@ def test_source_stager_gives_identical_bytes_twice(tmp_path: Path) -> None:
         trees.append(_tree(tmp_path / run))
     assert trees[0] == trees[1]
     assert ("bin/healthprobe" in trees[0]) == compile_probe
+
+
+# -- the arm64 variant (bench/corpus2/arm64.py) -------------------------------------------
+arm = sys.modules["arm64"]
+
+
+def _all_debs() -> list:
+    return [*c2.BASE_V1, *c2.BASE_V2, *c2.python_debs(c2.PY_V1), *c2.python_debs(c2.PY_V2)]
+
+
+def test_every_deb_of_the_corpus_has_an_arm64_pin_of_the_same_version() -> None:
+    for deb in _all_debs():
+        path, sha = arm.DEBS[deb.pin]
+        version = deb.version.split(":", 1)[-1]
+        name = Path(path).name
+        assert name in (f"{deb.name}_{version}_arm64.deb", f"{deb.name}_{version}_all.deb")
+        assert len(sha) == 64 and int(sha, 16) >= 0
+    assert arm.url_of("pool/updates/main/p/x.deb").startswith(arm.SECURITY + "/pool/updates/")
+    assert arm.url_of("pool/main/p/x.deb") == arm.DEBIAN + "/pool/main/p/x.deb"
+
+
+def test_arm64_requirements_take_aarch64_wheels_and_the_shared_pure_ones() -> None:
+    for app in ("svcA", "svcB"):
+        req = c2.read_app(app)["requirements.txt"]
+        amd, aarch = c2.wheels_for(req), c2.wheels_for(req, c2.ARCHES["arm64"].wheels)
+        assert [w.requirement for w in amd] == [w.requirement for w in aarch]
+        for x86, arm_w in zip(amd, aarch, strict=True):
+            if x86.file.endswith("-none-any.whl"):
+                assert arm_w == x86
+            else:
+                assert "aarch64" in arm_w.file and "x86_64" not in arm_w.file
+                assert arm_w.sha256 != x86.sha256
+
+
+def test_arm64_fetch_checks_the_pinned_sha256(tmp_path: Path) -> None:
+    pin = "netbase=6.4"
+    (tmp_path / Path(arm.DEBS[pin][0]).name).write_bytes(b"not the package")
+    with pytest.raises(arm.FetchError, match="sha256"):
+        arm.fetch_debs([pin], tmp_path)
+    with pytest.raises(arm.FetchError, match="no arm64 pin"):
+        arm.fetch_debs(["netbase=0.1"], tmp_path)
+
+
+def test_image_configs_name_the_architecture() -> None:
+    shim = arm.ConfigArch("arm64")
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}
+    out = json.loads(shim.dumps(config, sort_keys=True))
+    assert (out["architecture"], out["variant"], out["os"]) == ("arm64", "v8", "linux")
+    manifest = {"schemaVersion": 2, "architecture": "amd64"}  # not an image config
+    assert json.loads(shim.dumps(manifest)) == manifest
+    assert shim.loads("[1]") == [1]
+
+
+@pytest.mark.skipif(shutil.which(arm.CC) is None, reason="no aarch64 cross compiler")
+def test_probe_cross_compiles_to_the_same_aarch64_binary_twice(tmp_path: Path) -> None:
+    files = {c2.PROBE: c2.read_app("svcB")[c2.PROBE]}
+    trees = []
+    for run in ("one", "two"):
+        (tmp_path / run).mkdir()
+        c2.source_stager(files, True, arm.CC)(str(tmp_path / run))
+        trees.append(_tree(tmp_path / run))
+    probe = trees[0]["bin/healthprobe"]
+    assert trees[0] == trees[1]
+    assert probe[:4] == b"\x7fELF" and int.from_bytes(probe[18:20], "little") == 183  # EM_AARCH64
