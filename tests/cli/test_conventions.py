@@ -4,6 +4,7 @@ output that is not wrapped or truncated when piped, sizes and counts for humans.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -196,3 +197,34 @@ def test_no_command_prints_a_raw_byte_count_or_a_count_with_s_in_brackets() -> N
             if re.match(r" ?[\w ]*?\w\(s\)| bytes\b| layers\b", after):
                 bad.append(f"{path.name}:{line}: {{...}}{after[:20]}")
     assert not bad
+
+
+def test_agent_logs_piped_are_one_plain_line_per_record(tmp_path: Path) -> None:
+    """`agent run --once` into a pipe (journald, a log file): no rich wrapping at 80
+    columns, no padding; and exit 5 when the hub is unreachable."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "token").write_text("not-a-real-token\n")
+    keys = subprocess.run([str(DELTAPORT), "keys", "generate", str(tmp_path / "keys")],
+                          capture_output=True, text=True, timeout=60)
+    assert keys.returncode == 0, keys.stderr
+    (tmp_path / "agent.toml").write_text(
+        f'device = "truck-17"\ntrusted_keys = ["{tmp_path / "keys" / "deltaport.pub"}"]\n'
+        f'inbox = "{tmp_path / "inbox"}"\n'
+        f'state_dir = "{tmp_path / "state"}"\nregistry = "docker://127.0.0.1:{port}"\n'
+        f'[hub]\nurl = "http://127.0.0.1:{port}"\ntoken_file = "{tmp_path / "token"}"\n'
+        "insecure = true\n")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([str(DELTAPORT), "agent", "run", "--once", "--config",
+                           str(tmp_path / "agent.toml")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 5, done.stderr  # TransferError: the hub is unreachable
+    lines = done.stderr.splitlines()
+    [unreachable] = [line for line in lines if "hub unreachable" in line]
+    assert "Connection refused" in unreachable  # the whole record on its line
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", line) for line in lines), \
+        done.stderr
+    assert all(line == line.rstrip() for line in lines)

@@ -23,15 +23,21 @@ REJECTED_SHOWN = 20  # newest rejected status messages `agent status` lists
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Rich log lines on a terminal; piped (a log file, journald, `podman logs`), plain
+    lines, one per record: not wrapped at 80 columns, not padded."""
     from rich.console import Console
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False,
-                              rich_tracebacks=False)],
-    )
+    handler: logging.Handler
+    console = Console(stderr=True)
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt,
+                        handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
