@@ -27,8 +27,22 @@ SMALL = ["--image-scale", "0.1", "--link-rate", "8Mbit", "--timeout", "90", "--s
 
 
 def _demo(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deltaport.cli.main", "demo", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    """Run the demo; past TIMEOUT stop it with SIGTERM (it then stops everything it
+    started: a SIGKILL would leave its registries, hub, agents and podman running)."""
+    command = [sys.executable, "-m", "deltaport.cli.main", "demo", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            pytest.fail(f"the demo took more than {timeout:.0f} s; stopped:\n{out}\n{err}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def _ours(folder: Path) -> list[psutil.Process]:
