@@ -18,8 +18,8 @@ Measures, on a throwaway PostgreSQL 15 (or --pg-url):
   itself), over ``--concurrency`` connections back to back for ``--seconds`` (target
   >= 10,000). Each report marks the device arrived in the deployment set once it has
   every image; the set (all the devices) completes with the last one.
-- With ``--token-index``, the HTTP figures with an index on ``devices.token_hash`` (which
-  no migration creates yet: without it each device request scans the devices table).
+- ``*_load_average``: the 1-minute load average before and after each measurement (the
+  machine is shared: the figures move with it).
 - With ``--messages N``, also ``status_ingest_per_second_in_process``: N messages through
   ``handle_status_messages`` in this process in batches of ``--batch`` (no HTTP).
 
@@ -232,25 +232,32 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     populate(engine, args.devices)
     out: dict[str, Any] = {"devices": args.devices, "hubs": args.hubs,
                            "populate_seconds": round(time.perf_counter() - t0, 2)}
-    figures, result, data = plan_and_record(engine, args.devices, work)
+    with load_noted(out, "plan_and_record"):
+        figures, result, data = plan_and_record(engine, args.devices, work)
     out |= figures
-    give_tokens(engine)
-    if args.token_index:  # what a migration adding this index would buy (not in the schema)
-        with engine.begin() as conn:
-            conn.execute(text("CREATE INDEX bench_devices_token ON devices (token_hash)"))
-    out["token_index"] = args.token_index
+    give_tokens(engine)  # looked up by the index of migration 0012
     calls = status_calls(result, data)
     if args.messages:  # the tail of the fleet, kept apart from the devices reporting by HTTP
         out |= in_process_ingest(engine, result, data, args.messages, args.batch)
         calls = calls[: -args.messages]
     with hubs_behind_nginx(work, url, args.hubs) as proxy:
-        out |= measure_checkins(proxy, engine, args.devices, args.seconds)
-        out |= measure_status(proxy, calls, args.seconds, args.concurrency)
+        with load_noted(out, "checkin"):
+            out |= measure_checkins(proxy, engine, args.devices, args.seconds)
+        with load_noted(out, "status"):
+            out |= measure_status(proxy, calls, args.seconds, args.concurrency)
     out |= builds_speedup(url, work / "queue")
     for key, why in NOT_MEASURED.items():
         out[key], out[f"{key}_reason"] = None, why
     engine.dispose()
     return out
+
+
+@contextmanager
+def load_noted(out: dict[str, Any], name: str) -> Iterator[None]:
+    """OUT[NAME_load_average] = the 1-minute load average before and after the block."""
+    before = os.getloadavg()[0]
+    yield
+    out[f"{name}_load_average"] = [round(before, 1), round(os.getloadavg()[0], 1)]
 
 
 def builds_speedup(url: str, work: Path) -> dict[str, Any]:
@@ -270,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=24, help="connections reporting status")
     ap.add_argument("--messages", type=int, default=0, help="also ingest N in this process")
     ap.add_argument("--batch", type=int, default=1000, help="messages per in-process batch")
-    ap.add_argument("--token-index", action="store_true",
-                    help="experiment: index devices.token_hash first (no migration has it)")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
