@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -31,7 +32,7 @@ from deltaport.errors import (
     TruncatedError,
     UsageError,
 )
-from deltaport.fleet.documents import parse_inventory, parse_status_messages
+from deltaport.fleet.documents import StatusMessage, parse_inventory, parse_status_messages
 
 D = "sha256:" + "a" * 64
 E = "sha256:" + "b" * 64
@@ -192,7 +193,7 @@ def test_outbox_survives_reopen_and_ids_are_minted_once(tmp_path: Path) -> None:
     assert [m["message_id"] for m in pending] == [first, second]
     assert len({first, second}) == 2
     parsed = parse_status_messages(json.dumps({"messages": pending}).encode())
-    assert [p.status for p in parsed] == ["present", "failed"]
+    assert [cast(StatusMessage, p).status for p in parsed] == ["present", "failed"]
     outcome = state.outcome("hub:x")
     assert outcome is not None and outcome.outcome == "done"
     state.mark_delivered([str(first)])

@@ -84,7 +84,7 @@ def trees(draw: st.DrawFn) -> list[Member]:
         pax = draw(st.sampled_from([(), (("comment", "héllo wörld"),)]))
         members.append(Member(name, "file", draw(_content()), pax=pax))
     files = [m for m in members if m.kind == "file"]
-    if files and draw(st.booleans()):
+    if bool(files) and draw(st.booleans()):
         members.append(Member("etc/hard", "hardlink", link=files[0].name))
     if draw(st.booleans()):
         members.append(Member("etc/sym", "symlink", link="../" + "t" * draw(st.integers(1, 150))))

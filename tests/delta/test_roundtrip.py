@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,9 @@ from tests.delta.conftest import FAST
 from tests.delta.layers import FORMATS, Member, edits, trees, write_layer
 
 
-def _roundtrip(tmp: Path, target: Path, sources: list[SourceLayer], config: DeltaConfig) -> dict:
+def _roundtrip(
+    tmp: Path, target: Path, sources: list[SourceLayer], config: DeltaConfig
+) -> dict[str, Any]:
     patch = io.BytesIO()
     stats = build_layer_patch(target, sources, patch, config=config)
     out = io.BytesIO()

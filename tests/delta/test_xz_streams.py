@@ -7,6 +7,7 @@ import io
 import random
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,12 @@ def test_self_check_runs_only_for_non_trivial_patches(
 
     calls: list[int] = []
     real = build._verify
-    monkeypatch.setattr(build, "_verify", lambda *a: calls.append(1) or real(*a))
+
+    def counted(*a: Any) -> Any:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(build, "_verify", counted)
     config = dataclasses.replace(FAST, verify=True)
     text = b"line of text number %d\n"
     src, tgt = tmp_path / "s.tar", tmp_path / "t.tar"

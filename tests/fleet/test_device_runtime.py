@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import select
@@ -160,7 +161,8 @@ def test_activation_outcomes_are_recorded_and_bad_ones_mailed(fleet: Fleet) -> N
     with session_scope(fleet.engine) as s:
         doc = status.deployment_status(s, dep)
         events = s.scalars(select(Event.to_status).where(Event.kind == "device_deployment"))
-        assert sorted(events) == ["activating", "active", "active", "refused", "rolled_back"]
+        assert sorted(cast("Iterable[str]", events)) == [
+            "activating", "active", "active", "refused", "rolled_back"]
     states = {r["device"]: r["activation"]["state"] for r in doc["devices"]}
     assert states == {"a": "rolled_back", "b": "refused", "d": "active"}
     assert doc["activation_counts"] == {"rolled_back": 1, "refused": 1, "active": 1}
@@ -233,7 +235,7 @@ def test_removed_status_makes_the_image_no_longer_a_source(fleet: Fleet) -> None
 
 # --- runtime reports --------------------------------------------------------------------
 
-REPORT = {
+REPORT: dict[str, Any] = {
     "deployment": {"id": "d-1", "version": 7},
     "last_attempt": {"id": "d-1", "version": 8, "outcome": "rolled_back", "reason": "exit 3"},
     "modules": [
@@ -287,7 +289,7 @@ def test_runtime_body_limits() -> None:
 
     beat = parse_runtime_body(b'{"report_digest": "sha256:' + b"b" * 64 + b'"}')
     assert isinstance(beat, RuntimeHeartbeat)
-    module = REPORT["modules"][1]  # type: ignore[index]
+    module = REPORT["modules"][1]
     too_many = {**REPORT, "modules": [{**module, "module": f"m{i}"} for i in range(201)]}
     for bad in (
         b"[]",

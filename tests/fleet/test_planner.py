@@ -182,6 +182,6 @@ def test_plan_properties(
             assert sum(places) == 1
     # same inventory ⇒ same bundles
     for a in devices:
-        for b in devices:
-            if (a.present, a.in_transit) == (b.present, b.in_transit):
-                assert plans[a.device].bundle_keys == plans[b.device].bundle_keys
+        for other in devices:
+            if (a.present, a.in_transit) == (other.present, other.in_transit):
+                assert plans[a.device].bundle_keys == plans[other.device].bundle_keys

@@ -58,7 +58,7 @@ def image_status(world: World, device: str, image_id: str) -> str | None:
 
 def test_gets_need_a_device_token(any_hub: LiveHub) -> None:
     paths = ["/bundles", "/desired-manifest", f"/bundles/{any_hub.world.bundles['dev-1']}"]
-    bad = (
+    bad: tuple[dict[str, str], ...] = (
         {},
         {"Authorization": "Bearer nope"},
         {"Authorization": "Basic abc"},

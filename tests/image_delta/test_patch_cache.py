@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     return refs
 
 
-def _patched(summary_json: dict[str, object]) -> list[dict[str, object]]:
+def _patched(summary_json: dict[str, Any]) -> list[dict[str, Any]]:
     layers = summary_json["layers"]
     assert isinstance(layers, list)
     return [la for la in layers if la["encoding"] != "source"]
@@ -36,11 +37,11 @@ def test_second_bundle_reuses_every_patch_and_is_byte_identical(
     cache = PatchCache(tmp_path / "cache")
     first = create_image_delta(images[2], [images[1]], tmp_path / "a.dpb", patch_cache=cache)
     assert _patched(first.to_json()) and not any(
-        la["stats"].get("cached") for la in _patched(first.to_json())  # type: ignore[union-attr]
+        la["stats"].get("cached") for la in _patched(first.to_json())
     )
     assert len(list((tmp_path / "cache").glob("*.patch"))) == len(_patched(first.to_json()))
     second = create_image_delta(images[2], [images[1]], tmp_path / "b.dpb", patch_cache=cache)
-    assert all(la["stats"]["cached"] for la in _patched(second.to_json()))  # type: ignore[index]
+    assert all(la["stats"]["cached"] for la in _patched(second.to_json()))
     assert (tmp_path / "a.dpb").read_bytes() == (tmp_path / "b.dpb").read_bytes()
     out = tmp_path / "rebuilt"
     apply_image_delta(tmp_path / "b.dpb", [images[1]], f"oci:{out}:v2", options=OPTS)
@@ -54,7 +55,7 @@ def test_first_image_layers_are_shared_by_later_self_contained_bundles(
     cache = PatchCache(tmp_path / "cache")
     create_image_delta(images[1], [], tmp_path / "v1.dpb", patch_cache=cache)
     v2 = create_image_delta(images[2], [], tmp_path / "v2.dpb", patch_cache=cache).to_json()
-    cached = [bool(la["stats"].get("cached")) for la in _patched(v2)]  # type: ignore[union-attr]
+    cached = [bool(la["stats"].get("cached")) for la in _patched(v2)]
     assert cached == [True, False, False]  # the base layer is the same in v1 and v2
 
 
@@ -66,7 +67,7 @@ def test_damaged_entry_is_rebuilt_not_used(tmp_path: Path, images: dict[int, str
         data[len(data) // 2] ^= 0xFF
         patch.write_bytes(bytes(data))
     again = create_image_delta(images[2], [images[1]], tmp_path / "b.dpb", patch_cache=cache)
-    assert not any(la["stats"].get("cached") for la in _patched(again.to_json()))  # type: ignore[union-attr]
+    assert not any(la["stats"].get("cached") for la in _patched(again.to_json()))
     assert (tmp_path / "a.dpb").read_bytes() == (tmp_path / "b.dpb").read_bytes()
 
 

@@ -12,8 +12,8 @@ from deltaport.errors import FormatError
 BERLIN = "Mon-Fri 02:00-04:00 Europe/Berlin"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_parse_and_print() -> None:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from deltaport.fleet.queries import hash_token
 from deltaport.hub.app import create_app
 from deltaport.hub.settings import OperatorRole, OperatorToken
+from tests.fleet.conftest import postgres, smtp_server  # noqa: F401
 from tests.hub.conftest import (  # noqa: F401
     OPERATOR_TOKEN,
     World,
@@ -20,8 +21,6 @@ from tests.hub.conftest import (  # noqa: F401
     db_url,
     fake_toolkit,
     hub,
-    postgres,
-    smtp_server,
     sqlite_url,
     world,
 )

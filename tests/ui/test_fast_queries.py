@@ -66,10 +66,10 @@ def test_a_page_of_one_status_counts_as_the_status_counts(any_world: World) -> N
                 assert reused.rows == counted.rows
             image_id = any_world.v2
             by_status = queries.image_counts(s, image_id)
-            for status in [None, *(st.value for st in ImageStatus)]:
-                counted = queries.image_devices(s, image_id, status=status, page=1, size=50)
-                reused = queries.image_devices(s, image_id, status=status, page=1, size=50,
+            for wanted in [None, *(st.value for st in ImageStatus)]:
+                counted = queries.image_devices(s, image_id, status=wanted, page=1, size=50)
+                reused = queries.image_devices(s, image_id, status=wanted, page=1, size=50,
                                                counts=by_status)
-                assert reused.total == counted.total and reused.rows == counted.rows, status
+                assert reused.total == counted.total and reused.rows == counted.rows, wanted
     finally:
         engine.dispose()

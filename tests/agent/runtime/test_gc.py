@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -30,7 +31,7 @@ from deltaport.agent.runtime.gc import (
     removed_message,
     used_bytes,
 )
-from deltaport.agent.runtime.model import RuntimeSettings
+from deltaport.agent.runtime.model import Engine, RuntimeSettings
 from deltaport.agent.runtime.registrygc import registrygc_command, running
 from deltaport.demo.services import Registry
 from deltaport.errors import FormatError, RegistryError, StorageError, UsageError
@@ -254,7 +255,7 @@ def test_gc_frees_old_images_below_the_watermark_and_keeps_the_rest(
 
     started = time.monotonic()
     result = collect_garbage(local, keep=scene.keep, sources={scene.announced.image_id},
-                             settings=settings(device), engine=engine)
+                             settings=settings(device), engine=cast(Engine, engine))
     took = time.monotonic() - started
 
     assert result.errors == ()
@@ -297,7 +298,8 @@ def test_one_failed_delete_is_recorded_and_the_rest_go_on(
         device: DeviceRegistry, scene: Scene) -> None:
     local = FailingDeletes(device.registry.host, "old/one:2")
     result = collect_garbage(local, keep=scene.keep, sources={scene.announced.image_id},
-                             settings=settings(device), engine=RecordingEngine())
+                             settings=settings(device),
+                             engine=cast(Engine, RecordingEngine()))
     assert sorted(i.name for i in result.removed) == ["old/one:1", "old/two:1", "old/two:alias"]
     assert len(result.errors) == 1 and result.errors[0].startswith("old/one:2 (sha256:")
     assert "answered 500" in result.errors[0]
