@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_source_stager_gives_identical_bytes_twice(tmp_path: Path) -> None:
 arm = sys.modules["arm64"]
 
 
-def _all_debs() -> list:
+def _all_debs() -> list[Any]:
     return [*c2.BASE_V1, *c2.BASE_V2, *c2.python_debs(c2.PY_V1), *c2.python_debs(c2.PY_V2)]
 
 

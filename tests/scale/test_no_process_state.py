@@ -50,13 +50,13 @@ def process_state(tree: ast.Module) -> Iterator[str]:
             name = target.id if isinstance(target, ast.Name) else ""
             if mutable and not (name.isupper() or name.lstrip("_").isupper() or name == "__all__"):
                 yield f"line {node.lineno}: module-level mutable {name!r}"
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Global):
-            yield f"line {node.lineno}: global {', '.join(node.names)}"
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for deco in node.decorator_list:
+    for item in ast.walk(tree):
+        if isinstance(item, ast.Global):
+            yield f"line {item.lineno}: global {', '.join(item.names)}"
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+            for deco in item.decorator_list:
                 if _name(deco) in CACHES:
-                    yield f"line {node.lineno}: {node.name} is memoised in the process"
+                    yield f"line {item.lineno}: {item.name} is memoised in the process"
 
 
 def test_the_hub_keeps_no_state_in_its_process() -> None:
