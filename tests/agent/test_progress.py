@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -181,7 +182,7 @@ def test_a_download_reports_its_progress_and_its_resume(
     assert dest.read_bytes() == path.read_bytes()
     resumed = recording.bodies[0]
     assert resumed["resumed"] is True
-    assert told[-1] <= on_disk == resumed["received"] < BUNDLE
+    assert told[-1] <= on_disk == cast(int, resumed["received"]) < BUNDLE
     last = int(str(recording.bodies[-1]["received"]))
     assert BUNDLE - POLICY.min_bytes < last <= BUNDLE  # then 'present' says the rest
     (row,) = _stored(world)
@@ -286,4 +287,4 @@ def test_the_real_agent_reports_and_resumes(registry: Registry, tmp_path: Path) 
         assert first[-1] <= int(str(second[0]["received"])) < size, (first, second)
         assert all("resumed" not in b for b in second[1:])
         (row,) = _stored(db_url)
-        assert row.bytes_received == second[-1]["received"] > size - POLICY.min_bytes
+        assert row.bytes_received == cast(int, second[-1]["received"]) > size - POLICY.min_bytes

@@ -25,7 +25,7 @@ from tests.jobs.conftest import DELTAPORT, JobsFleet, wait_for
 
 def _count(fleet: JobsFleet, sql: str, *args: str) -> int:
     with psycopg.connect(conninfo(fleet.db_url)) as conn:
-        row = conn.execute(sql, args).fetchone()  # type: ignore[call-overload]
+        row = conn.execute(sql, args).fetchone()
     return int(row[0]) if row else 0
 
 
