@@ -259,11 +259,8 @@ def ca_bundle(certs: dict[str, bytes]) -> bytes:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # -- fetching -------------------------------------------------------------------------------
