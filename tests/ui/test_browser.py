@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import pytest
 
@@ -33,6 +34,14 @@ from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+class _BrowserLogs(Protocol):
+    """Chromium's driver has the browser console log (selenium leaves it untyped)."""
+
+    def get_log(self, log_type: str) -> list[dict[str, Any]]: ...
+
+
 XSS_NAME = "<img src=x onerror=alert(1)>"
 pytestmark = [
     pytest.mark.slow,
@@ -99,7 +108,8 @@ class Visit:
             _ = self.driver.switch_to.alert.text
 
     def csp_violations(self) -> list[str]:
-        return [e["message"] for e in self.driver.get_log("browser")
+        logs = cast(_BrowserLogs, self.driver).get_log("browser")
+        return [e["message"] for e in logs
                 if "Content Security Policy" in e["message"] or "Refused to" in e["message"]]
 
 

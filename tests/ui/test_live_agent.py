@@ -35,6 +35,7 @@ from tests.ui.test_browser import CHROMIUM, DRIVER
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.chrome.webdriver import WebDriver as ChromeDriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 OPTS = TransportOptions(insecure=True)
@@ -46,16 +47,16 @@ pytestmark = [
 ]
 
 
-def _browser() -> webdriver.Chrome:
+def _browser() -> ChromeDriver:
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1280,700"):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
-    return webdriver.Chrome(service=Service(DRIVER), options=options)
+    return ChromeDriver(service=Service(DRIVER), options=options)
 
 
-def _progress(driver: webdriver.Chrome) -> tuple[int, int]:
+def _progress(driver: ChromeDriver) -> tuple[int, int]:
     """The first progress bar's value and the bytes received it reports (-1 without one):
     read in one script, because htmx may swap the element between a find and a read (a
     stale element, seen in CI)."""
@@ -67,7 +68,7 @@ def _progress(driver: webdriver.Chrome) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _text(driver: webdriver.Chrome, element_id: str) -> str | None:
+def _text(driver: ChromeDriver, element_id: str) -> str | None:
     """An element's text, found and read in one script (htmx swaps the live part)."""
     found = driver.execute_script(
         "const el = document.getElementById(arguments[0]);"
@@ -75,7 +76,7 @@ def _text(driver: webdriver.Chrome, element_id: str) -> str | None:
     return None if found is None else str(found)
 
 
-def _present_shown(driver: webdriver.Chrome) -> bool:
+def _present_shown(driver: ChromeDriver) -> bool:
     return bool(driver.execute_script("return document.getElementById('count-present') !== null;"))
 
 
