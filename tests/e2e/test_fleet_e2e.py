@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_fleet_over_links_cut_every_64k(
             registries[name], links[name], agents[name] = reg, link, files
         logs = (tmp_path / "hub.log", *(f.log for f in agents.values()))
         for name, start in starts.items():
-            wait_for(lambda n=name, s=start: checked_in(hc, n, 1 if s else 0),
+            wait_for(partial(checked_in, hc, name, 1 if start else 0),
                      f"{name} to check in", 30, logs=logs)
 
         sent = {name: 0 for name in starts}
@@ -87,10 +88,12 @@ def test_fleet_over_links_cut_every_64k(
                 sent[row["device"]] += row["bytes"]
             deployment = plan["deployment"]
             deployments.append(deployment)
-            wait_for(lambda d=deployment: active(hc, d), f"{tag} to be active", 90, logs=logs)
-            wait_for(lambda d=deployment: all(desired_deployment(f.desired_manifest) == d
-                                              for f in agents.values()),
-                     f"desired manifests of {tag}", 30, logs=logs)
+            wait_for(partial(active, hc, deployment), f"{tag} to be active", 90, logs=logs)
+
+            def all_desire(d: str = deployment) -> bool:
+                return all(desired_deployment(f.desired_manifest) == d for f in agents.values())
+
+            wait_for(all_desire, f"desired manifests of {tag}", 30, logs=logs)
 
         for name in starts:
             for tag in ("v1", "v2"):
