@@ -8,6 +8,6 @@ scripts/setup.sh
 echo "== ruff" >&2
 .venv/bin/ruff check src tests bench
 echo "== mypy" >&2
-.venv/bin/mypy
+.venv/bin/mypy src tests
 echo "== pytest" >&2
 .venv/bin/python -m pytest -q --durations=15 "$@"   # the slowest tests, to keep the suite fast
