@@ -20,6 +20,7 @@ from deltaport.fleet.queries import image_info
 from deltaport.jobs.app import conninfo
 from deltaport.jobs.queue import patch_keys, progress, queued
 from deltaport.pipelines.interfaces import BundleSpec
+from deltaport.pipelines.planner import config_base
 from tests.jobs.conftest import DELTAPORT, JobsFleet, wait_for
 
 
@@ -88,8 +89,10 @@ def test_bundle_through_workers_has_the_in_process_bytes(jobs_fleet: JobsFleet) 
     assert release is not None
     target = next(i for i in images if i.image_id == bundle.targets[0])
     holders = tuple(i for i in images if i != target and set(i.diff_ids) <= set(bundle.sources))
+    base_id = config_base(target, holders, bundle.sources)  # what the planner chose
+    base = next(i for i in images if i.image_id == base_id) if base_id else None
     spec = BundleSpec(bundle.key, target, tuple(bundle.sources), holders,
-                      Release(release.version, release.expires_at))
+                      Release(release.version, release.expires_at), config_base=base)
     builder = fleet.builder()
     builder.patch_cache = None  # every patch built here, in this process
     alone = builder.build(spec, fleet.home / "alone")
