@@ -389,8 +389,8 @@ def _read_config(payload: FileWindow, content: BundleContent,
     if content.config.length > MAX_PACKED_CONFIG:
         raise FormatError(f"bundle target config takes more than {MAX_PACKED_CONFIG} bytes")
     window = payload.window(content.config.offset, content.config.length)
-    configs = ({s.image_id(): s.config_bytes() for s in sources}
-               if content.config_base is not None else {})
+    base = next((s for s in sources if s.image_id() == content.config_base), None)
+    configs = {base.image_id(): base.config_bytes()} if base is not None else {}
     data = unpack_config(window.buffered().read(), content.config_codec,
                          content.config_base, configs)
     if _sha256_digest(data) != content.image_id:
